@@ -1,0 +1,104 @@
+/*
+ * model.h: a float network graph as stored in a ccq model file (HDF5).
+ *
+ * The graph is a list of nodes in topological order; each node reads the
+ * outputs of earlier nodes (or the network input, index -1) and produces one
+ * tensor of a fixed per-image shape: [C,H,W] (rank 3) or [F] (rank 1).
+ * model_load reads the file, recomputes every shape from the ops and refuses
+ * anything inconsistent, non-finite or over the engine's size limits, so
+ * code downstream may trust a loaded model. It does not run the network
+ * (fnet_ does, in float) nor quantize it.
+ *
+ * File layout: README.md, "Model file".
+ */
+#ifndef CCQ_MODEL_H
+#define CCQ_MODEL_H
+
+#include <stdint.h>
+
+#include "ccq/common.h"
+
+#define MODEL_FORMAT "ccq-model"
+#define MODEL_VERSION 1
+#define MODEL_MAX_NODES 4096
+#define MODEL_MAX_DIM 65536
+#define MODEL_MAX_NUMEL (INT64_C(1) << 26)  /* elements of one activation, per image */
+#define MODEL_MAX_WEIGHTS (INT64_C(1) << 28) /* elements of one weight tensor */
+#define MODEL_MAX_CHANNELS_IN 64             /* input image channels */
+
+typedef enum {
+    MODEL_OP_CONV2D,
+    MODEL_OP_BATCHNORM,
+    MODEL_OP_RELU,
+    MODEL_OP_MAXPOOL,
+    MODEL_OP_AVGPOOL,
+    MODEL_OP_GLOBALAVGPOOL,
+    MODEL_OP_LINEAR,
+    MODEL_OP_FLATTEN,
+    MODEL_OP_ADD,
+    MODEL_OP_COUNT
+} model_op;
+
+/* Per-image tensor shape. Rank 1 tensors have h = w = 1. */
+typedef struct {
+    int rank; /* 1 or 3 */
+    int c, h, w;
+} model_shape;
+
+typedef struct {
+    model_op op;
+    char name[128];
+    int n_in;
+    int in[2];         /* producer node indices; -1 = network input */
+    model_shape shape; /* output shape */
+
+    /* conv2d and pools */
+    int kernel[2];   /* kh, kw */
+    int stride[2];   /* sh, sw */
+    int pad[4];      /* top, left, bottom, right */
+    int dilation[2]; /* conv2d only; 1 for pools */
+    int ceil_mode;   /* pools */
+    int count_include_pad; /* avgpool */
+
+    /* conv2d: weight [Cout][Cin][kh][kw]; linear: weight [out][in]. bias may be NULL. */
+    float *weight;
+    float *bias;
+    int64_t n_weight;
+
+    /* batchnorm: y = (x - mean) / sqrt(var + eps) * gamma + beta, per channel */
+    float *gamma, *beta, *mean, *var;
+    float eps;
+} model_node;
+
+typedef struct {
+    char name[128];
+    char path[512];
+    model_shape input; /* rank 3: C, H, W of the raw uint8 image */
+    float mean[MODEL_MAX_CHANNELS_IN], std[MODEL_MAX_CHANNELS_IN]; /* pixel/255 units */
+    int n_nodes;
+    model_node *nodes;
+    int output;  /* index of the logits node (rank 1) */
+    int classes; /* = nodes[output].shape.c */
+} model;
+
+/* Loads and validates a model file. On failure *m is left empty (safe to free). */
+ccq_status model_load(model *m, const char *path, ccq_err *err);
+void model_free(model *m);
+
+/* Shape of a node's input j (the network input for index -1). */
+model_shape model_in_shape(const model *m, int node, int j);
+int64_t model_numel(model_shape s);
+
+const char *model_op_name(model_op op);
+/* Parameter count of one node (weights, biases, BN statistics). */
+int64_t model_node_params(const model *m, int node);
+/* Multiply-accumulates per image of one node (conv and linear; 0 elsewhere). */
+int64_t model_node_macs(const model *m, int node);
+int64_t model_params(const model *m);
+int64_t model_macs(const model *m);
+
+/* Output size of a conv/pool window along one axis (ONNX rules, ceil_mode
+ * drops a last window that would start in the right padding). */
+int model_window_out(int in, int k, int stride, int pad0, int pad1, int dil, int ceil_mode);
+
+#endif

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# setup.sh: install everything ccq needs from Debian packages and prepare the
+# default data file. Idempotent: a second run installs nothing and rewrites
+# nothing that is already in place. Must run as root (or with sudo available)
+# on Debian 12 with only the base toolchain.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+pkgs=(
+  build-essential cmake pkg-config
+  openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
+  libinih-dev libcmocka-dev
+  dataset-fashion-mnist
+  python3 python3-torch python3-onnx python3-h5py python3-numpy python3-matplotlib
+  libopenblas0-pthread
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  echo "setup: installing ${missing[*]}" >&2
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+# The default data file, made once from the Debian package's IDX files.
+data="$here/results/data/fashion-mnist.h5"
+if [ ! -s "$data" ]; then
+  mkdir -p "$(dirname "$data")"
+  /usr/bin/python3 "$here/scripts/data2ccq.py" --fashion-mnist "$data"
+fi

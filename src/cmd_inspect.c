@@ -1,0 +1,106 @@
+/*
+ * cmd_inspect.c: `ccq inspect FILE.h5`: summarise a ccq model file (layers,
+ * shapes, parameters, MACs) or data file (splits, shapes, label counts).
+ * It reads through the same validating loaders as every other command, so
+ * a file inspect accepts is a file the engine accepts.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "ccq/cmd.h"
+#include "ccq/data.h"
+#include "ccq/h5io.h"
+#include "ccq/model.h"
+
+static void shape_str(char *buf, size_t n, model_shape s)
+{
+    if (s.rank == 1)
+        snprintf(buf, n, "%d", s.c);
+    else
+        snprintf(buf, n, "%dx%dx%d", s.c, s.h, s.w);
+}
+
+static void inspect_model(const model *m)
+{
+    char sh[64], ins[32], attrs[96];
+    printf("ccq model  %s (%s), format version %d\n", m->name, m->path, MODEL_VERSION);
+    shape_str(sh, sizeof sh, m->input);
+    printf("input      %s uint8, normalised (x/255 - mean) / std per channel:", sh);
+    for (int c = 0; c < m->input.c; c++) printf(" mean %.4g std %.4g", (double)m->mean[c], (double)m->std[c]);
+    printf("\n%-5s %-13s %-24s %-9s %-11s %-22s %10s %12s\n", "node", "op", "name", "inputs", "output", "attrs",
+           "params", "MACs");
+    for (int i = 0; i < m->n_nodes; i++) {
+        const model_node *nd = &m->nodes[i];
+        shape_str(sh, sizeof sh, nd->shape);
+        if (nd->n_in == 2)
+            snprintf(ins, sizeof ins, "%d,%d", nd->in[0], nd->in[1]);
+        else
+            snprintf(ins, sizeof ins, "%d", nd->in[0]);
+        attrs[0] = '\0';
+        if (nd->op == MODEL_OP_CONV2D || nd->op == MODEL_OP_MAXPOOL || nd->op == MODEL_OP_AVGPOOL)
+            snprintf(attrs, sizeof attrs, "k%dx%d s%d,%d p%d,%d,%d,%d%s", nd->kernel[0], nd->kernel[1], nd->stride[0],
+                     nd->stride[1], nd->pad[0], nd->pad[1], nd->pad[2], nd->pad[3],
+                     nd->dilation[0] > 1 || nd->dilation[1] > 1 ? " dil" : nd->ceil_mode ? " ceil" : "");
+        printf("%-5d %-13s %-24.24s %-9s %-11s %-22s %10lld %12lld\n", i, model_op_name(nd->op), nd->name, ins, sh,
+               attrs, (long long)model_node_params(m, i), (long long)model_node_macs(m, i));
+    }
+    printf("total      %d nodes, %lld parameters, %lld MACs per image, %d classes (output node %d)\n", m->n_nodes,
+           (long long)model_params(m), (long long)model_macs(m), m->classes, m->output);
+}
+
+static ccq_status inspect_data(const char *path, ccq_err *err)
+{
+    static const char *const splits[] = {"train", "test"};
+    printf("ccq data   %s, format version %d\n", path, DATA_VERSION);
+    for (size_t s = 0; s < CCQ_ARRAY_LEN(splits); s++) {
+        data_split d;
+        ccq_status st = data_load(&d, path, splits[s], -1, err);
+        if (st) return st;
+        printf("%-6s     %d images %dx%dx%d uint8, %d classes, label counts:", splits[s], d.n, d.c, d.h, d.w,
+               d.classes);
+        int64_t *cnt = ccq_calloc((size_t)d.classes, sizeof(int64_t));
+        for (int i = 0; i < d.n; i++) cnt[d.labels[i]]++;
+        for (int k = 0; k < d.classes; k++) printf(" %lld", (long long)cnt[k]);
+        printf("\n");
+        ccq_free(cnt);
+        data_free(&d);
+    }
+    return CCQ_OK;
+}
+
+ccq_status cmd_inspect(int argc, char **argv, ccq_err *err)
+{
+    const char *path = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: ccq inspect FILE.h5   (a ccq model or data file)\n");
+            return CCQ_OK;
+        }
+        if (argv[i][0] == '-' && argv[i][1] != '\0')
+            return ccq_fail(err, CCQ_ERR_USAGE, "inspect: unknown flag '%s'", argv[i]);
+        if (path) return ccq_fail(err, CCQ_ERR_USAGE, "inspect: unexpected argument '%s'", argv[i]);
+        path = argv[i];
+    }
+    if (!path) return ccq_fail(err, CCQ_ERR_USAGE, "inspect: missing FILE.h5");
+
+    h5io_file f;
+    char fmt[32];
+    ccq_status st = h5io_file_open(&f, path, err);
+    if (st) return st;
+    if (H5Aexists_by_name(f.id, "/", "format", H5P_DEFAULT) <= 0) {
+        H5Fclose(f.id);
+        return ccq_fail(err, CCQ_ERR_FORMAT, "%s: not a ccq file (no format attribute)", path);
+    }
+    st = h5io_attr_str(&f, "/", "format", fmt, sizeof fmt, err);
+    H5Fclose(f.id);
+    if (st) return st;
+    if (strcmp(fmt, MODEL_FORMAT) == 0) {
+        model m;
+        if ((st = model_load(&m, path, err))) return st;
+        inspect_model(&m);
+        model_free(&m);
+        return CCQ_OK;
+    }
+    if (strcmp(fmt, DATA_FORMAT) == 0) return inspect_data(path, err);
+    return ccq_fail(err, CCQ_ERR_FORMAT, "%s: unknown ccq file format '%s'", path, fmt);
+}

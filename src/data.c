@@ -1,0 +1,103 @@
+/*
+ * data.c: read one split of a ccq data file, checking its layout and labels.
+ */
+#include "ccq/data.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "ccq/h5io.h"
+
+ccq_status data_load(data_split *d, const char *path, const char *split, int64_t limit, ccq_err *err)
+{
+    h5io_file f;
+    char fmt[32], obj[32];
+    int64_t v[1];
+    hsize_t dims[H5IO_MAX_RANK], ld[1];
+    int rank = 0;
+    ccq_status st;
+    memset(d, 0, sizeof *d);
+    snprintf(d->path, sizeof d->path, "%s", path);
+    snprintf(d->split, sizeof d->split, "%s", split);
+    if ((st = h5io_file_open(&f, path, err))) return st;
+    if (H5Aexists_by_name(f.id, "/", "format", H5P_DEFAULT) <= 0) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: not a ccq data file (no format attribute)", path);
+        goto fail;
+    }
+    if ((st = h5io_attr_str(&f, "/", "format", fmt, sizeof fmt, err))) goto fail;
+    if (strcmp(fmt, DATA_FORMAT) != 0) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: not a ccq data file (format is '%s')", path, fmt);
+        goto fail;
+    }
+    if ((st = h5io_attr_ints_n(&f, "/", "version", v, 1, err))) goto fail;
+    if (v[0] != DATA_VERSION) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: data format version %lld, this ccq reads version %d", path,
+                      (long long)v[0], DATA_VERSION);
+        goto fail;
+    }
+    if ((st = h5io_attr_ints_n(&f, "/", "classes", v, 1, err))) goto fail;
+    if (v[0] < 2 || v[0] > 65536) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: classes = %lld is outside [2, 65536]", path, (long long)v[0]);
+        goto fail;
+    }
+    d->classes = (int)v[0];
+    snprintf(obj, sizeof obj, "/%s", split);
+    if (!h5io_exists(&f, obj, NULL)) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: no '%s' split", path, split);
+        goto fail;
+    }
+    if ((st = h5io_dset_dims(&f, obj, "images", &rank, dims, err))) goto fail;
+    if (rank != 4 || dims[0] < 1 || dims[0] > INT32_MAX || dims[1] < 1 || dims[1] > MODEL_MAX_CHANNELS_IN ||
+        dims[2] < 1 || dims[2] > MODEL_MAX_DIM || dims[3] < 1 || dims[3] > MODEL_MAX_DIM) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s/images must be [N,C,H,W] with N >= 1", path, obj);
+        goto fail;
+    }
+    d->n_file = (int)dims[0];
+    d->n = limit < 0 || limit > d->n_file ? d->n_file : (int)limit;
+    d->c = (int)dims[1];
+    d->h = (int)dims[2];
+    d->w = (int)dims[3];
+    int64_t per = (int64_t)d->c * d->h * d->w;
+    if (per * d->n > (INT64_C(1) << 36)) {
+        st = ccq_fail(err, CCQ_ERR_LIMIT, "%s: %s split is too large to load", path, split);
+        goto fail;
+    }
+    d->images = ccq_malloc((size_t)(per * d->n));
+    d->labels = ccq_malloc(sizeof(int32_t) * (size_t)d->n);
+    if ((st = h5io_dset_read(&f, obj, "images", H5T_NATIVE_UINT8, 4, dims, d->n, d->images, err))) goto fail;
+    ld[0] = dims[0];
+    if ((st = h5io_dset_read(&f, obj, "labels", H5T_NATIVE_INT32, 1, ld, d->n, d->labels, err))) goto fail;
+    for (int i = 0; i < d->n; i++) {
+        if (d->labels[i] < 0 || d->labels[i] >= d->classes) {
+            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s/labels[%d] = %d is outside [0, %d)", path, obj, i,
+                          d->labels[i], d->classes);
+            goto fail;
+        }
+    }
+    return h5io_file_close(&f, err);
+
+fail:
+    if (f.id >= 0) H5Fclose(f.id);
+    data_free(d);
+    return st;
+}
+
+void data_free(data_split *d)
+{
+    ccq_free(d->images);
+    ccq_free(d->labels);
+    d->images = NULL;
+    d->labels = NULL;
+    d->n = 0;
+}
+
+ccq_status data_check_fits(const data_split *d, const model *m, ccq_err *err)
+{
+    if (d->c != m->input.c || d->h != m->input.h || d->w != m->input.w)
+        return ccq_fail(err, CCQ_ERR_MISMATCH, "%s: images are %dx%dx%d (CxHxW) but model %s expects %dx%dx%d",
+                        d->path, d->c, d->h, d->w, m->path, m->input.c, m->input.h, m->input.w);
+    if (d->classes > m->classes)
+        return ccq_fail(err, CCQ_ERR_MISMATCH, "%s: data has %d classes but model %s has %d outputs", d->path,
+                        d->classes, m->path, m->classes);
+    return CCQ_OK;
+}

@@ -1,0 +1,375 @@
+/*
+ * h5io.c: checked HDF5 attribute and dataset access for ccq files.
+ * Every call into HDF5 is checked; on failure the function releases what it
+ * opened (one `fail:`-style cleanup per function) and reports the file and
+ * object. It does not interpret content.
+ */
+#include "ccq/h5io.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+/* "obj/name" for messages, without a doubled slash at the root. */
+static const char *objname(char *buf, size_t n, const char *obj, const char *name)
+{
+    if (!name || !*name)
+        snprintf(buf, n, "%s", obj);
+    else if (strcmp(obj, "/") == 0)
+        snprintf(buf, n, "/%s", name);
+    else
+        snprintf(buf, n, "%s/%s", obj, name);
+    return buf;
+}
+
+static void dims_str(char *buf, size_t n, int rank, const hsize_t *d)
+{
+    size_t off = 0;
+    off += (size_t)snprintf(buf + off, n - off, "[");
+    for (int i = 0; i < rank && off < n; i++)
+        off += (size_t)snprintf(buf + off, n - off, "%s%llu", i ? "," : "", (unsigned long long)d[i]);
+    if (off < n) snprintf(buf + off, n - off, "]");
+}
+
+ccq_status h5io_file_open(h5io_file *f, const char *path, ccq_err *err)
+{
+    struct stat st;
+    f->id = H5I_INVALID_HID;
+    snprintf(f->path, sizeof f->path, "%s", path);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (stat(path, &st) != 0)
+        return ccq_fail(err, CCQ_ERR_IO, "%s: %s", path, errno == ENOENT ? "no such file" : strerror(errno));
+    if (S_ISDIR(st.st_mode)) return ccq_fail(err, CCQ_ERR_IO, "%s: is a directory, not a file", path);
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return ccq_fail(err, CCQ_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
+    fclose(fp);
+    htri_t is = H5Fis_hdf5(path);
+    if (is <= 0) return ccq_fail(err, CCQ_ERR_FORMAT, "%s: not an HDF5 file", path);
+    f->id = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f->id < 0)
+        return ccq_fail(err, CCQ_ERR_FORMAT, "%s: cannot open HDF5 file (truncated or damaged)", path);
+    return CCQ_OK;
+}
+
+ccq_status h5io_file_create(h5io_file *f, const char *path, ccq_err *err)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    snprintf(f->path, sizeof f->path, "%s", path);
+    f->id = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f->id < 0) return ccq_fail(err, CCQ_ERR_IO, "%s: cannot create HDF5 file", path);
+    return CCQ_OK;
+}
+
+ccq_status h5io_file_close(h5io_file *f, ccq_err *err)
+{
+    ccq_status st = CCQ_OK;
+    if (f->id >= 0) {
+        if (H5Fflush(f->id, H5F_SCOPE_GLOBAL) < 0 || H5Fclose(f->id) < 0)
+            st = ccq_fail(err, CCQ_ERR_IO, "%s: error while closing HDF5 file", f->path);
+    }
+    f->id = H5I_INVALID_HID;
+    return st;
+}
+
+int h5io_exists(const h5io_file *f, const char *obj, const char *name)
+{
+    char full[512];
+    objname(full, sizeof full, obj, name);
+    /* H5Lexists fails on a missing intermediate group: walk the path. */
+    char part[512];
+    size_t n = strlen(full);
+    for (size_t i = 1; i <= n; i++) {
+        if (full[i] == '/' || full[i] == '\0') {
+            memcpy(part, full, i);
+            part[i] = '\0';
+            if (H5Lexists(f->id, part, H5P_DEFAULT) <= 0) return 0;
+        }
+    }
+    return 1;
+}
+
+/* Opens attribute name of obj; reports missing object/attribute. */
+static hid_t attr_open(const h5io_file *f, const char *obj, const char *name, ccq_err *err, ccq_status *st)
+{
+    char full[512];
+    if (strcmp(obj, "/") != 0 && !h5io_exists(f, obj, NULL)) {
+        *st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: missing group %s", f->path, obj);
+        return H5I_INVALID_HID;
+    }
+    htri_t ex = H5Aexists_by_name(f->id, obj, name, H5P_DEFAULT);
+    if (ex <= 0) {
+        *st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: missing attribute", f->path, objname(full, sizeof full, obj, name));
+        return H5I_INVALID_HID;
+    }
+    hid_t a = H5Aopen_by_name(f->id, obj, name, H5P_DEFAULT, H5P_DEFAULT);
+    if (a < 0)
+        *st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: cannot open attribute", f->path,
+                       objname(full, sizeof full, obj, name));
+    return a;
+}
+
+ccq_status h5io_attr_str(const h5io_file *f, const char *obj, const char *name, char *buf, size_t n,
+                         ccq_err *err)
+{
+    char full[512];
+    ccq_status st = CCQ_OK;
+    hid_t a = attr_open(f, obj, name, err, &st), t = H5I_INVALID_HID, mt = H5I_INVALID_HID;
+    if (a < 0) return st;
+    objname(full, sizeof full, obj, name);
+    t = H5Aget_type(a);
+    if (t < 0 || H5Tget_class(t) != H5T_STRING) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: expected a string attribute", f->path, full);
+        goto done;
+    }
+    if (H5Tis_variable_str(t) > 0) {
+        char *s = NULL;
+        mt = H5Tcopy(H5T_C_S1);
+        if (mt < 0 || H5Tset_size(mt, H5T_VARIABLE) < 0 || H5Aread(a, mt, &s) < 0 || !s) {
+            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: cannot read string", f->path, full);
+            goto done;
+        }
+        if (strlen(s) >= n)
+            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: string longer than %zu characters", f->path, full, n - 1);
+        else
+            memcpy(buf, s, strlen(s) + 1);
+        H5free_memory(s);
+    } else {
+        size_t sz = H5Tget_size(t);
+        if (sz == 0 || sz >= n) {
+            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: string longer than %zu characters", f->path, full, n - 1);
+            goto done;
+        }
+        mt = H5Tcopy(H5T_C_S1);
+        memset(buf, 0, n);
+        if (mt < 0 || H5Tset_size(mt, sz + 1) < 0 || H5Tset_strpad(mt, H5T_STR_NULLTERM) < 0 ||
+            H5Aread(a, mt, buf) < 0) {
+            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: cannot read string", f->path, full);
+            goto done;
+        }
+    }
+done:
+    if (mt >= 0) H5Tclose(mt);
+    if (t >= 0) H5Tclose(t);
+    H5Aclose(a);
+    return st;
+}
+
+static ccq_status attr_numbers(const h5io_file *f, const char *obj, const char *name, H5T_class_t cls,
+                               hid_t mem, void *out, int max, int *count, ccq_err *err)
+{
+    char full[512];
+    ccq_status st = CCQ_OK;
+    hid_t a = attr_open(f, obj, name, err, &st), t = H5I_INVALID_HID, s = H5I_INVALID_HID;
+    if (a < 0) return st;
+    objname(full, sizeof full, obj, name);
+    t = H5Aget_type(a);
+    s = H5Aget_space(a);
+    if (t < 0 || s < 0 || H5Tget_class(t) != cls) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: expected %s values", f->path, full,
+                      cls == H5T_INTEGER ? "integer" : "floating-point");
+        goto done;
+    }
+    hssize_t np = H5Sget_simple_extent_npoints(s);
+    if (np < 1 || np > max) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: %lld values, expected 1 to %d", f->path, full, (long long)np,
+                      max);
+        goto done;
+    }
+    if (H5Aread(a, mem, out) < 0) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: cannot read values", f->path, full);
+        goto done;
+    }
+    *count = (int)np;
+done:
+    if (s >= 0) H5Sclose(s);
+    if (t >= 0) H5Tclose(t);
+    H5Aclose(a);
+    return st;
+}
+
+ccq_status h5io_attr_ints(const h5io_file *f, const char *obj, const char *name, int64_t *out, int max,
+                          int *count, ccq_err *err)
+{
+    return attr_numbers(f, obj, name, H5T_INTEGER, H5T_NATIVE_INT64, out, max, count, err);
+}
+
+ccq_status h5io_attr_ints_n(const h5io_file *f, const char *obj, const char *name, int64_t *out, int count,
+                            ccq_err *err)
+{
+    int64_t tmp[64];
+    int got = 0;
+    char full[512];
+    CCQ_ASSERT(count <= 64);
+    ccq_status st = h5io_attr_ints(f, obj, name, tmp, 64, &got, err);
+    if (st) return st;
+    if (got != count)
+        return ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: %d values, expected %d", f->path,
+                        objname(full, sizeof full, obj, name), got, count);
+    memcpy(out, tmp, sizeof(int64_t) * (size_t)count);
+    return CCQ_OK;
+}
+
+ccq_status h5io_attr_floats_n(const h5io_file *f, const char *obj, const char *name, float *out, int count,
+                              ccq_err *err)
+{
+    float tmp[4096];
+    int got = 0;
+    char full[512];
+    CCQ_ASSERT(count <= 4096);
+    ccq_status st = attr_numbers(f, obj, name, H5T_FLOAT, H5T_NATIVE_FLOAT, tmp, 4096, &got, err);
+    if (st) return st;
+    if (got != count)
+        return ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: %d values, expected %d", f->path,
+                        objname(full, sizeof full, obj, name), got, count);
+    memcpy(out, tmp, sizeof(float) * (size_t)count);
+    return CCQ_OK;
+}
+
+static hid_t dset_open(const h5io_file *f, const char *obj, const char *name, ccq_err *err, ccq_status *st)
+{
+    char full[512];
+    objname(full, sizeof full, obj, name);
+    if (!h5io_exists(f, obj, name)) {
+        *st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: missing dataset", f->path, full);
+        return H5I_INVALID_HID;
+    }
+    hid_t d = H5Dopen2(f->id, full, H5P_DEFAULT);
+    if (d < 0) *st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: not a readable dataset", f->path, full);
+    return d;
+}
+
+ccq_status h5io_dset_dims(const h5io_file *f, const char *obj, const char *name, int *rank, hsize_t *dims,
+                          ccq_err *err)
+{
+    char full[512];
+    ccq_status st = CCQ_OK;
+    hid_t d = dset_open(f, obj, name, err, &st), s = H5I_INVALID_HID;
+    if (d < 0) return st;
+    s = H5Dget_space(d);
+    int r = s < 0 ? -1 : H5Sget_simple_extent_ndims(s);
+    if (r < 0 || r > H5IO_MAX_RANK || H5Sget_simple_extent_dims(s, dims, NULL) < 0) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: unreadable or unsupported dataspace", f->path,
+                      objname(full, sizeof full, obj, name));
+    } else {
+        *rank = r;
+    }
+    if (s >= 0) H5Sclose(s);
+    H5Dclose(d);
+    return st;
+}
+
+ccq_status h5io_dset_read(const h5io_file *f, const char *obj, const char *name, hid_t mem_type, int rank,
+                          const hsize_t *dims, int64_t rows, void *buf, ccq_err *err)
+{
+    char full[512], want[128], have[128];
+    hsize_t fd[H5IO_MAX_RANK];
+    int fr = 0;
+    ccq_status st = h5io_dset_dims(f, obj, name, &fr, fd, err);
+    if (st) return st;
+    objname(full, sizeof full, obj, name);
+    int ok = fr == rank;
+    for (int i = 0; ok && i < rank; i++) {
+        if (i == 0 && rows >= 0)
+            ok = fd[0] >= (hsize_t)rows;
+        else
+            ok = fd[i] == dims[i];
+    }
+    if (!ok) {
+        dims_str(want, sizeof want, rank, dims);
+        dims_str(have, sizeof have, fr, fd);
+        return ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: expected shape %s, found %s", f->path, full, want, have);
+    }
+    hid_t d = dset_open(f, obj, name, err, &st), t = H5I_INVALID_HID, fs = H5I_INVALID_HID, ms = H5I_INVALID_HID;
+    if (d < 0) return st;
+    t = H5Dget_type(d);
+    H5T_class_t want_cls = H5Tget_class(mem_type);
+    if (t < 0 || H5Tget_class(t) != want_cls) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: expected %s data", f->path, full,
+                      want_cls == H5T_FLOAT ? "floating-point" : "integer");
+        goto done;
+    }
+    herr_t rc;
+    if (rows >= 0) {
+        hsize_t start[H5IO_MAX_RANK] = {0}, count[H5IO_MAX_RANK];
+        for (int i = 0; i < rank; i++) count[i] = i == 0 ? (hsize_t)rows : fd[i];
+        fs = H5Dget_space(d);
+        ms = H5Screate_simple(rank, count, NULL);
+        if (fs < 0 || ms < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0) {
+            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: cannot select rows", f->path, full);
+            goto done;
+        }
+        rc = rows == 0 ? 0 : H5Dread(d, mem_type, ms, fs, H5P_DEFAULT, buf);
+    } else {
+        rc = H5Dread(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+    }
+    if (rc < 0) st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: read failed (truncated or damaged file)", f->path, full);
+done:
+    if (ms >= 0) H5Sclose(ms);
+    if (fs >= 0) H5Sclose(fs);
+    if (t >= 0) H5Tclose(t);
+    H5Dclose(d);
+    return st;
+}
+
+ccq_status h5io_write_group(const h5io_file *f, const char *obj, ccq_err *err)
+{
+    hid_t g = H5Gcreate2(f->id, obj, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return ccq_fail(err, CCQ_ERR_IO, "%s: %s: cannot create group", f->path, obj);
+    H5Gclose(g);
+    return CCQ_OK;
+}
+
+static ccq_status write_attr(const h5io_file *f, const char *obj, const char *name, hid_t type, hid_t space,
+                             const void *v, ccq_err *err)
+{
+    char full[512];
+    hid_t a = H5Acreate_by_name(f->id, obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = a < 0 ? -1 : H5Awrite(a, type, v);
+    if (a >= 0) H5Aclose(a);
+    if (rc < 0)
+        return ccq_fail(err, CCQ_ERR_IO, "%s: %s: cannot write attribute", f->path,
+                        objname(full, sizeof full, obj, name));
+    return CCQ_OK;
+}
+
+ccq_status h5io_write_attr_str(const h5io_file *f, const char *obj, const char *name, const char *value,
+                               ccq_err *err)
+{
+    /* Fixed-length, NUL-padded ASCII: what onnx2ccq.py and data2ccq.py write. */
+    hid_t t = H5Tcopy(H5T_C_S1), s = H5Screate(H5S_SCALAR);
+    size_t len = strlen(value);
+    ccq_status st;
+    if (t < 0 || s < 0 || H5Tset_size(t, len ? len : 1) < 0 || H5Tset_strpad(t, H5T_STR_NULLPAD) < 0)
+        st = ccq_fail(err, CCQ_ERR_IO, "%s: cannot make string type", f->path);
+    else
+        st = write_attr(f, obj, name, t, s, len ? value : "", err);
+    if (s >= 0) H5Sclose(s);
+    if (t >= 0) H5Tclose(t);
+    return st;
+}
+
+ccq_status h5io_write_attr_ints(const h5io_file *f, const char *obj, const char *name, const int32_t *v,
+                                int count, int scalar, ccq_err *err)
+{
+    hsize_t n = (hsize_t)count;
+    hid_t s = scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, NULL);
+    if (s < 0) return ccq_fail(err, CCQ_ERR_IO, "%s: cannot make dataspace", f->path);
+    ccq_status st = write_attr(f, obj, name, H5T_NATIVE_INT32, s, v, err);
+    H5Sclose(s);
+    return st;
+}
+
+ccq_status h5io_write_dset(const h5io_file *f, const char *obj, const char *name, hid_t file_type,
+                           hid_t mem_type, int rank, const hsize_t *dims, const void *buf, ccq_err *err)
+{
+    char full[512];
+    objname(full, sizeof full, obj, name);
+    hid_t s = H5Screate_simple(rank, dims, NULL);
+    hid_t d = s < 0 ? -1 : H5Dcreate2(f->id, full, file_type, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = d < 0 ? -1 : H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+    if (d >= 0) H5Dclose(d);
+    if (s >= 0) H5Sclose(s);
+    if (rc < 0) return ccq_fail(err, CCQ_ERR_IO, "%s: %s: cannot write dataset", f->path, full);
+    return CCQ_OK;
+}

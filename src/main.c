@@ -1,0 +1,100 @@
+/*
+ * main.c: `ccq SUBCOMMAND ...` dispatch, and the one place that turns a
+ * ccq_status into a message on stderr and an exit code (README.md, "Exit
+ * codes"). Subcommands live in cmd_*.c.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ccq/cmd.h"
+#include "ccq/version.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: ccq SUBCOMMAND [ARGS]\n"
+            "\n"
+            "subcommands:\n"
+            "  eval MODEL.h5 --data DATA.h5 --float [--split test|train] [--limit N] [--json]\n"
+            "                [--save-logits OUT.h5]\n"
+            "                          accuracy and speed of the float reference forward pass\n"
+            "  inspect FILE.h5         summarise a ccq model or data file\n"
+            "  help                    this text (also: ccq SUBCOMMAND --help)\n"
+            "  version                 print the version\n"
+            "\n"
+            "exit codes: 0 ok, 2 usage, 3 file missing or unreadable, 4 malformed file,\n"
+            "            5 files do not fit together, 6 size limit or out of memory\n");
+}
+
+int main(int argc, char **argv)
+{
+    ccq_err err = {{0}};
+    ccq_status st;
+    if (argc < 2) {
+        usage(stderr);
+        return CCQ_ERR_USAGE;
+    }
+    const char *sub = argv[1];
+    if (strcmp(sub, "help") == 0 || strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(sub, "version") == 0 || strcmp(sub, "--version") == 0) {
+        printf("ccq %s\n", CCQ_VERSION);
+        return 0;
+    }
+    if (strcmp(sub, "eval") == 0)
+        st = cmd_eval(argc - 2, argv + 2, &err);
+    else if (strcmp(sub, "inspect") == 0)
+        st = cmd_inspect(argc - 2, argv + 2, &err);
+    else
+        st = ccq_fail(&err, CCQ_ERR_USAGE, "unknown subcommand '%s' (see ccq help)", sub);
+    if (st != CCQ_OK) {
+        fflush(stdout);
+        fprintf(stderr, "ccq: %s\n", err.msg);
+    }
+    return (int)st;
+}
+
+ccq_status cmd_parse_int(const char *cmd, const char *flag, const char *s, long long min, long long max,
+                         long long *out, ccq_err *err)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = s ? strtoll(s, &end, 10) : 0;
+    if (!s || !*s || *end || errno || v < min || v > max)
+        return ccq_fail(err, CCQ_ERR_USAGE, "%s: %s needs an integer in [%lld, %lld], got '%s'", cmd, flag, min, max,
+                        s ? s : "");
+    *out = v;
+    return CCQ_OK;
+}
+
+void cmd_tmp_path(char *tmp, size_t n, const char *path)
+{
+    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+}
+
+ccq_status cmd_commit(const char *tmp, const char *path, ccq_err *err)
+{
+    /* Data on disk before the name points at it: a crash leaves the old file or the new one. */
+    int fd = open(tmp, O_RDONLY);
+    if (fd < 0 || fsync(fd) != 0) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        unlink(tmp);
+        return ccq_fail(err, CCQ_ERR_IO, "%s: cannot write: %s", path, strerror(e));
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return ccq_fail(err, CCQ_ERR_IO, "%s: cannot write: %s", path, strerror(e));
+    }
+    return CCQ_OK;
+}
+
+void cmd_discard(const char *tmp) { unlink(tmp); }
