@@ -125,7 +125,9 @@ ccq_status h5io_attr_str(const h5io_file *f, const char *obj, const char *name, 
     if (H5Tis_variable_str(t) > 0) {
         char *s = NULL;
         mt = H5Tcopy(H5T_C_S1);
-        if (mt < 0 || H5Tset_size(mt, H5T_VARIABLE) < 0 || H5Aread(a, mt, &s) < 0 || !s) {
+        /* HDF5 does not convert between ASCII and UTF-8: read in the file's charset. */
+        if (mt < 0 || H5Tset_size(mt, H5T_VARIABLE) < 0 || H5Tset_cset(mt, H5Tget_cset(t)) < 0 ||
+            H5Aread(a, mt, &s) < 0 || !s) {
             st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: cannot read string", f->path, full);
             goto done;
         }
@@ -143,6 +145,7 @@ ccq_status h5io_attr_str(const h5io_file *f, const char *obj, const char *name, 
         mt = H5Tcopy(H5T_C_S1);
         memset(buf, 0, n);
         if (mt < 0 || H5Tset_size(mt, sz + 1) < 0 || H5Tset_strpad(mt, H5T_STR_NULLTERM) < 0 ||
+            H5Tset_cset(mt, H5Tget_cset(t)) < 0 ||
             H5Aread(a, mt, buf) < 0) {
             st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: cannot read string", f->path, full);
             goto done;
