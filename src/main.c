@@ -35,7 +35,7 @@ int main(int argc, char **argv)
     ccq_err err = {{0}};
     ccq_status st;
     if (argc < 2) {
-        usage(stderr);
+        fprintf(stderr, "ccq: missing subcommand (see ccq help)\n");
         return CCQ_ERR_USAGE;
     }
     const char *sub = argv[1];

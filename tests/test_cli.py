@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""test_cli.py FIXTURE_DIR: bad input to the ccq binary never crashes: one
+line on stderr naming the file and the problem, the documented exit code,
+nothing on stdout, no output file left behind or damaged. Also the good path
+of eval (text, --json, --save-logits against PyTorch's logits)."""
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import h5py
+import numpy as np
+
+from ccqtest import Checks, ccq_binary, run
+
+fx = sys.argv[1]
+ccq = ccq_binary()
+t = Checks("cli")
+F = lambda n: os.path.join(fx, n)  # noqa: E731
+USAGE, IO, FORMAT, MISMATCH = 2, 3, 4, 5
+
+
+def expect(label, args, code, needles):
+    rc, out, err = run([ccq] + args)
+    lines = err.splitlines()
+    t.check(f"{label}: exit code", rc == code, f"got {rc}, want {code}; stderr={err!r}")
+    t.check(f"{label}: one stderr line", len(lines) == 1 and lines[0].startswith("ccq: "), repr(err))
+    t.check(f"{label}: nothing on stdout", out == "", repr(out))
+    for n in needles:
+        t.check(f"{label}: message names '{n}'", n in err, repr(err))
+
+
+tiny, data = F("tiny.h5"), F("tiny_data.h5")
+ev = lambda m, d=data, *rest: ["eval", m, "--data", d, "--float", *rest]  # noqa: E731
+
+# usage errors
+expect("no subcommand", [], USAGE, ["missing subcommand"])
+expect("unknown subcommand", ["frobnicate"], USAGE, ["unknown subcommand 'frobnicate'"])
+expect("unknown flag", ev(tiny) + ["--fast"], USAGE, ["unknown flag '--fast'"])
+expect("flag without value", ["eval", tiny, "--float", "--data"], USAGE, ["--data needs a value"])
+expect("bad --limit", ev(tiny) + ["--limit", "ten"], USAGE, ["--limit", "'ten'"])
+expect("zero --limit", ev(tiny) + ["--limit", "0"], USAGE, ["--limit"])
+expect("bad --split", ev(tiny) + ["--split", "val"], USAGE, ["--split", "'val'"])
+expect("missing --float", ["eval", tiny, "--data", data], USAGE, ["--float"])
+expect("missing model", ["eval", "--data", data, "--float"], USAGE, ["missing MODEL.h5"])
+expect("inspect extra arg", ["inspect", tiny, tiny], USAGE, ["unexpected argument"])
+
+# file errors, through eval and inspect
+for sub in ("eval", "inspect"):
+    mk = (lambda m: ev(m)) if sub == "eval" else (lambda m: ["inspect", m])
+    expect(f"{sub} missing file", mk(F("nope.h5")), IO, [F("nope.h5"), "no such file"])
+    expect(f"{sub} directory", mk(fx), IO, [fx, "is a directory"])
+    expect(f"{sub} not hdf5", mk(F("not_hdf5.h5")), FORMAT, ["not_hdf5.h5", "not an HDF5 file"])
+    expect(f"{sub} truncated", mk(F("truncated.h5")), FORMAT, ["truncated.h5", "truncated or damaged"])
+    expect(f"{sub} nan weight", mk(F("bad_nan.h5")), FORMAT, ["bad_nan.h5", "non-finite"])
+    expect(f"{sub} wrong shape", mk(F("bad_shape.h5")), FORMAT, ["bad_shape.h5", "stored shape"])
+    expect(f"{sub} weight dims", mk(F("bad_weight_dims.h5")), FORMAT, ["expected shape [3,8], found [3,9]"])
+    expect(f"{sub} foreign hdf5", mk(F("foreign.h5")), FORMAT, ["foreign.h5", "not a ccq"])
+expect("eval data file as model", ev(data), FORMAT, ["not a ccq model file"])
+expect("eval model as data", ev(tiny, tiny), FORMAT, ["not a ccq data file"])
+expect("eval missing data", ev(tiny, F("nodata.h5")), IO, ["nodata.h5", "no such file"])
+expect("eval truncated data", ev(tiny, F("truncated.h5")), FORMAT, ["truncated or damaged"])
+expect("eval data mismatch", ev(tiny, F("data_5x5.h5")), MISMATCH, ["data_5x5.h5", "1x5x5", "expects 1x4x4"])
+expect("eval bad label", ev(tiny, F("data_badlabel.h5"), "--split", "train"), FORMAT, ["labels[1] = 3"])
+
+# outputs: never partial, never clobbered by a failing run
+with tempfile.TemporaryDirectory() as d:
+    out = os.path.join(d, "logits.h5")
+    expect("save-logits missing dir", ev(tiny) + ["--save-logits", os.path.join(d, "no", "x.h5")], IO, ["x.h5"])
+    t.check("no stray files after failed write", os.listdir(d) == [], str(os.listdir(d)))
+    shutil.copy(F("tiny_expected.h5"), out)
+    before = open(out, "rb").read()
+    expect("failing run keeps existing output", ev(tiny, F("data_5x5.h5")) + ["--save-logits", out], MISMATCH, [])
+    t.check("existing output untouched", open(out, "rb").read() == before)
+
+    # good path
+    rc, so, se = run([ccq] + ev(tiny) + ["--json", "--save-logits", out])
+    t.check("eval ok", rc == 0 and se == "", f"rc={rc} stderr={se!r}")
+    r = json.loads(so)
+    with h5py.File(F("tiny_expected.h5"), "r") as f:
+        want = f["logits"][...]
+    with h5py.File(F("tiny_data.h5"), "r") as f:
+        labels = f["test/labels"][...]
+    with h5py.File(out, "r") as f:
+        got = f["logits"][...]
+    t.check("saved logits match torch", got.shape == want.shape and np.allclose(got, want, rtol=1e-5, atol=1e-6),
+            f"{got} vs {want}")
+    t.check("json fields", r["images"] == 4 and r["mode"] == "float" and r["split"] == "test", so)
+    t.check("json accuracy", r["correct"] == int((want.argmax(1) == labels).sum()), so)
+    t.check("no temp files left", sorted(os.listdir(d)) == ["logits.h5"], str(os.listdir(d)))
+    rc, so, se = run([ccq] + ev(tiny) + ["--limit", "2", "--split", "train"])
+    t.check("text output", rc == 0 and "accuracy" in so and "2 images" in so, so + se)
+    rc, so, se = run([ccq, "inspect", tiny])
+    t.check("inspect model", rc == 0 and "55 parameters" in so and "312 MACs" in so, so + se)
+    rc, so, se = run([ccq, "inspect", data])
+    t.check("inspect data", rc == 0 and "train" in so and "6 images" in so and "4 images" in so, so + se)
+    rc, so, se = run([ccq, "help"])
+    t.check("help", rc == 0 and "usage: ccq" in so, so)
+t.finish()
