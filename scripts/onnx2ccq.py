@@ -270,7 +270,8 @@ class Converter:
         xs = self.shape[n.input[0]]
         w = self.const(n, n.input[1], "weight").astype(np.float32)
         if len(xs) != 1 or w.ndim != 2 or w.shape[0] != xs[0]:
-            raise ConvertError(f"{node_label(n)}: only (batch, features) x constant matrix is supported")
+            raise ConvertError(f"{node_label(n)}: only (batch, features) x constant matrix is supported, "
+                               f"found input {xs} and weight {w.shape}")
         self.emit(n, "linear", [x], (w.shape[1],), {}, {"weight": np.ascontiguousarray(w.T)})
 
     def op_Add(self, n):
@@ -482,8 +483,11 @@ def main(argv=None):
     a = ap.parse_args(argv)
     try:
         import onnx
+        import warnings
         try:
-            model = onnx.load(a.onnx_in)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # protobuf warns on garbage; we report it ourselves
+                model = onnx.load(a.onnx_in)
         except FileNotFoundError:
             raise ConvertError("file not found")
         except Exception as e:  # onnx raises DecodeError and friends for non-ONNX bytes

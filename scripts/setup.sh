@@ -29,7 +29,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # The default data file, made once from the Debian package's IDX files.
-data="$here/results/data/fashion-mnist.h5"
+data="$here/build/data/fashion-mnist.h5"
 if [ ! -s "$data" ]; then
   mkdir -p "$(dirname "$data")"
   /usr/bin/python3 "$here/scripts/data2ccq.py" --fashion-mnist "$data"
