@@ -197,7 +197,7 @@ class Converter:
         attrs = {"kernel": k, "stride": strides, "pad": pads, "ceil_mode": int(a["ceil_mode"])}
         if op == "avgpool":
             attrs["count_include_pad"] = int(a["count_include_pad"])
-        if op == "maxpool" and max(pads[0], pads[2]) >= k[0] or max(pads[1], pads[3]) >= k[1]:
+        if max(pads[0], pads[2]) >= k[0] or max(pads[1], pads[3]) >= k[1]:
             raise ConvertError(f"{node_label(n)}: padding must be smaller than the kernel")
         self.emit(n, op, [x], (xs[0], out[0], out[1]), attrs)
 
@@ -234,7 +234,8 @@ class Converter:
         if n.input[0] in self.consts:
             self.consts[n.output[0]] = self.consts[n.input[0]].reshape(self.const(n, n.input[1], "shape"))
             return
-        xs = self.shape[self.tensor(n, n.input[0]) and n.input[0]]
+        self.tensor(n, n.input[0])
+        xs = self.shape[n.input[0]]
         tgt = [int(v) for v in self.const(n, n.input[1], "shape").reshape(-1)]
         total = int(np.prod(xs))
         ok = len(tgt) == 2 and (tgt[0] in (BATCH, 0, -1) if not a["allowzero"] else tgt[0] in (BATCH, -1)) \
@@ -285,8 +286,7 @@ class Converter:
             ref = self.tensor(n, t)
             prod = self.nodes[ref[1]] if ref[0] == "node" else None
             bias = self.consts[c].astype(np.float32)
-            if prod is None or prod["op"] != "linear" or "bias" in prod["data"] or bias.size != prod["shape"][0] \
-                    or any(self.env[k] == ref for k in self.consumers.get(t, []) if False):
+            if prod is None or prod["op"] != "linear" or "bias" in prod["data"] or bias.size != prod["shape"][0]:
                 raise ConvertError(f"{node_label(n)}: adding a constant is only supported as a linear layer's bias")
             if len(self.consumers.get(t, [])) != 1:
                 raise ConvertError(f"{node_label(n)}: the MatMul output is used elsewhere; cannot fold the bias")
