@@ -78,20 +78,15 @@ static ccq_status parse(int argc, char **argv, eval_args *a, int *help, ccq_err 
 
 static ccq_status save_logits(const char *path, const float *logits, int n, int classes, ccq_err *err)
 {
-    char tmp[600];
     h5io_file f;
     hsize_t dims[2] = {(hsize_t)n, (hsize_t)classes};
-    cmd_tmp_path(tmp, sizeof tmp, path);
-    ccq_status st = h5io_file_create(&f, tmp, err);
-    if (st) return ccq_fail(err, CCQ_ERR_IO, "%s: cannot create (directory missing or not writable)", path);
-    st = h5io_write_dset(&f, "/", "logits", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dims, logits, err);
-    ccq_status st2 = h5io_file_close(&f, err);
-    if (!st) st = st2;
-    if (st) {
-        cmd_discard(tmp);
+    ccq_status st = h5io_atomic_create(&f, path, err);
+    if (st) return st;
+    if ((st = h5io_write_dset(&f, "/", "logits", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dims, logits, err))) {
+        h5io_atomic_abort(&f);
         return st;
     }
-    return cmd_commit(tmp, path, err);
+    return h5io_atomic_commit(&f, path, err);
 }
 
 ccq_status cmd_eval(int argc, char **argv, ccq_err *err)

@@ -245,6 +245,7 @@ const float *fnet_forward(fnet *net, const uint8_t *image)
         }
         default: CCQ_ASSERT(0);
         }
+        if (nd->relu) fnet_relu(y, y, model_numel(nd->shape));
     }
     return net->out[m->output];
 }

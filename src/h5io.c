@@ -7,9 +7,11 @@
 #include "ccq/h5io.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* "obj/name" for messages, without a doubled slash at the root. */
 static const char *objname(char *buf, size_t n, const char *obj, const char *name)
@@ -374,5 +376,54 @@ ccq_status h5io_write_dset(const h5io_file *f, const char *obj, const char *name
     if (d >= 0) H5Dclose(d);
     if (s >= 0) H5Sclose(s);
     if (rc < 0) return ccq_fail(err, CCQ_ERR_IO, "%s: %s: cannot write dataset", f->path, full);
+    return CCQ_OK;
+}
+
+ccq_status h5io_write_attr_floats(const h5io_file *f, const char *obj, const char *name, const float *v,
+                                  int count, int scalar, ccq_err *err)
+{
+    hsize_t n = (hsize_t)count;
+    hid_t s = scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, NULL);
+    if (s < 0) return ccq_fail(err, CCQ_ERR_IO, "%s: cannot make dataspace", f->path);
+    hid_t a = H5Acreate_by_name(f->id, obj, name, H5T_IEEE_F32LE, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_FLOAT, v);
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(s);
+    if (rc < 0) return ccq_fail(err, CCQ_ERR_IO, "%s: %s: cannot write attribute %s", f->path, obj, name);
+    return CCQ_OK;
+}
+
+ccq_status h5io_atomic_create(h5io_file *f, const char *path, ccq_err *err)
+{
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%.1000s.tmp.%ld", path, (long)getpid());
+    if (h5io_file_create(f, tmp, err))
+        return ccq_fail(err, CCQ_ERR_IO, "%s: cannot create (directory missing or not writable)", path);
+    return CCQ_OK;
+}
+
+void h5io_atomic_abort(h5io_file *f)
+{
+    if (f->id >= 0) H5Fclose(f->id);
+    f->id = H5I_INVALID_HID;
+    unlink(f->path);
+}
+
+ccq_status h5io_atomic_commit(h5io_file *f, const char *path, ccq_err *err)
+{
+    ccq_status st = h5io_file_close(f, err);
+    if (st) {
+        unlink(f->path);
+        return ccq_fail(err, CCQ_ERR_IO, "%s: cannot write", path);
+    }
+    /* Data on disk before the name points at it. */
+    int fd = open(f->path, O_RDONLY);
+    if (fd < 0 || fsync(fd) != 0 || rename(f->path, path) != 0) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        unlink(f->path);
+        return ccq_fail(err, CCQ_ERR_IO, "%s: cannot write: %s", path, strerror(e));
+    }
+    close(fd);
     return CCQ_OK;
 }

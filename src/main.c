@@ -4,7 +4,6 @@
  * codes"). Subcommands live in cmd_*.c.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,29 +71,3 @@ ccq_status cmd_parse_int(const char *cmd, const char *flag, const char *s, long 
     *out = v;
     return CCQ_OK;
 }
-
-void cmd_tmp_path(char *tmp, size_t n, const char *path)
-{
-    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
-}
-
-ccq_status cmd_commit(const char *tmp, const char *path, ccq_err *err)
-{
-    /* Data on disk before the name points at it: a crash leaves the old file or the new one. */
-    int fd = open(tmp, O_RDONLY);
-    if (fd < 0 || fsync(fd) != 0) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        unlink(tmp);
-        return ccq_fail(err, CCQ_ERR_IO, "%s: cannot write: %s", path, strerror(e));
-    }
-    close(fd);
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return ccq_fail(err, CCQ_ERR_IO, "%s: cannot write: %s", path, strerror(e));
-    }
-    return CCQ_OK;
-}
-
-void cmd_discard(const char *tmp) { unlink(tmp); }

@@ -130,6 +130,64 @@ static ccq_status load_window(const node_ctx *c, model_node *nd, model_shape in,
     return CCQ_OK;
 }
 
+int model_qmax(int bits) { return (1 << (bits - 1)) - 1; }
+
+static int reads_through(model_op op)
+{
+    return op == MODEL_OP_MAXPOOL || op == MODEL_OP_AVGPOOL || op == MODEL_OP_GLOBALAVGPOOL ||
+           op == MODEL_OP_RELU || op == MODEL_OP_FLATTEN;
+}
+
+/* Optional attributes: the fused relu flag, and the quantization of a
+ * quantized model (output tensor scale and zero point, weight levels). */
+static ccq_status load_node_extras(const model *m, const node_ctx *c, model_node *nd, model_shape in, ccq_err *err)
+{
+    ccq_status st;
+    const h5io_file *f = c->f;
+    nd->relu = 0;
+    if (H5Aexists_by_name(f->id, c->obj, "relu", H5P_DEFAULT) > 0) {
+        if ((st = read_int_attrs(c, "relu", &nd->relu, 1, 0, 1, err))) return st;
+        if (nd->relu && (nd->op != MODEL_OP_CONV2D && nd->op != MODEL_OP_LINEAR && nd->op != MODEL_OP_ADD &&
+                         nd->op != MODEL_OP_BATCHNORM))
+            return NODE_FAIL(c, err, CCQ_ERR_FORMAT, "%s", "relu = 1 on an op that cannot fuse it");
+    }
+    if (!m->quantized) return CCQ_OK;
+    if ((st = h5io_attr_floats_n(f, c->obj, "act_scale", &nd->act_scale, 1, err))) return st;
+    if ((st = read_int_attrs(c, "act_zp", &nd->act_zp, 1, 0, 255, err))) return st;
+    if (!isfinite(nd->act_scale) || !(nd->act_scale > 0.0f))
+        return NODE_FAIL(c, err, CCQ_ERR_FORMAT, "act_scale = %g must be finite and positive", (double)nd->act_scale);
+    if (reads_through(nd->op)) {
+        const int src = nd->in[0];
+        const float s_in = src < 0 ? m->in_scale : m->nodes[src].act_scale;
+        const int z_in = src < 0 ? m->in_zp : m->nodes[src].act_zp;
+        if (s_in != nd->act_scale || z_in != nd->act_zp)
+            return NODE_FAIL(c, err, CCQ_ERR_FORMAT, "%s", "act_scale/act_zp must equal its input's");
+    }
+    if (nd->op != MODEL_OP_CONV2D && nd->op != MODEL_OP_LINEAR) return CCQ_OK;
+    if ((st = read_int_attrs(c, "bits", &nd->bits, 1, 2, 8, err))) return st;
+    hsize_t d[4];
+    int rank = nd->op == MODEL_OP_CONV2D ? 4 : 2;
+    d[0] = (hsize_t)nd->shape.c;
+    if (rank == 4) {
+        d[1] = (hsize_t)in.c, d[2] = (hsize_t)nd->kernel[0], d[3] = (hsize_t)nd->kernel[1];
+    } else {
+        d[1] = (hsize_t)in.c;
+    }
+    nd->levels = ccq_malloc((size_t)nd->n_weight);
+    if ((st = h5io_dset_read(f, c->obj, "levels", H5T_NATIVE_INT8, rank, d, -1, nd->levels, err))) return st;
+    const int qmax = model_qmax(nd->bits);
+    for (int64_t i = 0; i < nd->n_weight; i++)
+        if (nd->levels[i] < -qmax || nd->levels[i] > qmax)
+            return NODE_FAIL(c, err, CCQ_ERR_FORMAT, "level %d at element %lld is outside +-%d for %d bits",
+                             nd->levels[i], (long long)i, qmax, nd->bits);
+    hsize_t sd[1] = {(hsize_t)nd->shape.c};
+    if ((st = read_floats(c, "wscale", 1, sd, &nd->wscale, err))) return st;
+    for (int o = 0; o < nd->shape.c; o++)
+        if (!(nd->wscale[o] > 0.0f))
+            return NODE_FAIL(c, err, CCQ_ERR_FORMAT, "wscale[%d] = %g must be positive", o, (double)nd->wscale[o]);
+    return CCQ_OK;
+}
+
 static ccq_status load_node(model *m, const h5io_file *f, int i, ccq_err *err)
 {
     model_node *nd = &m->nodes[i];
@@ -243,6 +301,8 @@ static ccq_status load_node(model *m, const h5io_file *f, int i, ccq_err *err)
         CCQ_ASSERT(0);
     }
 
+    if ((st = load_node_extras(m, &c, nd, in, err))) return st;
+
     if (model_numel(nd->shape) > MODEL_MAX_NUMEL)
         return NODE_FAIL(&c, err, CCQ_ERR_LIMIT, "output of %lld elements per image is more than ccq accepts",
                          (long long)model_numel(nd->shape));
@@ -305,6 +365,26 @@ ccq_status model_load(model *m, const char *path, ccq_err *err)
         }
     }
 
+    if (H5Aexists_by_name(f.id, "/", "quantized", H5P_DEFAULT) > 0) {
+        if ((st = h5io_attr_ints_n(&f, "/", "quantized", v, 1, err))) goto fail;
+        m->quantized = v[0] != 0;
+    }
+    if (m->quantized) {
+        if ((st = h5io_attr_ints_n(&f, "/", "abits", v, 1, err))) goto fail;
+        if (v[0] != 8) {
+            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: abits = %lld, ccq supports 8-bit activations", path, (long long)v[0]);
+            goto fail;
+        }
+        m->abits = 8;
+        if ((st = h5io_attr_floats_n(&f, "/input", "act_scale", &m->in_scale, 1, err))) goto fail;
+        if ((st = h5io_attr_ints_n(&f, "/input", "act_zp", v, 1, err))) goto fail;
+        if (!isfinite(m->in_scale) || !(m->in_scale > 0.0f) || v[0] < 0 || v[0] > 255) {
+            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: /input: act_scale must be positive and act_zp in [0, 255]", path);
+            goto fail;
+        }
+        m->in_zp = (int)v[0];
+    }
+
     if ((st = h5io_attr_ints_n(&f, "/nodes", "count", v, 1, err))) goto fail;
     if (v[0] < 1 || v[0] > MODEL_MAX_NODES) {
         st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: /nodes: count %lld is outside [1, %d]", path, (long long)v[0],
@@ -324,6 +404,14 @@ ccq_status model_load(model *m, const char *path, ccq_err *err)
     }
     m->output = (int)v[0];
     m->classes = m->nodes[m->output].shape.c;
+    if (m->quantized && (m->nodes[m->output].op != MODEL_OP_LINEAR && m->nodes[m->output].op != MODEL_OP_CONV2D)) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: a quantized model must end in a linear or conv2d node", path);
+        goto fail;
+    }
+    if (m->quantized && (m->nodes[m->output].act_zp != 0 || m->nodes[m->output].relu)) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: the logits node must have act_zp 0 and no relu", path);
+        goto fail;
+    }
     if (m->classes < 2) {
         st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: the output has %d classes, need at least 2", path, m->classes);
         goto fail;
@@ -346,6 +434,8 @@ void model_free(model *m)
         ccq_free(nd->beta);
         ccq_free(nd->mean);
         ccq_free(nd->var);
+        ccq_free(nd->levels);
+        ccq_free(nd->wscale);
     }
     ccq_free(m->nodes);
     m->nodes = NULL;
@@ -386,4 +476,134 @@ int64_t model_macs(const model *m)
     int64_t s = 0;
     for (int i = 0; i < m->n_nodes; i++) s += model_node_macs(m, i);
     return s;
+}
+
+static float *dup_floats(const float *p, int64_t n)
+{
+    if (!p) return NULL;
+    float *q = ccq_malloc(sizeof(float) * (size_t)n);
+    memcpy(q, p, sizeof(float) * (size_t)n);
+    return q;
+}
+
+void model_copy(model *dst, const model *src)
+{
+    *dst = *src;
+    dst->nodes = ccq_malloc(sizeof(model_node) * (size_t)src->n_nodes);
+    for (int i = 0; i < src->n_nodes; i++) {
+        const model_node *s = &src->nodes[i];
+        model_node *d = &dst->nodes[i];
+        *d = *s;
+        const int64_t c = s->shape.c;
+        d->weight = dup_floats(s->weight, s->n_weight);
+        d->bias = dup_floats(s->bias, c);
+        d->gamma = dup_floats(s->gamma, c);
+        d->beta = dup_floats(s->beta, c);
+        d->mean = dup_floats(s->mean, c);
+        d->var = dup_floats(s->var, c);
+        d->wscale = dup_floats(s->wscale, c);
+        d->levels = NULL;
+        if (s->levels) {
+            d->levels = ccq_malloc((size_t)s->n_weight);
+            memcpy(d->levels, s->levels, (size_t)s->n_weight);
+        }
+    }
+}
+
+static ccq_status save_node(const model *m, const h5io_file *f, int i, ccq_err *err)
+{
+    const model_node *nd = &m->nodes[i];
+    char obj[64];
+    ccq_status st;
+    int32_t v[4];
+    snprintf(obj, sizeof obj, "/nodes/%04d", i);
+    if ((st = h5io_write_group(f, obj, err))) return st;
+    if ((st = h5io_write_attr_str(f, obj, "op", model_op_name(nd->op), err))) return st;
+    if ((st = h5io_write_attr_str(f, obj, "name", nd->name, err))) return st;
+    for (int j = 0; j < nd->n_in; j++) v[j] = nd->in[j];
+    if ((st = h5io_write_attr_ints(f, obj, "inputs", v, nd->n_in, 0, err))) return st;
+    v[0] = nd->shape.c, v[1] = nd->shape.h, v[2] = nd->shape.w;
+    if ((st = h5io_write_attr_ints(f, obj, "shape", v, nd->shape.rank, 0, err))) return st;
+    if (nd->relu && (st = h5io_write_attr_ints(f, obj, "relu", &nd->relu, 1, 1, err))) return st;
+    const int windowed = nd->op == MODEL_OP_CONV2D || nd->op == MODEL_OP_MAXPOOL || nd->op == MODEL_OP_AVGPOOL;
+    if (windowed) {
+        if ((st = h5io_write_attr_ints(f, obj, "kernel", nd->kernel, 2, 0, err))) return st;
+        if ((st = h5io_write_attr_ints(f, obj, "stride", nd->stride, 2, 0, err))) return st;
+        if ((st = h5io_write_attr_ints(f, obj, "pad", nd->pad, 4, 0, err))) return st;
+    }
+    if (nd->op == MODEL_OP_CONV2D && (st = h5io_write_attr_ints(f, obj, "dilation", nd->dilation, 2, 0, err)))
+        return st;
+    if ((nd->op == MODEL_OP_MAXPOOL || nd->op == MODEL_OP_AVGPOOL) &&
+        (st = h5io_write_attr_ints(f, obj, "ceil_mode", &nd->ceil_mode, 1, 1, err)))
+        return st;
+    if (nd->op == MODEL_OP_AVGPOOL &&
+        (st = h5io_write_attr_ints(f, obj, "count_include_pad", &nd->count_include_pad, 1, 1, err)))
+        return st;
+    hsize_t d[4] = {(hsize_t)nd->shape.c, 0, 0, 0};
+    hsize_t c1[1] = {(hsize_t)nd->shape.c};
+    if (nd->op == MODEL_OP_CONV2D || nd->op == MODEL_OP_LINEAR) {
+        const model_shape in = model_in_shape(m, i, 0);
+        int rank = nd->op == MODEL_OP_CONV2D ? 4 : 2;
+        d[1] = (hsize_t)in.c;
+        if (rank == 4) d[2] = (hsize_t)nd->kernel[0], d[3] = (hsize_t)nd->kernel[1];
+        if ((st = h5io_write_dset(f, obj, "weight", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, rank, d, nd->weight, err)))
+            return st;
+        if (nd->bias &&
+            (st = h5io_write_dset(f, obj, "bias", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, c1, nd->bias, err)))
+            return st;
+        if (m->quantized) {
+            if ((st = h5io_write_attr_ints(f, obj, "bits", &nd->bits, 1, 1, err))) return st;
+            if ((st = h5io_write_dset(f, obj, "levels", H5T_STD_I8LE, H5T_NATIVE_INT8, rank, d, nd->levels, err)))
+                return st;
+            if ((st = h5io_write_dset(f, obj, "wscale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, c1, nd->wscale, err)))
+                return st;
+        }
+    }
+    if (nd->op == MODEL_OP_BATCHNORM) {
+        const char *names[4] = {"gamma", "beta", "mean", "var"};
+        const float *src[4] = {nd->gamma, nd->beta, nd->mean, nd->var};
+        if ((st = h5io_write_attr_floats(f, obj, "eps", &nd->eps, 1, 1, err))) return st;
+        for (int k = 0; k < 4; k++)
+            if ((st = h5io_write_dset(f, obj, names[k], H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, c1, src[k], err)))
+                return st;
+    }
+    if (m->quantized) {
+        if ((st = h5io_write_attr_floats(f, obj, "act_scale", &nd->act_scale, 1, 1, err))) return st;
+        if ((st = h5io_write_attr_ints(f, obj, "act_zp", &nd->act_zp, 1, 1, err))) return st;
+    }
+    return CCQ_OK;
+}
+
+ccq_status model_save(const model *m, const char *path, ccq_err *err)
+{
+    h5io_file f;
+    ccq_status st = h5io_atomic_create(&f, path, err);
+    if (st) return st;
+    int32_t v[3] = {MODEL_VERSION, m->output, m->n_nodes};
+    int32_t shape[3] = {m->input.c, m->input.h, m->input.w};
+    if ((st = h5io_write_attr_str(&f, "/", "format", MODEL_FORMAT, err)) ||
+        (st = h5io_write_attr_ints(&f, "/", "version", &v[0], 1, 1, err)) ||
+        (st = h5io_write_attr_str(&f, "/", "name", m->name, err)) ||
+        (st = h5io_write_attr_ints(&f, "/", "output", &v[1], 1, 1, err)) ||
+        (st = h5io_write_group(&f, "/input", err)) ||
+        (st = h5io_write_attr_ints(&f, "/input", "shape", shape, 3, 0, err)) ||
+        (st = h5io_write_attr_floats(&f, "/input", "mean", m->mean, m->input.c, 0, err)) ||
+        (st = h5io_write_attr_floats(&f, "/input", "std", m->std, m->input.c, 0, err)) ||
+        (st = h5io_write_group(&f, "/nodes", err)) ||
+        (st = h5io_write_attr_ints(&f, "/nodes", "count", &v[2], 1, 1, err)))
+        goto fail;
+    if (m->quantized) {
+        int32_t q[2] = {1, m->abits}, zp = m->in_zp;
+        if ((st = h5io_write_attr_ints(&f, "/", "quantized", &q[0], 1, 1, err)) ||
+            (st = h5io_write_attr_ints(&f, "/", "abits", &q[1], 1, 1, err)) ||
+            (st = h5io_write_attr_floats(&f, "/input", "act_scale", &m->in_scale, 1, 1, err)) ||
+            (st = h5io_write_attr_ints(&f, "/input", "act_zp", &zp, 1, 1, err)))
+            goto fail;
+    }
+    for (int i = 0; i < m->n_nodes; i++)
+        if ((st = save_node(m, &f, i, err))) goto fail;
+    return h5io_atomic_commit(&f, path, err);
+fail:
+    h5io_atomic_abort(&f);
+    return st;
 }

@@ -16,10 +16,4 @@ ccq_status cmd_inspect(int argc, char **argv, ccq_err *err);
 ccq_status cmd_parse_int(const char *cmd, const char *flag, const char *s, long long min, long long max,
                          long long *out, ccq_err *err);
 
-/* Writes `path` atomically: the caller writes to tmp (from cmd_tmp_path),
- * then cmd_commit renames it into place; cmd_discard removes it. */
-void cmd_tmp_path(char *tmp, size_t n, const char *path);
-ccq_status cmd_commit(const char *tmp, const char *path, ccq_err *err);
-void cmd_discard(const char *tmp);
-
 #endif

@@ -22,7 +22,7 @@
 
 typedef struct {
     hid_t id;
-    char path[512];
+    char path[1100];
 } h5io_file;
 
 /* Opens an existing file read-only. Missing/unreadable -> CCQ_ERR_IO;
@@ -67,8 +67,17 @@ ccq_status h5io_write_attr_str(const h5io_file *f, const char *obj, const char *
                                ccq_err *err);
 ccq_status h5io_write_attr_ints(const h5io_file *f, const char *obj, const char *name, const int32_t *v,
                                 int count, int scalar, ccq_err *err);
+ccq_status h5io_write_attr_floats(const h5io_file *f, const char *obj, const char *name, const float *v,
+                                  int count, int scalar, ccq_err *err);
 ccq_status h5io_write_group(const h5io_file *f, const char *obj, ccq_err *err);
 ccq_status h5io_write_dset(const h5io_file *f, const char *obj, const char *name, hid_t file_type,
                            hid_t mem_type, int rank, const hsize_t *dims, const void *buf, ccq_err *err);
+
+/* Atomic replacement of `path`: create writes to "path.tmp.PID"; commit
+ * closes, fsyncs and renames it over path; abort closes and removes it.
+ * A crash at any point leaves either the old file or the new one. */
+ccq_status h5io_atomic_create(h5io_file *f, const char *path, ccq_err *err);
+ccq_status h5io_atomic_commit(h5io_file *f, const char *path, ccq_err *err);
+void h5io_atomic_abort(h5io_file *f);
 
 #endif

@@ -68,6 +68,20 @@ typedef struct {
     /* batchnorm: y = (x - mean) / sqrt(var + eps) * gamma + beta, per channel */
     float *gamma, *beta, *mean, *var;
     float eps;
+
+    /* Fused ReLU on the output (conv2d, linear, batchnorm, add): attr relu = 1. */
+    int relu;
+
+    /* Quantization (model.quantized): the output tensor is uint8 with
+     * real = act_scale * (q - act_zp); the logits node is int32 with act_zp 0.
+     * conv2d/linear weights are levels[i] * wscale[cout] with
+     * |levels| <= 2^(bits-1) - 1; `weight` then holds the float weights the
+     * levels were derived from (BatchNorm already folded in). */
+    float act_scale;
+    int act_zp;
+    int bits;
+    int8_t *levels; /* same shape as weight */
+    float *wscale;  /* [Cout] */
 } model_node;
 
 typedef struct {
@@ -79,11 +93,28 @@ typedef struct {
     model_node *nodes;
     int output;  /* index of the logits node (rank 1) */
     int classes; /* = nodes[output].shape.c */
+
+    /* Quantized models: the network input is the raw uint8 pixel with
+     * real = in_scale * (pixel - in_zp), from the normalisation. */
+    int quantized;
+    int abits; /* 8 */
+    float in_scale;
+    int in_zp;
 } model;
 
 /* Loads and validates a model file. On failure *m is left empty (safe to free). */
 ccq_status model_load(model *m, const char *path, ccq_err *err);
 void model_free(model *m);
+
+/* Writes m to path atomically (temporary file, flush, fsync, rename): on
+ * failure an existing file at path is untouched. Float and quantized models. */
+ccq_status model_save(const model *m, const char *path, ccq_err *err);
+
+/* Deep copy (every array duplicated). */
+void model_copy(model *dst, const model *src);
+
+/* Largest level magnitude for a weight width: 2^(bits-1) - 1. */
+int model_qmax(int bits);
 
 /* Shape of a node's input j (the network input for index -1). */
 model_shape model_in_shape(const model *m, int node, int j);
