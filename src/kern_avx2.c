@@ -1,0 +1,201 @@
+/*
+ * kern_avx2.c: u8 x s8 GEMM for AVX2, compiled alone with -mavx2.
+ *
+ * vpmaddubsw multiplies u8 by s8 and adds adjacent pairs into int16 WITH
+ * saturation: 2 * 255 * 127 = 64770 does not fit, so it is exact only while
+ * |level| <= 63 (2 * 255 * 63 = 32130). pack() therefore looks at the
+ * levels and picks one of two layouts, recorded in a 32-byte header:
+ *   mode 0 (|level| <= 63, i.e. up to 7-bit weights): blocks of 8 channels
+ *     [N/8][Kp/4][8][4]; vpmaddubsw then vpmaddwd by ones -> int32 (exact);
+ *   mode 1 (8-bit weights): blocks of 8 channels [N/8][Kp/2][8][2]; the
+ *     levels are sign-extended to int16 and vpmaddwd multiplies them with
+ *     zero-extended activation pairs (exact, half the throughput).
+ * The tile is MR rows x 16 channels. Requantization matches kern_requant.
+ */
+#include <immintrin.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ccq/kern.h"
+
+enum { NB = 8, MR = 4, HDR = 32 };
+
+static size_t avx2_packed_size(int N, int Kp) { return HDR + (size_t)((N + NB - 1) / NB) * NB * (size_t)Kp; }
+
+static void avx2_pack(const int8_t *levels, int N, int K, int Kp, int8_t *out)
+{
+    int wide = 0;
+    for (size_t i = 0; i < (size_t)N * K; i++)
+        if (abs(levels[i]) > 63) wide = 1;
+    memset(out, 0, avx2_packed_size(N, Kp));
+    memcpy(out, &wide, sizeof wide);
+    int8_t *body = out + HDR;
+    const int g = wide ? 2 : 4; /* k per group */
+    for (int n = 0; n < N; n++) {
+        int8_t *blk = body + (size_t)(n / NB) * NB * Kp;
+        for (int k = 0; k < K; k++) blk[((size_t)(k / g) * NB + n % NB) * g + k % g] = levels[(size_t)n * K + k];
+    }
+}
+
+static inline __m256i requant8(__m256i acc, __m256i mult, __m256i shift)
+{
+    const __m256i one = _mm256_set1_epi64x(1), lim = _mm256_set1_epi64x(INT32_MAX);
+    const __m256i lo32 = _mm256_set1_epi64x(0xffffffff);
+    const __m256i neg = _mm256_cmpgt_epi32(_mm256_setzero_si256(), acc);
+    const __m256i a = _mm256_abs_epi32(acc);
+    const __m256i se = _mm256_and_si256(shift, lo32), so = _mm256_srli_epi64(shift, 32);
+    __m256i pe = _mm256_mul_epu32(a, mult);
+    __m256i po = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(mult, 32));
+    pe = _mm256_add_epi64(pe, _mm256_sllv_epi64(one, _mm256_sub_epi64(se, one)));
+    po = _mm256_add_epi64(po, _mm256_sllv_epi64(one, _mm256_sub_epi64(so, one)));
+    pe = _mm256_srlv_epi64(pe, se);
+    po = _mm256_srlv_epi64(po, so);
+    pe = _mm256_blendv_epi8(pe, lim, _mm256_cmpgt_epi64(pe, lim));
+    po = _mm256_blendv_epi8(po, lim, _mm256_cmpgt_epi64(po, lim));
+    const __m256i q = _mm256_or_si256(pe, _mm256_slli_epi64(po, 32));
+    return _mm256_sub_epi32(_mm256_xor_si256(q, neg), neg);
+}
+
+static inline __m256i lane_mask(int left)
+{
+    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(left), idx);
+}
+
+static inline void store_u8(uint8_t *c, __m256i v, __m256i zp, __m256i lo, __m256i hi, int left)
+{
+    /* clamp before adding zp: v may be near INT32_MAX, zp + v would wrap */
+    v = _mm256_min_epi32(_mm256_max_epi32(v, _mm256_sub_epi32(lo, zp)), _mm256_sub_epi32(hi, zp));
+    v = _mm256_add_epi32(v, zp);
+    const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    const __m128i p8 = _mm_packus_epi16(p16, p16);
+    if (left >= NB) {
+        _mm_storel_epi64((__m128i *)c, p8);
+    } else {
+        uint8_t tmp[16];
+        _mm_storeu_si128((__m128i *)tmp, p8);
+        memcpy(c, tmp, (size_t)left);
+    }
+}
+
+static inline __m256i bcast(const uint8_t *p, int wide)
+{
+    int32_t v;
+    if (wide) {
+        v = (int32_t)p[0] | ((int32_t)p[1] << 16); /* two zero-extended int16 */
+    } else {
+        memcpy(&v, p, 4);
+    }
+    return _mm256_set1_epi32(v);
+}
+
+static inline __attribute__((always_inline)) void tile(int mr, int nb, int n0, int N, int Kp, const uint8_t *A,
+                                                       size_t lda, const int8_t *B, int wide, const kern_rq *rq,
+                                                       void *C, size_t ldc, int i32)
+{
+    __m256i acc[MR][2], bias[2], mult[2], shift[2], msk[2];
+    int left[2];
+    for (int j = 0; j < nb; j++) {
+        const int c0 = n0 + NB * j;
+        left[j] = N - c0;
+        msk[j] = lane_mask(left[j]);
+        bias[j] = _mm256_maskload_epi32(rq->bias + c0, msk[j]);
+        mult[j] = _mm256_maskload_epi32(rq->mult + c0, msk[j]);
+        shift[j] = _mm256_blendv_epi8(_mm256_set1_epi32(1), _mm256_maskload_epi32(rq->shift + c0, msk[j]), msk[j]);
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; r++)
+        if (r < mr)
+            for (int j = 0; j < 2; j++)
+                if (j < nb) acc[r][j] = bias[j];
+    const int8_t *b0 = B + HDR + (size_t)(n0 / NB) * NB * Kp;
+    const int8_t *b1 = b0 + (size_t)NB * Kp;
+    if (!wide) {
+        const __m256i ones = _mm256_set1_epi16(1);
+        for (int k = 0; k < Kp; k += 4) {
+            const __m256i w0 = _mm256_loadu_si256((const __m256i *)(b0 + (size_t)k * NB));
+            const __m256i w1 = nb > 1 ? _mm256_loadu_si256((const __m256i *)(b1 + (size_t)k * NB)) : w0;
+#pragma GCC unroll 4
+            for (int r = 0; r < MR; r++) {
+                if (r < mr) {
+                    const __m256i a = bcast(A + r * lda + k, 0);
+                    acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(a, w0), ones));
+                    if (nb > 1)
+                        acc[r][1] =
+                            _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(a, w1), ones));
+                }
+            }
+        }
+    } else {
+        for (int k = 0; k < Kp; k += 2) {
+            const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b0 + (size_t)k * NB)));
+            const __m256i w1 =
+                nb > 1 ? _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b1 + (size_t)k * NB))) : w0;
+#pragma GCC unroll 4
+            for (int r = 0; r < MR; r++) {
+                if (r < mr) {
+                    const __m256i a = bcast(A + r * lda + k, 1);
+                    acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(a, w0));
+                    if (nb > 1) acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(a, w1));
+                }
+            }
+        }
+    }
+    const __m256i zp = _mm256_set1_epi32(rq->zp), lo = _mm256_set1_epi32(rq->lo), hi = _mm256_set1_epi32(rq->hi);
+#pragma GCC unroll 4
+    for (int r = 0; r < MR; r++) {
+        if (r >= mr) continue;
+        for (int j = 0; j < nb; j++) {
+            const __m256i v = requant8(acc[r][j], mult[j], shift[j]);
+            if (i32)
+                _mm256_maskstore_epi32((int32_t *)C + r * ldc + n0 + NB * j, msk[j], v);
+            else
+                store_u8((uint8_t *)C + r * ldc + n0 + NB * j, v, zp, lo, hi, left[j]);
+        }
+    }
+}
+
+static void gemm(int M, int N, int Kp, const uint8_t *A, size_t lda, const int8_t *B, const kern_rq *rq, void *C,
+                 size_t ldc, int i32)
+{
+    int wide;
+    memcpy(&wide, B, sizeof wide);
+    const size_t esz = i32 ? 4 : 1;
+    for (int n0 = 0; n0 < N; n0 += 2 * NB) {
+        const int nb = N - n0 > NB ? 2 : 1;
+        int m = 0;
+        for (; m + MR <= M; m += MR) {
+            if (nb == 2)
+                tile(MR, 2, n0, N, Kp, A + m * lda, lda, B, wide, rq, (char *)C + m * ldc * esz, ldc, i32);
+            else
+                tile(MR, 1, n0, N, Kp, A + m * lda, lda, B, wide, rq, (char *)C + m * ldc * esz, ldc, i32);
+        }
+        for (; m < M; m++) {
+            if (nb == 2)
+                tile(1, 2, n0, N, Kp, A + m * lda, lda, B, wide, rq, (char *)C + m * ldc * esz, ldc, i32);
+            else
+                tile(1, 1, n0, N, Kp, A + m * lda, lda, B, wide, rq, (char *)C + m * ldc * esz, ldc, i32);
+        }
+    }
+}
+
+static void avx2_gemm_u8(int M, int N, int Kp, const uint8_t *A, size_t lda, const int8_t *B, const kern_rq *rq,
+                         uint8_t *C, size_t ldc)
+{
+    gemm(M, N, Kp, A, lda, B, rq, C, ldc, 0);
+}
+
+static void avx2_gemm_i32(int M, int N, int Kp, const uint8_t *A, size_t lda, const int8_t *B, const kern_rq *rq,
+                          int32_t *C, size_t ldc)
+{
+    gemm(M, N, Kp, A, lda, B, rq, C, ldc, 1);
+}
+
+const kern_isa kern_isa_avx2 = {
+    .name = "avx2",
+    .kr = 4,
+    .packed_size = avx2_packed_size,
+    .pack = avx2_pack,
+    .gemm_u8 = avx2_gemm_u8,
+    .gemm_i32 = avx2_gemm_i32,
+};

@@ -1,0 +1,434 @@
+/*
+ * qnet.c: integer-only forward pass (see qnet.h). Set-up (qnet_init)
+ * derives integer parameters from the model's float scales once; the
+ * forward pass uses only integer arithmetic and the selected kernels.
+ */
+#include "ccq/qnet.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "ccq/quant.h"
+
+enum { QNET_ROW_TILE = 128 }; /* im2col rows per kernel call: A tile stays in L1/L2 */
+
+struct qnet_node {
+    model_op op;
+    int in[2];
+    int oc, oh, ow, ic, ih, iw;
+    int relu;
+    int32_t zp_in, zp_out, lo, hi;
+    /* conv2d / linear */
+    int kh, kw, sh, sw, dh, dw, pt, pl;
+    int K, Kp, direct, is_logits;
+    int8_t *lev;     /* [oc][K], K in (ky, kx, ci) order */
+    int8_t *packed;  /* ISA-packed lev */
+    int32_t *bias_q; /* round(bias / (s_in * s_w)) */
+    int32_t *bias;   /* bias_q - zp_in * sum(lev): what the kernel adds */
+    int32_t *mult, *shift;
+    /* add: out = zp + rshift((a - za) * am + (b - zb) * bm, ash) */
+    int32_t za, zb, am, bm, ash;
+    /* batchnorm: out = zp + rshift((q - zp_in) * cm[c] + cb[c], csh) */
+    int32_t *cm, csh;
+    int64_t *cb;
+    /* pools */
+    int pb, pr, ceil_mode, cip;
+};
+
+static int64_t rshift_round(int64_t v, int s)
+{
+    const int64_t r = (int64_t)1 << (s - 1);
+    return v >= 0 ? (v + r) >> s : -((-v + r) >> s);
+}
+
+static uint8_t clamp_u8(int64_t v, int32_t lo, int32_t hi) { return (uint8_t)(v < lo ? lo : v > hi ? hi : v); }
+
+static float in_scale(const model *m, int src) { return src < 0 ? m->in_scale : m->nodes[src].act_scale; }
+static int in_zp(const model *m, int src) { return src < 0 ? m->in_zp : m->nodes[src].act_zp; }
+
+/* A shift s such that round(ratio * 2^s) < 2^30 for every ratio <= max_ratio, at most 40. */
+static ccq_status ratio_shift(double max_ratio, int32_t *shift)
+{
+    int e = 0;
+    if (!(max_ratio > 0) || !isfinite(max_ratio) || max_ratio >= 536870912.0) return CCQ_ERR_LIMIT;
+    frexp(max_ratio, &e);
+    int s = 30 - e;
+    *shift = s > 40 ? 40 : s;
+    return *shift >= 1 ? CCQ_OK : CCQ_ERR_LIMIT;
+}
+
+static void compute_bias(qnet_node *t)
+{
+    for (int o = 0; o < t->oc; o++) {
+        int64_t s = 0;
+        for (int k = 0; k < t->K; k++) s += t->lev[(size_t)o * t->K + k];
+        t->bias[o] = (int32_t)(t->bias_q[o] - (int64_t)t->zp_in * s);
+    }
+}
+
+void qnet_update_levels(qnet *q, int node)
+{
+    qnet_node *t = &q->nodes[node];
+    const model_node *nd = &q->m->nodes[node];
+    CCQ_ASSERT(nd->op == MODEL_OP_CONV2D || nd->op == MODEL_OP_LINEAR);
+    if (nd->op == MODEL_OP_CONV2D) {
+        /* [oc][ic][kh][kw] -> [oc][kh][kw][ic] for NHWC rows */
+        for (int o = 0; o < t->oc; o++)
+            for (int c = 0; c < t->ic; c++)
+                for (int y = 0; y < t->kh; y++)
+                    for (int x = 0; x < t->kw; x++)
+                        t->lev[(size_t)o * t->K + ((size_t)y * t->kw + x) * t->ic + c] =
+                            nd->levels[(((size_t)o * t->ic + c) * t->kh + y) * t->kw + x];
+    } else {
+        memcpy(t->lev, nd->levels, (size_t)t->oc * t->K);
+    }
+    compute_bias(t);
+    q->isa->pack(t->lev, t->oc, t->K, t->Kp, t->packed);
+}
+
+static ccq_status init_affine_layer(qnet *q, int i, ccq_err *err)
+{
+    const model *m = q->m;
+    const model_node *nd = &m->nodes[i];
+    qnet_node *t = &q->nodes[i];
+    const double s_in = in_scale(m, nd->in[0]);
+    if (nd->op == MODEL_OP_CONV2D) {
+        t->kh = nd->kernel[0], t->kw = nd->kernel[1], t->sh = nd->stride[0], t->sw = nd->stride[1];
+        t->dh = nd->dilation[0], t->dw = nd->dilation[1], t->pt = nd->pad[0], t->pl = nd->pad[1];
+    } else {
+        t->kh = t->kw = t->sh = t->sw = t->dh = t->dw = 1;
+        t->ic = (int)model_numel(model_in_shape(m, i, 0)), t->ih = t->iw = 1;
+    }
+    t->K = t->kh * t->kw * t->ic;
+    t->Kp = (t->K + q->isa->kr - 1) / q->isa->kr * q->isa->kr;
+    t->direct = t->K == t->Kp && t->kh == 1 && t->kw == 1 && t->sh == 1 && t->sw == 1 &&
+                (nd->op == MODEL_OP_LINEAR || (nd->pad[0] | nd->pad[1] | nd->pad[2] | nd->pad[3]) == 0);
+    t->is_logits = i == m->output;
+    t->lev = ccq_malloc((size_t)t->oc * t->K);
+    t->packed = ccq_malloc(q->isa->packed_size(t->oc, t->Kp));
+    t->bias_q = ccq_malloc(sizeof(int32_t) * (size_t)t->oc);
+    t->bias = ccq_malloc(sizeof(int32_t) * (size_t)t->oc);
+    t->mult = ccq_malloc(sizeof(int32_t) * (size_t)t->oc);
+    t->shift = ccq_malloc(sizeof(int32_t) * (size_t)t->oc);
+    for (int o = 0; o < t->oc; o++) {
+        const double sw = nd->wscale[o];
+        const double b = nd->bias ? nd->bias[o] / (s_in * sw) : 0.0;
+        if (fabs(b) >= 1073741824.0)
+            return ccq_fail(err, CCQ_ERR_LIMIT, "%s: node %d (%s): bias of channel %d does not fit int32 at this scale",
+                            m->path, i, nd->name, o);
+        t->bias_q[o] = (int32_t)llround(b);
+        int sh = 0;
+        if (quant_multiplier(s_in * sw / nd->act_scale, &t->mult[o], &sh))
+            return ccq_fail(err, CCQ_ERR_LIMIT, "%s: node %d (%s): requantization scale of channel %d out of range",
+                            m->path, i, nd->name, o);
+        t->shift[o] = sh;
+    }
+    const int qmax = model_qmax(nd->bits);
+    if ((double)t->K * 255.0 * qmax + 1073741824.0 >= 2147483647.0)
+        return ccq_fail(err, CCQ_ERR_LIMIT, "%s: node %d (%s): K = %d is too large for int32 accumulators at %d bits",
+                        m->path, i, nd->name, t->K, nd->bits);
+    qnet_update_levels(q, i);
+    return CCQ_OK;
+}
+
+static ccq_status init_node(qnet *q, int i, ccq_err *err)
+{
+    const model *m = q->m;
+    const model_node *nd = &m->nodes[i];
+    qnet_node *t = &q->nodes[i];
+    const model_shape in = model_in_shape(m, i, 0);
+    t->op = nd->op;
+    t->in[0] = nd->in[0], t->in[1] = nd->n_in > 1 ? nd->in[1] : -1;
+    t->oc = nd->shape.c, t->oh = nd->shape.h, t->ow = nd->shape.w;
+    t->ic = in.c, t->ih = in.h, t->iw = in.w;
+    t->relu = nd->relu;
+    t->zp_in = in_zp(m, nd->in[0]);
+    t->zp_out = nd->act_zp;
+    t->lo = nd->relu ? nd->act_zp : 0;
+    t->hi = 255;
+    switch (nd->op) {
+    case MODEL_OP_CONV2D:
+    case MODEL_OP_LINEAR:
+        return init_affine_layer(q, i, err);
+    case MODEL_OP_ADD: {
+        const double ra = in_scale(m, nd->in[0]) / nd->act_scale, rb = in_scale(m, nd->in[1]) / nd->act_scale;
+        if (ratio_shift(fmax(ra, rb), &t->ash))
+            return ccq_fail(err, CCQ_ERR_LIMIT, "%s: node %d (%s): input/output scales too far apart", m->path, i,
+                            nd->name);
+        t->za = in_zp(m, nd->in[0]), t->zb = in_zp(m, nd->in[1]);
+        t->am = (int32_t)llround(ldexp(ra, t->ash));
+        t->bm = (int32_t)llround(ldexp(rb, t->ash));
+        return CCQ_OK;
+    }
+    case MODEL_OP_BATCHNORM: {
+        const double s_in = in_scale(m, nd->in[0]), s_out = nd->act_scale;
+        double mx = 1e-30;
+        for (int c = 0; c < t->oc; c++)
+            mx = fmax(mx, fabs(nd->gamma[c] / sqrt((double)nd->var[c] + nd->eps) * s_in / s_out));
+        if (ratio_shift(mx, &t->csh))
+            return ccq_fail(err, CCQ_ERR_LIMIT, "%s: node %d (%s): batchnorm scale out of range", m->path, i, nd->name);
+        t->cm = ccq_malloc(sizeof(int32_t) * (size_t)t->oc);
+        t->cb = ccq_malloc(sizeof(int64_t) * (size_t)t->oc);
+        for (int c = 0; c < t->oc; c++) {
+            const double a = nd->gamma[c] / sqrt((double)nd->var[c] + nd->eps);
+            double b = (nd->beta[c] - nd->mean[c] * a) / s_out; /* in output levels */
+            b = b > 16777216.0 ? 16777216.0 : b < -16777216.0 ? -16777216.0 : b; /* saturates anyway */
+            t->cm[c] = (int32_t)llround(ldexp(a * s_in / s_out, t->csh));
+            t->cb[c] = llround(ldexp(b, t->csh));
+        }
+        return CCQ_OK;
+    }
+    case MODEL_OP_MAXPOOL:
+    case MODEL_OP_AVGPOOL:
+        t->kh = nd->kernel[0], t->kw = nd->kernel[1], t->sh = nd->stride[0], t->sw = nd->stride[1];
+        t->pt = nd->pad[0], t->pl = nd->pad[1], t->pb = nd->pad[2], t->pr = nd->pad[3];
+        t->ceil_mode = nd->ceil_mode, t->cip = nd->count_include_pad;
+        return CCQ_OK;
+    default:
+        return CCQ_OK;
+    }
+}
+
+ccq_status qnet_init(qnet *q, const model *m, const kern_isa *isa, int mb, ccq_err *err)
+{
+    ccq_status st;
+    memset(q, 0, sizeof *q);
+    if (!m->quantized) return ccq_fail(err, CCQ_ERR_FORMAT, "%s: not a quantized model", m->path);
+    if (!isa && (st = kern_select(&isa, err))) return st;
+    for (int i = 0; i < m->n_nodes; i++)
+        for (int j = 0; j < m->nodes[i].n_in; j++)
+            if (m->nodes[i].in[j] == m->output)
+                return ccq_fail(err, CCQ_ERR_FORMAT, "%s: the logits node feeds node %d: unsupported", m->path, i);
+    q->m = m;
+    q->isa = isa;
+    q->mb = mb;
+    q->nodes = ccq_calloc((size_t)m->n_nodes, sizeof(qnet_node));
+    for (int i = 0; i < m->n_nodes; i++)
+        if ((st = init_node(q, i, err))) {
+            qnet_free(q);
+            return st;
+        }
+    /* One slab: input, every node's output, im2col tile; 64-byte aligned pieces. */
+    size_t total = 0, col = 64;
+    const size_t in_bytes = ((size_t)mb * (size_t)model_numel(m->input) + 63) & ~(size_t)63;
+    total += in_bytes;
+    for (int i = 0; i < m->n_nodes; i++) {
+        total += ((size_t)mb * (size_t)model_numel(m->nodes[i].shape) + 63) & ~(size_t)63;
+        const qnet_node *t = &q->nodes[i];
+        if (t->op == MODEL_OP_CONV2D || t->op == MODEL_OP_LINEAR) {
+            size_t c = (size_t)QNET_ROW_TILE * (size_t)t->Kp;
+            if (c > col) col = c;
+        }
+    }
+    q->col_bytes = col;
+    total += col;
+    q->slab = ccq_malloc(total + 64);
+    q->act = ccq_malloc(sizeof(uint8_t *) * (size_t)m->n_nodes);
+    uint8_t *p = (uint8_t *)(((uintptr_t)q->slab + 63) & ~(uintptr_t)63);
+    q->input = p;
+    p += in_bytes;
+    for (int i = 0; i < m->n_nodes; i++) {
+        q->act[i] = p;
+        p += ((size_t)mb * (size_t)model_numel(m->nodes[i].shape) + 63) & ~(size_t)63;
+    }
+    q->col = p;
+    q->logits = ccq_malloc(sizeof(int32_t) * (size_t)mb * (size_t)m->classes);
+    q->logits_scale = m->nodes[m->output].act_scale;
+    return CCQ_OK;
+}
+
+void qnet_free(qnet *q)
+{
+    for (int i = 0; q->nodes && i < q->m->n_nodes; i++) {
+        qnet_node *t = &q->nodes[i];
+        ccq_free(t->lev), ccq_free(t->packed), ccq_free(t->bias_q), ccq_free(t->bias);
+        ccq_free(t->mult), ccq_free(t->shift), ccq_free(t->cm), ccq_free(t->cb);
+    }
+    ccq_free(q->nodes);
+    ccq_free(q->slab);
+    ccq_free(q->act);
+    ccq_free(q->logits);
+    memset(q, 0, sizeof *q);
+}
+
+/* ---- forward ------------------------------------------------------------ */
+
+/* One im2col row: output pixel (oy, ox) of one image, K = (ky, kx, ci) then zero padding to Kp. */
+static void im2col_row(const qnet_node *t, const uint8_t *x, int oy, int ox, uint8_t *row)
+{
+    uint8_t *r = row;
+    for (int ky = 0; ky < t->kh; ky++) {
+        const int iy = oy * t->sh - t->pt + ky * t->dh;
+        for (int kx = 0; kx < t->kw; kx++) {
+            const int ix = ox * t->sw - t->pl + kx * t->dw;
+            if (iy < 0 || iy >= t->ih || ix < 0 || ix >= t->iw)
+                memset(r, t->zp_in, (size_t)t->ic);
+            else
+                memcpy(r, x + ((size_t)iy * t->iw + ix) * t->ic, (size_t)t->ic);
+            r += t->ic;
+        }
+    }
+    if (t->Kp > t->K) memset(r, 0, (size_t)(t->Kp - t->K));
+}
+
+static void run_gemm(const qnet *q, const qnet_node *t, int rows, const uint8_t *A, size_t lda, uint8_t *y,
+                     int32_t *logits)
+{
+    const kern_rq rq = {t->bias, t->mult, t->shift, t->zp_out, t->lo, t->hi};
+    if (t->is_logits)
+        q->isa->gemm_i32(rows, t->oc, t->Kp, A, lda, t->packed, &rq, logits, (size_t)t->oc);
+    else
+        q->isa->gemm_u8(rows, t->oc, t->Kp, A, lda, t->packed, &rq, y, (size_t)t->oc);
+}
+
+static void run_affine_layer(qnet *q, const qnet_node *t, const uint8_t *x, uint8_t *y, int n)
+{
+    const int P = t->oh * t->ow, rows = n * P;
+    if (t->direct) {
+        /* 1x1 stride-1 unpadded conv or linear with K a multiple of kr: the input rows are A. */
+        run_gemm(q, t, rows, x, (size_t)t->Kp, y, q->logits);
+        return;
+    }
+    const size_t in_img = (size_t)t->ih * t->iw * t->ic;
+    for (int r0 = 0; r0 < rows; r0 += QNET_ROW_TILE) {
+        const int nr = rows - r0 < QNET_ROW_TILE ? rows - r0 : QNET_ROW_TILE;
+        for (int r = 0; r < nr; r++) {
+            const int g = r0 + r, img = g / P, p = g % P;
+            im2col_row(t, x + img * in_img, p / t->ow, p % t->ow, q->col + (size_t)r * t->Kp);
+        }
+        run_gemm(q, t, nr, q->col, (size_t)t->Kp, y + (size_t)r0 * t->oc, q->logits + (size_t)r0 * t->oc);
+    }
+}
+
+/* Window bounds along one axis: real taps [*lo, *hi) and the padded extent (count_include_pad divisor). */
+static void window(int o, int stride, int k, int pad0, int pad1, int in, int *lo, int *hi, int *padded)
+{
+    const int start = o * stride - pad0, end = start + k;
+    const int pend = end < in + pad1 ? end : in + pad1;
+    *padded = pend - start;
+    *lo = start < 0 ? 0 : start;
+    *hi = end > in ? in : end;
+}
+
+static void run_pool(const qnet_node *t, const uint8_t *x, uint8_t *y, int n)
+{
+    const int C = t->ic;
+    for (int img = 0; img < n; img++) {
+        const uint8_t *xi = x + (size_t)img * t->ih * t->iw * C;
+        uint8_t *yi = y + (size_t)img * t->oh * t->ow * C;
+        for (int oy = 0; oy < t->oh; oy++) {
+            int y0, y1, ph;
+            window(oy, t->sh, t->kh, t->pt, t->pb, t->ih, &y0, &y1, &ph);
+            for (int ox = 0; ox < t->ow; ox++) {
+                int x0, x1, pw;
+                window(ox, t->sw, t->kw, t->pl, t->pr, t->iw, &x0, &x1, &pw);
+                uint8_t *out = yi + ((size_t)oy * t->ow + ox) * C;
+                if (t->op == MODEL_OP_MAXPOOL) {
+                    memset(out, 0, (size_t)C);
+                    for (int iy = y0; iy < y1; iy++)
+                        for (int ix = x0; ix < x1; ix++) {
+                            const uint8_t *v = xi + ((size_t)iy * t->iw + ix) * C;
+                            for (int c = 0; c < C; c++) out[c] = v[c] > out[c] ? v[c] : out[c];
+                        }
+                } else {
+                    const int64_t cnt = t->cip ? (int64_t)ph * pw : (int64_t)(y1 - y0) * (x1 - x0);
+                    for (int c = 0; c < C; c++) {
+                        int64_t s = 0;
+                        for (int iy = y0; iy < y1; iy++)
+                            for (int ix = x0; ix < x1; ix++) s += xi[((size_t)iy * t->iw + ix) * C + c] - t->zp_in;
+                        /* round half away from zero of s / cnt */
+                        const int64_t qv = s >= 0 ? (2 * s + cnt) / (2 * cnt) : -((-2 * s + cnt) / (2 * cnt));
+                        out[c] = clamp_u8(t->zp_out + qv, 0, 255);
+                    }
+                }
+            }
+        }
+    }
+}
+
+static void run_gap(const qnet_node *t, const uint8_t *x, uint8_t *y, int n)
+{
+    const int C = t->ic;
+    const int64_t cnt = (int64_t)t->ih * t->iw;
+    for (int img = 0; img < n; img++) {
+        const uint8_t *xi = x + (size_t)img * cnt * C;
+        for (int c = 0; c < C; c++) {
+            int64_t s = 0;
+            for (int64_t p = 0; p < cnt; p++) s += xi[p * C + c] - t->zp_in;
+            const int64_t qv = s >= 0 ? (2 * s + cnt) / (2 * cnt) : -((-2 * s + cnt) / (2 * cnt));
+            y[(size_t)img * C + c] = clamp_u8(t->zp_out + qv, 0, 255);
+        }
+    }
+}
+
+void qnet_forward(qnet *q, const uint8_t *images, int n_total, int32_t *logits)
+{
+    const model *m = q->m;
+    const int C = m->input.c, HW = m->input.h * m->input.w;
+    for (int base = 0; base < n_total; base += q->mb) {
+        const int n = n_total - base < q->mb ? n_total - base : q->mb;
+        /* [C][H][W] -> [H][W][C] */
+        for (int img = 0; img < n; img++) {
+            const uint8_t *src = images + (size_t)(base + img) * C * HW;
+            uint8_t *dst = q->input + (size_t)img * C * HW;
+            if (C == 1)
+                memcpy(dst, src, (size_t)HW);
+            else
+                for (int p = 0; p < HW; p++)
+                    for (int c = 0; c < C; c++) dst[(size_t)p * C + c] = src[(size_t)c * HW + p];
+        }
+        for (int i = 0; i < m->n_nodes; i++) {
+            const qnet_node *t = &q->nodes[i];
+            const uint8_t *x = t->in[0] < 0 ? q->input : q->act[t->in[0]];
+            uint8_t *y = q->act[i];
+            const int64_t ny = (int64_t)n * t->oc * t->oh * t->ow;
+            switch (t->op) {
+            case MODEL_OP_CONV2D:
+            case MODEL_OP_LINEAR:
+                run_affine_layer(q, t, x, y, n);
+                break;
+            case MODEL_OP_RELU:
+                for (int64_t k = 0; k < ny; k++) y[k] = x[k] > t->zp_in ? x[k] : (uint8_t)t->zp_in;
+                break;
+            case MODEL_OP_MAXPOOL:
+            case MODEL_OP_AVGPOOL:
+                run_pool(t, x, y, n);
+                break;
+            case MODEL_OP_GLOBALAVGPOOL:
+                run_gap(t, x, y, n);
+                break;
+            case MODEL_OP_FLATTEN: {
+                /* NHWC -> the float model's [C][H][W] order */
+                const int hw = t->ih * t->iw, c_ = t->ic;
+                for (int img = 0; img < n; img++) {
+                    const uint8_t *xi = x + (size_t)img * hw * c_;
+                    uint8_t *yi = y + (size_t)img * hw * c_;
+                    for (int p = 0; p < hw; p++)
+                        for (int c = 0; c < c_; c++) yi[(size_t)c * hw + p] = xi[(size_t)p * c_ + c];
+                }
+                break;
+            }
+            case MODEL_OP_ADD: {
+                const uint8_t *b = t->in[1] < 0 ? q->input : q->act[t->in[1]];
+                for (int64_t k = 0; k < ny; k++) {
+                    const int64_t v = (int64_t)(x[k] - t->za) * t->am + (int64_t)(b[k] - t->zb) * t->bm;
+                    y[k] = clamp_u8(t->zp_out + rshift_round(v, t->ash), t->lo, t->hi);
+                }
+                break;
+            }
+            case MODEL_OP_BATCHNORM: {
+                const int c_ = t->oc;
+                for (int64_t k = 0; k < ny; k++) {
+                    const int c = (int)(k % c_);
+                    const int64_t v = (int64_t)(x[k] - t->zp_in) * t->cm[c] + t->cb[c];
+                    y[k] = clamp_u8(t->zp_out + rshift_round(v, t->csh), t->lo, t->hi);
+                }
+                break;
+            }
+            default:
+                CCQ_ASSERT(0);
+            }
+        }
+        memcpy(logits + (size_t)base * m->classes, q->logits, sizeof(int32_t) * (size_t)n * m->classes);
+    }
+}
