@@ -1,9 +1,10 @@
 /*
- * cmd_eval.c: `ccq eval MODEL.h5 --data DATA.h5 --float ...`: accuracy and
- * speed of the float reference forward pass on one split, optionally saving
- * the logits. Integer evaluation is not part of this subcommand yet.
+ * cmd_eval.c: `ccq eval` (accuracy and speed of the float reference or of
+ * the integer engine on one split) and `ccq quantize` (write a quantized
+ * model file), with the quantization flags they share.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ccq/cmd.h"
@@ -11,134 +12,332 @@
 #include "ccq/fnet.h"
 #include "ccq/h5io.h"
 #include "ccq/model.h"
+#include "ccq/qnet.h"
+#include "ccq/quant.h"
 
 typedef struct {
     const char *model;
     const char *data;
     const char *split;
     const char *save_logits;
-    long long limit;
-    int is_float;
-    int json;
+    const char *out;
+    long long limit, mb;
+    int is_float, json, wbits_given;
+    quant_config qc;
 } eval_args;
+
+static const char k_quant_help[] =
+    "  --wbits B             quantize a float model to B-bit weights (2..8), 8-bit activations\n"
+    "  --abits 8             activation bits (8 is the only value)\n"
+    "  --first-last-8        keep the first and the last layer at 8-bit weights\n"
+    "  --calib N             calibration images, the first N of the train split (default 1024)\n"
+    "  --act-rule R          activation range: percentile (default) or minmax\n"
+    "  --percentile P        for --act-rule percentile: P in [90, 100) (default 99.99)\n"
+    "  --wscale R            weight scale per channel: maxabs (default) or mse\n";
 
 static void eval_usage(FILE *out)
 {
-    fprintf(out, "usage: ccq eval MODEL.h5 --data DATA.h5 --float [options]\n"
+    fprintf(out, "usage: ccq eval MODEL.h5 --data DATA.h5 (--float | --wbits B | a quantized MODEL.h5) [options]\n"
                  "  --data DATA.h5        ccq data file (required)\n"
-                 "  --float               evaluate the float reference forward pass (required)\n"
+                 "  --float               the float reference forward pass\n"
+                 "%s"
                  "  --split test|train    split to evaluate (default test)\n"
                  "  --limit N             first N images only (default all)\n"
+                 "  --mb N                integer engine micro-batch, images (default 64)\n"
                  "  --json                print one JSON object instead of text\n"
-                 "  --save-logits OUT.h5  write the logits [N, classes] as float32 dataset /logits\n");
+                 "  --save-logits OUT.h5  write /logits (float32 [N, classes]); integer runs add\n"
+                 "                        /logits_int (int32) and its attribute scale\n"
+                 "environment: CCQ_ISA=scalar|avx2|avx512vnni forces a kernel path\n",
+            k_quant_help);
 }
 
-static ccq_status parse(int argc, char **argv, eval_args *a, int *help, ccq_err *err)
+/* 1 if argv[*i] was a quantization flag (value consumed), 0 if not; sets *st on a bad value. */
+static int parse_quant_flag(const char *cmd, int argc, char **argv, int *i, quant_config *qc, int *wbits_given,
+                            ccq_status *st, ccq_err *err)
+{
+    const char *s = argv[*i];
+    long long v;
+    *st = CCQ_OK;
+    if (strcmp(s, "--first-last-8") == 0) {
+        qc->first_last_8 = 1;
+        return 1;
+    }
+    static const char *const with_value[] = {"--wbits", "--abits", "--calib", "--act-rule", "--percentile", "--wscale"};
+    int known = 0;
+    for (size_t k = 0; k < CCQ_ARRAY_LEN(with_value); k++) known |= strcmp(s, with_value[k]) == 0;
+    if (!known) return 0;
+    if (*i + 1 >= argc) {
+        *st = ccq_fail(err, CCQ_ERR_USAGE, "%s: %s needs a value", cmd, s);
+        return 1;
+    }
+    const char *val = argv[++*i];
+    if (strcmp(s, "--wbits") == 0) {
+        if (!(*st = cmd_parse_int(cmd, s, val, 2, 8, &v, err))) qc->wbits = (int)v, *wbits_given = 1;
+    } else if (strcmp(s, "--abits") == 0) {
+        if (!(*st = cmd_parse_int(cmd, s, val, 8, 8, &v, err))) (void)v;
+    } else if (strcmp(s, "--calib") == 0) {
+        if (!(*st = cmd_parse_int(cmd, s, val, 1, 1000000, &v, err))) qc->calib_images = (int)v;
+    } else if (strcmp(s, "--act-rule") == 0) {
+        if (strcmp(val, "percentile") == 0)
+            qc->act_rule = QUANT_ACT_PERCENTILE;
+        else if (strcmp(val, "minmax") == 0)
+            qc->act_rule = QUANT_ACT_MINMAX;
+        else
+            *st = ccq_fail(err, CCQ_ERR_USAGE, "%s: --act-rule must be percentile or minmax, got '%s'", cmd, val);
+    } else if (strcmp(s, "--percentile") == 0) {
+        char *end = NULL;
+        double p = strtod(val, &end);
+        if (!*val || *end || !(p >= 90.0 && p < 100.0))
+            *st = ccq_fail(err, CCQ_ERR_USAGE, "%s: --percentile needs a number in [90, 100), got '%s'", cmd, val);
+        else
+            qc->percentile = p;
+    } else if (strcmp(s, "--wscale") == 0) {
+        if (strcmp(val, "maxabs") == 0)
+            qc->w_rule = QUANT_W_MAXABS;
+        else if (strcmp(val, "mse") == 0)
+            qc->w_rule = QUANT_W_MSE;
+        else
+            *st = ccq_fail(err, CCQ_ERR_USAGE, "%s: --wscale must be maxabs or mse, got '%s'", cmd, val);
+    }
+    return 1;
+}
+
+static ccq_status parse(const char *cmd, int argc, char **argv, eval_args *a, int *help, ccq_err *err)
 {
     memset(a, 0, sizeof *a);
     a->split = "test";
     a->limit = -1;
+    a->mb = 64;
+    quant_config_default(&a->qc);
     for (int i = 0; i < argc; i++) {
         const char *s = argv[i];
-        const int has_val = i + 1 < argc;
+        ccq_status st;
         if (strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0) {
             *help = 1;
             return CCQ_OK;
+        }
+        if (parse_quant_flag(cmd, argc, argv, &i, &a->qc, &a->wbits_given, &st, err)) {
+            if (st) return st;
         } else if (strcmp(s, "--float") == 0) {
             a->is_float = 1;
         } else if (strcmp(s, "--json") == 0) {
             a->json = 1;
         } else if (strcmp(s, "--data") == 0 || strcmp(s, "--split") == 0 || strcmp(s, "--limit") == 0 ||
-                   strcmp(s, "--save-logits") == 0) {
-            if (!has_val) return ccq_fail(err, CCQ_ERR_USAGE, "eval: %s needs a value", s);
+                   strcmp(s, "--save-logits") == 0 || strcmp(s, "--mb") == 0 || strcmp(s, "-o") == 0) {
+            if (i + 1 >= argc) return ccq_fail(err, CCQ_ERR_USAGE, "%s: %s needs a value", cmd, s);
             const char *v = argv[++i];
             if (strcmp(s, "--data") == 0) a->data = v;
             else if (strcmp(s, "--split") == 0) a->split = v;
             else if (strcmp(s, "--save-logits") == 0) a->save_logits = v;
-            else {
-                ccq_status st = cmd_parse_int("eval", s, v, 1, INT32_MAX, &a->limit, err);
-                if (st) return st;
+            else if (strcmp(s, "-o") == 0) a->out = v;
+            else if (strcmp(s, "--mb") == 0) {
+                if ((st = cmd_parse_int(cmd, s, v, 1, 4096, &a->mb, err))) return st;
+            } else if ((st = cmd_parse_int(cmd, s, v, 1, INT32_MAX, &a->limit, err))) {
+                return st;
             }
         } else if (s[0] == '-' && s[1] != '\0') {
-            return ccq_fail(err, CCQ_ERR_USAGE, "eval: unknown flag '%s' (see ccq eval --help)", s);
+            return ccq_fail(err, CCQ_ERR_USAGE, "%s: unknown flag '%s' (see ccq %s --help)", cmd, s, cmd);
         } else if (!a->model) {
             a->model = s;
         } else {
-            return ccq_fail(err, CCQ_ERR_USAGE, "eval: unexpected argument '%s'", s);
+            return ccq_fail(err, CCQ_ERR_USAGE, "%s: unexpected argument '%s'", cmd, s);
         }
     }
-    if (!a->model) return ccq_fail(err, CCQ_ERR_USAGE, "eval: missing MODEL.h5 (see ccq eval --help)");
-    if (!a->data) return ccq_fail(err, CCQ_ERR_USAGE, "eval: missing --data DATA.h5");
-    if (!a->is_float)
-        return ccq_fail(err, CCQ_ERR_USAGE, "eval: missing --float (the float reference is the only evaluator so far)");
+    if (!a->model) return ccq_fail(err, CCQ_ERR_USAGE, "%s: missing MODEL.h5 (see ccq %s --help)", cmd, cmd);
+    if (!a->data) return ccq_fail(err, CCQ_ERR_USAGE, "%s: missing --data DATA.h5", cmd);
     if (strcmp(a->split, "test") != 0 && strcmp(a->split, "train") != 0)
-        return ccq_fail(err, CCQ_ERR_USAGE, "eval: --split must be test or train, got '%s'", a->split);
+        return ccq_fail(err, CCQ_ERR_USAGE, "%s: --split must be test or train, got '%s'", cmd, a->split);
+    if (a->is_float && a->wbits_given)
+        return ccq_fail(err, CCQ_ERR_USAGE, "%s: --float and --wbits exclude each other", cmd);
     return CCQ_OK;
 }
 
-static ccq_status save_logits(const char *path, const float *logits, int n, int classes, ccq_err *err)
+static ccq_status save_logits(const char *path, const float *logits, const int32_t *ilogits, float scale, int n,
+                              int classes, ccq_err *err)
 {
     h5io_file f;
     hsize_t dims[2] = {(hsize_t)n, (hsize_t)classes};
     ccq_status st = h5io_atomic_create(&f, path, err);
     if (st) return st;
-    if ((st = h5io_write_dset(&f, "/", "logits", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dims, logits, err))) {
+    if ((st = h5io_write_dset(&f, "/", "logits", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 2, dims, logits, err)) ||
+        (ilogits &&
+         ((st = h5io_write_dset(&f, "/", "logits_int", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, dims, ilogits, err)) ||
+          (st = h5io_write_attr_floats(&f, "/logits_int", "scale", &scale, 1, 1, err))))) {
         h5io_atomic_abort(&f);
         return st;
     }
     return h5io_atomic_commit(&f, path, err);
 }
 
+/* Quantizes a float model with calibration images from the train split. */
+static ccq_status quantize_from(const model *fm, const eval_args *a, model *qm, ccq_err *err)
+{
+    data_split calib;
+    ccq_status st = data_load(&calib, a->data, "train", a->qc.calib_images, err);
+    if (st) return st;
+    st = quant_model(fm, &calib, &a->qc, qm, err);
+    data_free(&calib);
+    return st;
+}
+
+static int argmax_i32(const int32_t *v, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+static void json_str(const char *s)
+{
+    putchar('"');
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            printf("\\%c", *s);
+        else if ((unsigned char)*s < 0x20)
+            printf("\\u%04x", *s);
+        else
+            putchar(*s);
+    }
+    putchar('"');
+}
+
 ccq_status cmd_eval(int argc, char **argv, ccq_err *err)
 {
     eval_args a;
     int help = 0;
-    model m;
+    model fm, qm, *m = &fm;
     data_split d;
-    fnet net;
-    ccq_status st = parse(argc, argv, &a, &help, err);
+    int have_q = 0;
+    ccq_status st = parse("eval", argc, argv, &a, &help, err);
     if (st) return st;
     if (help) {
         eval_usage(stdout);
         return CCQ_OK;
     }
-    if ((st = model_load(&m, a.model, err))) return st;
+    if ((st = model_load(&fm, a.model, err))) return st;
+    const int integer = !a.is_float && (a.wbits_given || fm.quantized);
+    if (!a.is_float && !integer) {
+        model_free(&fm);
+        return ccq_fail(err, CCQ_ERR_USAGE, "eval: %s is a float model: give --float or --wbits B", a.model);
+    }
+    if (fm.quantized && a.wbits_given) {
+        model_free(&fm);
+        return ccq_fail(err, CCQ_ERR_USAGE, "eval: %s is already quantized: drop --wbits", a.model);
+    }
     if ((st = data_load(&d, a.data, a.split, a.limit, err))) {
-        model_free(&m);
+        model_free(&fm);
         return st;
     }
-    if ((st = data_check_fits(&d, &m, err))) goto done;
+    if ((st = data_check_fits(&d, &fm, err))) goto done;
+    if (integer && !fm.quantized) {
+        if ((st = quantize_from(&fm, &a, &qm, err))) goto done;
+        have_q = 1;
+        m = &qm;
+    }
 
-    fnet_init(&net, &m);
     const int64_t per = (int64_t)d.c * d.h * d.w;
-    float *all = a.save_logits ? ccq_malloc(sizeof(float) * (size_t)d.n * (size_t)m.classes) : NULL;
+    float *all = a.save_logits ? ccq_malloc(sizeof(float) * (size_t)d.n * (size_t)m->classes) : NULL;
+    int32_t *ilog = NULL;
+    const char *isa_name = "float32 reference";
+    float lscale = 0;
     int correct = 0;
-    double t0 = ccq_seconds();
-    for (int i = 0; i < d.n; i++) {
-        const float *lg = fnet_forward(&net, d.images + per * i);
-        correct += fnet_argmax(lg, m.classes) == d.labels[i];
-        if (all) memcpy(all + (int64_t)i * m.classes, lg, sizeof(float) * (size_t)m.classes);
+    double t0 = 0, secs = 0;
+    if (!integer) {
+        fnet net;
+        fnet_init(&net, m);
+        t0 = ccq_seconds();
+        for (int i = 0; i < d.n; i++) {
+            const float *lg = fnet_forward(&net, d.images + per * i);
+            correct += fnet_argmax(lg, m->classes) == d.labels[i];
+            if (all) memcpy(all + (int64_t)i * m->classes, lg, sizeof(float) * (size_t)m->classes);
+        }
+        secs = ccq_seconds() - t0;
+        fnet_free(&net);
+    } else {
+        qnet q;
+        if ((st = qnet_init(&q, m, NULL, (int)a.mb, err))) {
+            ccq_free(all);
+            goto done;
+        }
+        isa_name = q.isa->name;
+        lscale = q.logits_scale;
+        ilog = ccq_malloc(sizeof(int32_t) * (size_t)d.n * (size_t)m->classes);
+        t0 = ccq_seconds();
+        qnet_forward(&q, d.images, d.n, ilog);
+        secs = ccq_seconds() - t0;
+        for (int i = 0; i < d.n; i++) correct += argmax_i32(ilog + (int64_t)i * m->classes, m->classes) == d.labels[i];
+        if (all)
+            for (int64_t k = 0; k < (int64_t)d.n * m->classes; k++) all[k] = (float)((double)ilog[k] * lscale);
+        qnet_free(&q);
     }
-    double secs = ccq_seconds() - t0;
-    fnet_free(&net);
     if (all) {
-        st = save_logits(a.save_logits, all, d.n, m.classes, err);
+        st = save_logits(a.save_logits, all, ilog, lscale, d.n, m->classes, err);
         ccq_free(all);
-        if (st) goto done;
+        if (st) {
+            ccq_free(ilog);
+            goto done;
+        }
     }
+    ccq_free(ilog);
+    /* The weight-bit description: "8" or "2 (first/last 8)" style, from the model's layers. */
+    int wmin = 8, wmax = 2;
+    for (int i = 0; integer && i < m->n_nodes; i++)
+        if (m->nodes[i].op == MODEL_OP_CONV2D || m->nodes[i].op == MODEL_OP_LINEAR) {
+            if (m->nodes[i].bits < wmin) wmin = m->nodes[i].bits;
+            if (m->nodes[i].bits > wmax) wmax = m->nodes[i].bits;
+        }
     const double acc = 100.0 * correct / d.n, ips = secs > 0 ? d.n / secs : 0.0;
     if (a.json) {
-        printf("{\"model\": \"%s\", \"mode\": \"float\", \"split\": \"%s\", \"images\": %d, \"correct\": %d, "
-               "\"accuracy\": %.4f, \"seconds\": %.4f, \"images_per_s\": %.1f}\n",
-               m.name, a.split, d.n, correct, acc, secs, ips);
+        printf("{\"model\": ");
+        json_str(m->name);
+        printf(", \"mode\": \"%s\", \"split\": \"%s\", \"images\": %d, \"correct\": %d, \"accuracy\": %.4f, "
+               "\"seconds\": %.4f, \"images_per_s\": %.1f",
+               integer ? "integer" : "float", a.split, d.n, correct, acc, secs, ips);
+        if (integer) printf(", \"isa\": \"%s\", \"wbits_min\": %d, \"wbits_max\": %d, \"abits\": 8", isa_name, wmin, wmax);
+        printf("}\n");
     } else {
-        printf("model    %s (%s), float32 reference\n", m.name, a.model);
+        printf("model    %s (%s), ", m->name, a.model);
+        if (integer)
+            printf("integer w%da8%s, %s kernels\n", wmin, wmax != wmin ? " (some layers 8-bit)" : "", isa_name);
+        else
+            printf("float32 reference\n");
         printf("data     %s [%s], %d images\n", a.data, a.split, d.n);
         printf("accuracy %.2f%% (%d/%d)\n", acc, correct, d.n);
         printf("speed    %.0f images/s (%.2f s, 1 thread)\n", ips, secs);
     }
 done:
     data_free(&d);
-    model_free(&m);
+    if (have_q) model_free(&qm);
+    model_free(&fm);
+    return st;
+}
+
+ccq_status cmd_quantize(int argc, char **argv, ccq_err *err)
+{
+    eval_args a;
+    int help = 0;
+    model fm, qm;
+    ccq_status st = parse("quantize", argc, argv, &a, &help, err);
+    if (st) return st;
+    if (help) {
+        printf("usage: ccq quantize MODEL.h5 --data DATA.h5 --wbits B -o OUT.h5 [options]\n"
+               "  writes the quantized model (folded float weights, levels, scales) for ccq eval\n%s",
+               k_quant_help);
+        return CCQ_OK;
+    }
+    if (!a.wbits_given) return ccq_fail(err, CCQ_ERR_USAGE, "quantize: missing --wbits B");
+    if (!a.out) return ccq_fail(err, CCQ_ERR_USAGE, "quantize: missing -o OUT.h5");
+    if ((st = model_load(&fm, a.model, err))) return st;
+    if (fm.quantized) {
+        model_free(&fm);
+        return ccq_fail(err, CCQ_ERR_USAGE, "quantize: %s is already quantized", a.model);
+    }
+    if (!(st = quantize_from(&fm, &a, &qm, err))) {
+        st = model_save(&qm, a.out, err);
+        if (!st) printf("quantize: wrote %s (w%da8, %d nodes after folding)\n", a.out, a.qc.wbits, qm.n_nodes);
+        model_free(&qm);
+    }
+    model_free(&fm);
     return st;
 }

@@ -27,8 +27,11 @@ static void inspect_model(const model *m)
     shape_str(sh, sizeof sh, m->input);
     printf("input      %s uint8, normalised (x/255 - mean) / std per channel:", sh);
     for (int c = 0; c < m->input.c; c++) printf(" mean %.4g std %.4g", (double)m->mean[c], (double)m->std[c]);
-    printf("\n%-5s %-13s %-24s %-9s %-11s %-22s %10s %12s\n", "node", "op", "name", "inputs", "output", "attrs",
-           "params", "MACs");
+    if (m->quantized)
+        printf("\nquantized  8-bit activations; input scale %.6g zero point %d; logits int32 at scale %.6g",
+               (double)m->in_scale, m->in_zp, (double)m->nodes[m->output].act_scale);
+    printf("\n%-5s %-13s %-24s %-9s %-11s %-28s %10s %12s%s\n", "node", "op", "name", "inputs", "output", "attrs",
+           "params", "MACs", m->quantized ? "  act scale/zp" : "");
     for (int i = 0; i < m->n_nodes; i++) {
         const model_node *nd = &m->nodes[i];
         shape_str(sh, sizeof sh, nd->shape);
@@ -41,8 +44,16 @@ static void inspect_model(const model *m)
             snprintf(attrs, sizeof attrs, "k%dx%d s%d,%d p%d,%d,%d,%d%s", nd->kernel[0], nd->kernel[1], nd->stride[0],
                      nd->stride[1], nd->pad[0], nd->pad[1], nd->pad[2], nd->pad[3],
                      nd->dilation[0] > 1 || nd->dilation[1] > 1 ? " dil" : nd->ceil_mode ? " ceil" : "");
-        printf("%-5d %-13s %-24.24s %-9s %-11s %-22s %10lld %12lld\n", i, model_op_name(nd->op), nd->name, ins, sh,
+        if (nd->relu) strncat(attrs, " +relu", sizeof attrs - strlen(attrs) - 1);
+        if (m->quantized && nd->bits) {
+            char b[16];
+            snprintf(b, sizeof b, " w%d", nd->bits);
+            strncat(attrs, b, sizeof attrs - strlen(attrs) - 1);
+        }
+        printf("%-5d %-13s %-24.24s %-9s %-11s %-28s %10lld %12lld", i, model_op_name(nd->op), nd->name, ins, sh,
                attrs, (long long)model_node_params(m, i), (long long)model_node_macs(m, i));
+        if (m->quantized) printf("  %.4g/%d", (double)nd->act_scale, nd->act_zp);
+        printf("\n");
     }
     printf("total      %d nodes, %lld parameters, %lld MACs per image, %d classes (output node %d)\n", m->n_nodes,
            (long long)model_params(m), (long long)model_macs(m), m->classes, m->output);

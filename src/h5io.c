@@ -317,9 +317,23 @@ done:
     return st;
 }
 
+/* Object creation properties without modification times, so that the same
+ * content always gives the same bytes (the determinism contract covers files). */
+static hid_t no_times(hid_t cls)
+{
+    hid_t p = H5Pcreate(cls);
+    if (p >= 0 && H5Pset_obj_track_times(p, 0) < 0) {
+        H5Pclose(p);
+        return H5I_INVALID_HID;
+    }
+    return p;
+}
+
 ccq_status h5io_write_group(const h5io_file *f, const char *obj, ccq_err *err)
 {
-    hid_t g = H5Gcreate2(f->id, obj, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t p = no_times(H5P_GROUP_CREATE);
+    hid_t g = p < 0 ? -1 : H5Gcreate2(f->id, obj, H5P_DEFAULT, p, H5P_DEFAULT);
+    if (p >= 0) H5Pclose(p);
     if (g < 0) return ccq_fail(err, CCQ_ERR_IO, "%s: %s: cannot create group", f->path, obj);
     H5Gclose(g);
     return CCQ_OK;
@@ -370,9 +384,10 @@ ccq_status h5io_write_dset(const h5io_file *f, const char *obj, const char *name
 {
     char full[512];
     objname(full, sizeof full, obj, name);
-    hid_t s = H5Screate_simple(rank, dims, NULL);
-    hid_t d = s < 0 ? -1 : H5Dcreate2(f->id, full, file_type, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t s = H5Screate_simple(rank, dims, NULL), p = no_times(H5P_DATASET_CREATE);
+    hid_t d = s < 0 || p < 0 ? -1 : H5Dcreate2(f->id, full, file_type, s, H5P_DEFAULT, p, H5P_DEFAULT);
     herr_t rc = d < 0 ? -1 : H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+    if (p >= 0) H5Pclose(p);
     if (d >= 0) H5Dclose(d);
     if (s >= 0) H5Sclose(s);
     if (rc < 0) return ccq_fail(err, CCQ_ERR_IO, "%s: %s: cannot write dataset", f->path, full);

@@ -18,9 +18,10 @@ static void usage(FILE *out)
             "usage: ccq SUBCOMMAND [ARGS]\n"
             "\n"
             "subcommands:\n"
-            "  eval MODEL.h5 --data DATA.h5 --float [--split test|train] [--limit N] [--json]\n"
-            "                [--save-logits OUT.h5]\n"
-            "                          accuracy and speed of the float reference forward pass\n"
+            "  eval MODEL.h5 --data DATA.h5 (--float | --wbits B) [options]\n"
+            "                          accuracy and speed of the float reference or the integer engine\n"
+            "  quantize MODEL.h5 --data DATA.h5 --wbits B -o OUT.h5\n"
+            "                          write a quantized model (round-to-nearest levels)\n"
             "  inspect FILE.h5         summarise a ccq model or data file\n"
             "  help                    this text (also: ccq SUBCOMMAND --help)\n"
             "  version                 print the version\n"
@@ -48,6 +49,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(sub, "eval") == 0)
         st = cmd_eval(argc - 2, argv + 2, &err);
+    else if (strcmp(sub, "quantize") == 0)
+        st = cmd_quantize(argc - 2, argv + 2, &err);
     else if (strcmp(sub, "inspect") == 0)
         st = cmd_inspect(argc - 2, argv + 2, &err);
     else

@@ -1,0 +1,98 @@
+"""ccq_sim.py: a float simulation of ccq's integer network (fake quantization).
+
+Reads a quantized ccq model file and computes, in float64 with PyTorch's
+layers, what the integer engine computes: every tensor is dequantized
+(scale * (q - zp)), each op runs in float, and every requantizing op
+(conv2d, linear, batchnorm, add) rounds half away from zero onto its uint8
+grid. The logits are the float output of the last layer. It exists to check
+the C engine independently (tests/test_qnet.py) and is never used by it.
+"""
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def _round(v):
+    return torch.sign(v) * torch.floor(torch.abs(v) + 0.5)
+
+
+def load(path):
+    with h5py.File(path, "r") as f:
+        if not f.attrs.get("quantized", 0):
+            raise ValueError(f"{path}: not a quantized ccq model")
+        net = {"in_scale": float(f["input"].attrs["act_scale"]), "in_zp": int(f["input"].attrs["act_zp"]),
+               "output": int(f.attrs["output"]), "nodes": []}
+        # scales are float32 in the file; the engine widens them to double
+        for k in sorted(f["nodes"].keys()):
+            g = f["nodes"][k]
+            nd = {a: (v.decode() if isinstance(v, bytes) else v) for a, v in g.attrs.items()}
+            for ds in g.keys():
+                nd[ds] = torch.from_numpy(g[ds][...].astype(np.float64))
+            net["nodes"].append(nd)
+    return net
+
+
+def run(net, images_u8):
+    """images_u8: uint8 [N, C, H, W] -> float64 logits [N, classes]."""
+    x_in = net["in_scale"] * (torch.from_numpy(images_u8.astype(np.float64)) - net["in_zp"])
+    outs = []
+    for i, nd in enumerate(net["nodes"]):
+        ins = [x_in if j < 0 else outs[j] for j in nd["inputs"]]
+        x = ins[0]
+        op = nd["op"]
+        requant = True
+        if op in ("conv2d", "linear"):
+            w = nd["levels"] * nd["wscale"].view(-1, *([1] * (nd["levels"].dim() - 1)))
+            b = nd.get("bias")
+            if b is not None:
+                # the bias is an int32 at the accumulator's scale, as in the engine
+                s_in = net["in_scale"] if nd["inputs"][0] < 0 else float(net["nodes"][nd["inputs"][0]]["act_scale"])
+                acc_scale = s_in * nd["wscale"].float().double()
+                b = _round(b / acc_scale) * acc_scale
+            if op == "conv2d":
+                t, l, bo, r = (int(v) for v in nd["pad"])
+                # pad with the real value of the input zero point: 0
+                xp = F.pad(x, (l, r, t, bo))
+                y = F.conv2d(xp, w, b, stride=tuple(int(v) for v in nd["stride"]),
+                             dilation=tuple(int(v) for v in nd["dilation"]))
+            else:
+                y = F.linear(x, w, b)
+            if i == net["output"]:
+                outs.append(y)
+                continue
+        elif op == "batchnorm":
+            a = nd["gamma"] / torch.sqrt(nd["var"] + float(nd["eps"]))
+            shape = (1, -1, 1, 1) if x.dim() == 4 else (1, -1)
+            y = x * a.view(shape) + (nd["beta"] - nd["mean"] * a).view(shape)
+        elif op == "add":
+            y = ins[0] + ins[1]
+        else:
+            requant = op in ("avgpool", "globalavgpool")
+            if op == "relu":
+                y = torch.clamp(x, min=0)
+            elif op == "maxpool":
+                t, l, bo, r = (int(v) for v in nd["pad"])
+                y = F.max_pool2d(F.pad(x, (l, r, t, bo), value=-1e30), tuple(int(v) for v in nd["kernel"]),
+                                 tuple(int(v) for v in nd["stride"]), ceil_mode=bool(nd["ceil_mode"]))
+            elif op == "avgpool":
+                t, l, bo, r = (int(v) for v in nd["pad"])
+                if t == bo and l == r:
+                    y = F.avg_pool2d(x, tuple(int(v) for v in nd["kernel"]), tuple(int(v) for v in nd["stride"]),
+                                     (t, l), ceil_mode=bool(nd["ceil_mode"]),
+                                     count_include_pad=bool(nd["count_include_pad"]))
+                else:
+                    raise NotImplementedError("asymmetric avgpool padding in the simulation")
+            elif op == "globalavgpool":
+                y = x.mean(dim=(2, 3), keepdim=True)
+            elif op == "flatten":
+                y = torch.flatten(x, 1)
+            else:
+                raise ValueError(f"unknown op {op}")
+        if requant:
+            s, zp = float(nd["act_scale"]), int(nd["act_zp"])
+            lo = zp if int(nd.get("relu", 0)) else 0
+            q = torch.clamp(_round(y / s) + zp, lo, 255)
+            y = s * (q - zp)
+        outs.append(y)
+    return outs[net["output"]].numpy()
