@@ -113,9 +113,11 @@ static ccq_status init_affine_layer(qnet *q, int i, ccq_err *err)
     for (int o = 0; o < t->oc; o++) {
         const double sw = nd->wscale[o];
         const double b = nd->bias ? nd->bias[o] / (s_in * sw) : 0.0;
-        if (fabs(b) >= 1073741824.0)
-            return ccq_fail(err, CCQ_ERR_LIMIT, "%s: node %d (%s): bias of channel %d does not fit int32 at this scale",
-                            m->path, i, nd->name, o);
+        if (!quant_acc_fits(b, t->K, model_qmax(nd->bits)))
+            return ccq_fail(err, CCQ_ERR_LIMIT,
+                            "%s: node %d (%s): channel %d could overflow int32 accumulators (K = %d, %d-bit "
+                            "weights, bias %.3g)",
+                            m->path, i, nd->name, o, t->K, nd->bits, b);
         t->bias_q[o] = (int32_t)llround(b);
         int sh = 0;
         if (quant_multiplier(s_in * sw / nd->act_scale, &t->mult[o], &sh))
@@ -123,10 +125,6 @@ static ccq_status init_affine_layer(qnet *q, int i, ccq_err *err)
                             m->path, i, nd->name, o);
         t->shift[o] = sh;
     }
-    const int qmax = model_qmax(nd->bits);
-    if ((double)t->K * 255.0 * qmax + 1073741824.0 >= 2147483647.0)
-        return ccq_fail(err, CCQ_ERR_LIMIT, "%s: node %d (%s): K = %d is too large for int32 accumulators at %d bits",
-                        m->path, i, nd->name, t->K, nd->bits);
     qnet_update_levels(q, i);
     return CCQ_OK;
 }

@@ -41,6 +41,11 @@ ccq_status quant_multiplier(double M, int32_t *m0, int *shift)
     return CCQ_OK;
 }
 
+int quant_acc_fits(double bias_levels, int64_t K, int qmax)
+{
+    return fabs(bias_levels) + 2.0 * 255.0 * (double)K * qmax < 2147483647.0;
+}
+
 /* ---- folding and fusion ------------------------------------------------ */
 
 static int is_affine_layer(model_op op) { return op == MODEL_OP_CONV2D || op == MODEL_OP_LINEAR; }
@@ -274,12 +279,12 @@ ccq_status quant_model(const model *src, const data_split *calib, const quant_co
         nd->levels = ccq_malloc((size_t)nd->n_weight);
         for (int o = 0; o < cout; o++) nd->wscale[o] = channel_scale(nd->weight + o * per, per, qmax, cfg->w_rule);
         quant_rtn(nd);
-        /* int32 accumulators: |bias| + K * 255 * qmax must stay below 2^31. */
+        /* int32 accumulators must not overflow (quant_acc_fits). */
         const int s = nd->in[0];
         const double s_in = s < 0 ? dst->in_scale : dst->nodes[s].act_scale;
         for (int o = 0; o < cout; o++) {
             const double b = nd->bias ? fabs(nd->bias[o]) / (s_in * nd->wscale[o]) : 0.0;
-            if (b + (double)per * 255.0 * qmax >= 2147483647.0) {
+            if (!quant_acc_fits(b, per, qmax)) {
                 st = ccq_fail(err, CCQ_ERR_LIMIT,
                               "%s: node %d (%s): output channel %d could overflow int32 accumulators "
                               "(K = %lld, bias %.3g levels)",

@@ -134,6 +134,18 @@ def main():
     mutate(p("tiny.h5"), p("tiny_vlen.h5"), vlen_strings)
     write_expected(p("tiny.h5"), p("tiny_data.h5"), p("tiny_expected.h5"))
 
+    def overflow(f):
+        # finite weights whose products overflow float32: activations become inf
+        f["nodes/0000/weight"][...] = np.full((2, 1, 3, 3), 3e38, np.float32)
+    mutate(p("tiny.h5"), p("bad_overflow.h5"), overflow)
+
+    # a linear layer too wide for int32 accumulators at 8 bits (K = 190*190 = 36100)
+    big = [{"op": "flatten", "name": "flat", "inputs": [-1], "shape": (36100,), "attrs": {}, "data": {}},
+           {"op": "linear", "name": "wide", "inputs": [0], "shape": (2,), "attrs": {},
+            "data": {"weight": np.random.RandomState(1).randn(2, 36100).astype(np.float32)}}]
+    write_model(p("bigk.h5"), big, in_shape=(1, 190, 190))
+    write_data(p("data_190.h5"), shape=(1, 190, 190), classes=2, n_train=3, n_test=2)
+
     raw = open(p("tiny.h5"), "rb").read()
     with open(p("truncated.h5"), "wb") as fo:
         fo.write(raw[: len(raw) // 2])

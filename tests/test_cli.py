@@ -64,6 +64,48 @@ expect("eval truncated data", ev(tiny, F("truncated.h5")), FORMAT, ["truncated o
 expect("eval data mismatch", ev(tiny, F("data_5x5.h5")), MISMATCH, ["data_5x5.h5", "1x5x5", "expects 1x4x4"])
 expect("eval bad label", ev(tiny, F("data_badlabel.h5"), "--split", "train"), FORMAT, ["labels[1] = 3"])
 
+# quantization and the integer engine
+qv = lambda m, d=data, *rest: ["eval", m, "--data", d, *rest]  # noqa: E731
+expect("wbits too large", qv(tiny, data, "--wbits", "9"), USAGE, ["--wbits", "'9'"])
+expect("wbits too small", qv(tiny, data, "--wbits", "1"), USAGE, ["--wbits"])
+expect("abits not 8", qv(tiny, data, "--wbits", "4", "--abits", "4"), USAGE, ["--abits"])
+expect("float model without mode", qv(tiny), USAGE, ["give --float or --wbits"])
+expect("float and wbits", qv(tiny, data, "--float", "--wbits", "4"), USAGE, ["exclude"])
+expect("bad percentile", qv(tiny, data, "--wbits", "4", "--percentile", "100"), USAGE, ["--percentile"])
+expect("bad act rule", qv(tiny, data, "--wbits", "4", "--act-rule", "mean"), USAGE, ["--act-rule"])
+expect("cannot calibrate", qv(F("bad_overflow.h5"), data, "--wbits", "8"), FORMAT,
+       ["bad_overflow.h5", "non-finite activation", "cannot be calibrated"])
+expect("accumulator overflow", qv(F("bigk.h5"), F("data_190.h5"), "--wbits", "8"), 6,
+       ["bigk.h5", "overflow int32 accumulators", "K = 36100"])
+rc, so, se = run([ccq] + qv(F("bigk.h5"), F("data_190.h5"), "--wbits", "4", "--json"))
+t.check("the same wide layer fits at 4 bits", rc == 0, se)
+expect("wbits data mismatch", qv(tiny, F("data_5x5.h5"), "--wbits", "4"), MISMATCH, ["data_5x5.h5"])
+rc, so, se = run([ccq] + qv(tiny, data, "--wbits", "4"), env=dict(os.environ, CCQ_ISA="mmx"))
+t.check("unknown CCQ_ISA", rc == USAGE and se.strip().count("\n") == 0 and "CCQ_ISA=mmx: unknown" in se, se)
+expect("quantize without -o", ["quantize", tiny, "--data", data, "--wbits", "4"], USAGE, ["missing -o"])
+expect("quantize without wbits", ["quantize", tiny, "--data", data, "-o", "x.h5"], USAGE, ["missing --wbits"])
+
+with tempfile.TemporaryDirectory() as d:
+    q4 = os.path.join(d, "q4.h5")
+    rc, so, se = run([ccq, "quantize", tiny, "--data", data, "--wbits", "4", "-o", q4])
+    t.check("quantize tiny", rc == 0, se)
+    expect("eval --wbits on a quantized model", qv(q4, data, "--wbits", "4"), USAGE, ["already quantized"])
+    expect("quantize a quantized model", ["quantize", q4, "--data", data, "--wbits", "4", "-o", q4 + "x"], USAGE,
+           ["already quantized"])
+    bad = os.path.join(d, "bad_levels.h5")
+    shutil.copy(q4, bad)
+    with h5py.File(bad, "r+") as f:
+        lv = f["nodes/0000/levels"][...]
+        lv[0, 0, 0, 0] = 100
+        f["nodes/0000/levels"][...] = lv
+    expect("level outside the bit width", qv(bad), FORMAT, ["bad_levels.h5", "level 100", "outside +-7 for 4 bits"])
+    shutil.copy(q4, bad)
+    with h5py.File(bad, "r+") as f:
+        f["nodes/0001"].attrs["act_zp"] = np.int32(300)
+    expect("zero point out of range", qv(bad), FORMAT, ["act_zp = 300"])
+    rc, so, se = run([ccq] + qv(q4, data, "--json"))
+    t.check("quantized file evaluates", rc == 0 and json.loads(so)["mode"] == "integer", so + se)
+
 # outputs: never partial, never clobbered by a failing run
 with tempfile.TemporaryDirectory() as d:
     out = os.path.join(d, "logits.h5")

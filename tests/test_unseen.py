@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ccqtest import Checks, ccq_binary, run
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
+import ccq_sim  # noqa: E402
 import ccq_torch as ct  # noqa: E402
 
 data = sys.argv[1]
@@ -91,4 +92,23 @@ for keep_bn in (True, False):
         print(f"{label}: ccq {r['accuracy']:.2f}%, torch {torch_acc:.2f}%, worst logit error {rel:.2e}")
         t.check(f"{label}: accuracy", abs(r["accuracy"] - torch_acc) <= 0.01 + 1e-9, f"{r['accuracy']} vs {torch_acc}")
         t.check(f"{label}: logits", rel <= 1e-4, f"{rel:.3g}")
+# The integer engine on the same unseen graph (standalone BatchNorm after a
+# residual Add, ceil-mode max-pool, avg-pool without padding counted):
+# agreement with the float simulation and accuracy near float at w8a8.
+with tempfile.TemporaryDirectory() as d:
+    mpath, qpath, lpath = (os.path.join(d, n) for n in ("unseen.h5", "q.h5", "l.h5"))
+    ct.export_ccq(model, (1, 28, 28), mpath, mean, std, "unseen", keep_bn=True)
+    rc, so, se = run([ccq, "quantize", mpath, "--data", data, "--wbits", "8", "-o", qpath])
+    t.check("integer: quantize", rc == 0, se)
+    rc, so, se = run([ccq, "eval", qpath, "--data", data, "--json", "--limit", "1000", "--save-logits", lpath])
+    t.check("integer: eval", rc == 0, se)
+    r = json.loads(so)
+    with h5py.File(lpath, "r") as f:
+        got = f["logits_int"][...]
+    sim = ccq_sim.run(ccq_sim.load(qpath), xte_u8[:1000])
+    agree = (sim.argmax(1) == got.argmax(1)).mean() * 100
+    facc = 100.0 * (want[:1000].argmax(1) == yte[:1000]).mean()
+    print(f"integer w8a8: {r['accuracy']:.2f}% (float {facc:.2f}%), simulation agrees on {agree:.1f}%")
+    t.check("integer: simulation agreement", agree >= 99.5, f"{agree:.2f}")
+    t.check("integer: w8a8 within 1 point of float", abs(r["accuracy"] - facc) <= 1.0, f"{r['accuracy']} vs {facc}")
 t.finish()

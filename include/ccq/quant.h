@@ -62,4 +62,9 @@ void quant_rtn(model_node *nd);
  * 2^-31 becomes m0 = 0 (the output is then the zero point). */
 ccq_status quant_multiplier(double M, int32_t *m0, int *shift);
 
+/* 1 if a layer's int32 accumulators cannot overflow, even in partial sums:
+ * |bias| + 2 * 255 * K * qmax < 2^31 (the kernels add the zero-point
+ * correction up front, so partial sums reach twice the final bound). */
+int quant_acc_fits(double bias_levels, int64_t K, int qmax);
+
 #endif
