@@ -191,6 +191,34 @@ static void avx2_gemm_i32(int M, int N, int Kp, const uint8_t *A, size_t lda, co
     gemm(M, N, Kp, A, lda, B, rq, C, ldc, 1);
 }
 
+static double avx2_peak_macs(double seconds)
+{
+    /* vpmaddubsw + vpmaddwd + vpaddd per 32 MACs, 8 independent chains. */
+    __m256i acc[8];
+    const __m256i a = _mm256_set1_epi32(0x01020304), b = _mm256_set1_epi32(0x01fffe03), ones = _mm256_set1_epi16(1);
+    for (int i = 0; i < 8; i++) acc[i] = _mm256_set1_epi32(i);
+    const long iters = 1 << 20;
+    long rounds = 0;
+    const double t0 = ccq_seconds();
+    double t;
+    do {
+        for (long it = 0; it < iters; it++) {
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++)
+                acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
+            __asm__ volatile("" : "+x"(acc[0]), "+x"(acc[1]), "+x"(acc[2]), "+x"(acc[3]));
+        }
+        rounds++;
+        t = ccq_seconds() - t0;
+    } while (t < seconds);
+    int32_t sink[8];
+    __m256i s = acc[0];
+    for (int i = 1; i < 8; i++) s = _mm256_add_epi32(s, acc[i]);
+    _mm256_storeu_si256((__m256i *)sink, s);
+    __asm__ volatile("" ::"r"(sink[0]));
+    return (double)rounds * iters * 8 * 32 / t;
+}
+
 const kern_isa kern_isa_avx2 = {
     .name = "avx2",
     .kr = 4,
@@ -198,4 +226,5 @@ const kern_isa kern_isa_avx2 = {
     .pack = avx2_pack,
     .gemm_u8 = avx2_gemm_u8,
     .gemm_i32 = avx2_gemm_i32,
+    .peak_macs = avx2_peak_macs,
 };

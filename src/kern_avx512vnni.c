@@ -144,6 +144,33 @@ static void vnni_gemm_i32(int M, int N, int Kp, const uint8_t *A, size_t lda, co
     gemm(M, N, Kp, A, lda, B, rq, C, ldc, 1);
 }
 
+static double vnni_peak_macs(double seconds)
+{
+    /* 12 independent vpdpbusd chains hide the instruction's latency. */
+    __m512i acc[12];
+    const __m512i a = _mm512_set1_epi32(0x01020304), b = _mm512_set1_epi32(0x01fffe03);
+    for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_epi32(i);
+    const long iters = 1 << 20;
+    long rounds = 0;
+    const double t0 = ccq_seconds();
+    double t;
+    do {
+        for (long it = 0; it < iters; it++) {
+#pragma GCC unroll 12
+            for (int i = 0; i < 12; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
+            __asm__ volatile("" : "+v"(acc[0]), "+v"(acc[1]), "+v"(acc[2]), "+v"(acc[3]), "+v"(acc[4]), "+v"(acc[5]));
+        }
+        rounds++;
+        t = ccq_seconds() - t0;
+    } while (t < seconds);
+    int32_t sink[16];
+    __m512i s = acc[0];
+    for (int i = 1; i < 12; i++) s = _mm512_add_epi32(s, acc[i]);
+    _mm512_storeu_si512(sink, s);
+    __asm__ volatile("" ::"r"(sink[0]));
+    return (double)rounds * iters * 12 * 64 / t;
+}
+
 const kern_isa kern_isa_avx512vnni = {
     .name = "avx512vnni",
     .kr = 4,
@@ -151,4 +178,5 @@ const kern_isa kern_isa_avx512vnni = {
     .pack = vnni_pack,
     .gemm_u8 = vnni_gemm_u8,
     .gemm_i32 = vnni_gemm_i32,
+    .peak_macs = vnni_peak_macs,
 };

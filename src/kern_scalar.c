@@ -42,6 +42,24 @@ static void scalar_gemm_i32(int M, int N, int Kp, const uint8_t *A, size_t lda, 
         }
 }
 
+static double scalar_peak_macs(double seconds)
+{
+    /* The reference kernel's own inner loop on an L1-resident row. */
+    uint8_t a[256];
+    int8_t b[256];
+    for (int i = 0; i < 256; i++) a[i] = (uint8_t)i, b[i] = (int8_t)(i * 7);
+    volatile int32_t sink = 0;
+    long rounds = 0;
+    const double t0 = ccq_seconds();
+    double t;
+    do {
+        for (int it = 0; it < 4096; it++) sink += dot(a, b, 256);
+        rounds++;
+        t = ccq_seconds() - t0;
+    } while (t < seconds);
+    return (double)rounds * 4096 * 256 / t;
+}
+
 const kern_isa kern_isa_scalar = {
     .name = "scalar",
     .kr = 4,
@@ -49,4 +67,5 @@ const kern_isa kern_isa_scalar = {
     .pack = scalar_pack,
     .gemm_u8 = scalar_gemm_u8,
     .gemm_i32 = scalar_gemm_i32,
+    .peak_macs = scalar_peak_macs,
 };

@@ -22,6 +22,8 @@ static void usage(FILE *out)
             "                          accuracy and speed of the float reference or the integer engine\n"
             "  quantize MODEL.h5 --data DATA.h5 --wbits B -o OUT.h5\n"
             "                          write a quantized model (round-to-nearest levels)\n"
+            "  bench MODEL.h5 --data DATA.h5 [--wbits B] [--batch N] [--layers] [--ceiling]\n"
+            "                          integer forward-pass throughput (see ccq bench --help)\n"
             "  inspect FILE.h5         summarise a ccq model or data file\n"
             "  help                    this text (also: ccq SUBCOMMAND --help)\n"
             "  version                 print the version\n"
@@ -49,6 +51,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(sub, "eval") == 0)
         st = cmd_eval(argc - 2, argv + 2, &err);
+    else if (strcmp(sub, "bench") == 0)
+        st = cmd_bench(argc - 2, argv + 2, &err);
     else if (strcmp(sub, "quantize") == 0)
         st = cmd_quantize(argc - 2, argv + 2, &err);
     else if (strcmp(sub, "inspect") == 0)

@@ -380,6 +380,7 @@ void qnet_forward(qnet *q, const uint8_t *images, int n_total, int32_t *logits)
             const uint8_t *x = t->in[0] < 0 ? q->input : q->act[t->in[0]];
             uint8_t *y = q->act[i];
             const int64_t ny = (int64_t)n * t->oc * t->oh * t->ow;
+            const double t0 = q->node_seconds ? ccq_seconds() : 0.0;
             switch (t->op) {
             case MODEL_OP_CONV2D:
             case MODEL_OP_LINEAR:
@@ -426,6 +427,7 @@ void qnet_forward(qnet *q, const uint8_t *images, int n_total, int32_t *logits)
             default:
                 CCQ_ASSERT(0);
             }
+            if (q->node_seconds) q->node_seconds[i] += ccq_seconds() - t0;
         }
         memcpy(logits + (size_t)base * m->classes, q->logits, sizeof(int32_t) * (size_t)n * m->classes);
     }

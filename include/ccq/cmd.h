@@ -12,6 +12,7 @@
 ccq_status cmd_eval(int argc, char **argv, ccq_err *err);
 ccq_status cmd_inspect(int argc, char **argv, ccq_err *err);
 ccq_status cmd_quantize(int argc, char **argv, ccq_err *err);
+ccq_status cmd_bench(int argc, char **argv, ccq_err *err);
 
 /* Parses a decimal integer in [min, max]; CCQ_ERR_USAGE naming the flag otherwise. */
 ccq_status cmd_parse_int(const char *cmd, const char *flag, const char *s, long long min, long long max,

@@ -47,6 +47,10 @@ typedef struct {
                     uint8_t *C, size_t ldc);
     void (*gemm_i32)(int M, int N, int Kp, const uint8_t *A, size_t lda, const int8_t *B, const kern_rq *rq,
                      int32_t *C, size_t ldc);
+    /* Multiply-accumulates per second of this ISA's core u8 x s8 instruction
+     * sequence on one core, measured over about `seconds` (registers only,
+     * independent accumulators): the ceiling a kernel can approach. */
+    double (*peak_macs)(double seconds);
 } kern_isa;
 
 /* The ISA table, best first; entries the CPU lacks are still listed. */

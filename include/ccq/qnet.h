@@ -37,6 +37,7 @@ typedef struct {
     size_t col_bytes;
     int32_t *logits; /* mb * classes */
     float logits_scale;
+    double *node_seconds; /* profiling: if set (n_nodes entries), forward adds each node's time */
 } qnet;
 
 /* m must be quantized and outlive the qnet. isa NULL = kern_select(). */
