@@ -20,19 +20,19 @@
 
 enum { NB = 8, MR = 4, HDR = 32 };
 
-static size_t avx2_packed_size(int N, int Kp) { return HDR + (size_t)((N + NB - 1) / NB) * NB * (size_t)Kp; }
+static size_t avx2_packed_size(int N, int K) { return HDR + (size_t)((N + NB - 1) / NB) * NB * (size_t)K; }
 
-static void avx2_pack(const int8_t *levels, int N, int K, int Kp, int8_t *out)
+static void avx2_pack(const int8_t *levels, int N, int K, int8_t *out)
 {
     int wide = 0;
     for (size_t i = 0; i < (size_t)N * K; i++)
         if (abs(levels[i]) > 63) wide = 1;
-    memset(out, 0, avx2_packed_size(N, Kp));
+    memset(out, 0, avx2_packed_size(N, K));
     memcpy(out, &wide, sizeof wide);
     int8_t *body = out + HDR;
     const int g = wide ? 2 : 4; /* k per group */
     for (int n = 0; n < N; n++) {
-        int8_t *blk = body + (size_t)(n / NB) * NB * Kp;
+        int8_t *blk = body + (size_t)(n / NB) * NB * K;
         for (int k = 0; k < K; k++) blk[((size_t)(k / g) * NB + n % NB) * g + k % g] = levels[(size_t)n * K + k];
     }
 }
@@ -89,10 +89,11 @@ static inline __m256i bcast(const uint8_t *p, int wide)
     return _mm256_set1_epi32(v);
 }
 
-static inline __attribute__((always_inline)) void tile(int mr, int nb, int n0, int N, int Kp, const uint8_t *A,
-                                                       size_t lda, const int8_t *B, int wide, const kern_rq *rq,
-                                                       void *C, size_t ldc, int i32)
+static inline __attribute__((always_inline)) void tile(int mr, int nb, const kern_a *A, int m0, int n0, int N,
+                                                       const int8_t *B, int wide, const kern_rq *rq, void *C,
+                                                       size_t ldc, int i32)
 {
+    const int K = A->nseg * A->seg_len;
     __m256i acc[MR][2], bias[2], mult[2], shift[2], msk[2];
     int left[2];
     for (int j = 0; j < nb; j++) {
@@ -108,35 +109,42 @@ static inline __attribute__((always_inline)) void tile(int mr, int nb, int n0, i
         if (r < mr)
             for (int j = 0; j < 2; j++)
                 if (j < nb) acc[r][j] = bias[j];
-    const int8_t *b0 = B + HDR + (size_t)(n0 / NB) * NB * Kp;
-    const int8_t *b1 = b0 + (size_t)NB * Kp;
-    if (!wide) {
-        const __m256i ones = _mm256_set1_epi16(1);
-        for (int k = 0; k < Kp; k += 4) {
-            const __m256i w0 = _mm256_loadu_si256((const __m256i *)(b0 + (size_t)k * NB));
-            const __m256i w1 = nb > 1 ? _mm256_loadu_si256((const __m256i *)(b1 + (size_t)k * NB)) : w0;
+    const int8_t *b0 = B + HDR + (size_t)(n0 / NB) * NB * K;
+    const int8_t *b1 = b0 + (size_t)NB * K;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int s = 0; s < A->nseg; s++) {
+        const uint8_t *p[MR];
 #pragma GCC unroll 4
-            for (int r = 0; r < MR; r++) {
-                if (r < mr) {
-                    const __m256i a = bcast(A + r * lda + k, 0);
-                    acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(a, w0), ones));
-                    if (nb > 1)
-                        acc[r][1] =
-                            _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(a, w1), ones));
+        for (int r = 0; r < MR; r++)
+            if (r < mr) p[r] = A->rows[m0 + r] + s * A->seg_stride;
+        if (!wide) {
+            for (int k = 0; k < A->seg_len; k += 4) {
+                const __m256i w0 = _mm256_loadu_si256((const __m256i *)b0);
+                const __m256i w1 = nb > 1 ? _mm256_loadu_si256((const __m256i *)b1) : w0;
+                b0 += 4 * NB, b1 += 4 * NB;
+#pragma GCC unroll 4
+                for (int r = 0; r < MR; r++) {
+                    if (r < mr) {
+                        const __m256i a = bcast(p[r] + k, 0);
+                        acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(a, w0), ones));
+                        if (nb > 1)
+                            acc[r][1] =
+                                _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(a, w1), ones));
+                    }
                 }
             }
-        }
-    } else {
-        for (int k = 0; k < Kp; k += 2) {
-            const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b0 + (size_t)k * NB)));
-            const __m256i w1 =
-                nb > 1 ? _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(b1 + (size_t)k * NB))) : w0;
+        } else {
+            for (int k = 0; k < A->seg_len; k += 2) {
+                const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b0));
+                const __m256i w1 = nb > 1 ? _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b1)) : w0;
+                b0 += 2 * NB, b1 += 2 * NB;
 #pragma GCC unroll 4
-            for (int r = 0; r < MR; r++) {
-                if (r < mr) {
-                    const __m256i a = bcast(A + r * lda + k, 1);
-                    acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(a, w0));
-                    if (nb > 1) acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(a, w1));
+                for (int r = 0; r < MR; r++) {
+                    if (r < mr) {
+                        const __m256i a = bcast(p[r] + k, 1);
+                        acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(a, w0));
+                        if (nb > 1) acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(a, w1));
+                    }
                 }
             }
         }
@@ -148,47 +156,46 @@ static inline __attribute__((always_inline)) void tile(int mr, int nb, int n0, i
         for (int j = 0; j < nb; j++) {
             const __m256i v = requant8(acc[r][j], mult[j], shift[j]);
             if (i32)
-                _mm256_maskstore_epi32((int32_t *)C + r * ldc + n0 + NB * j, msk[j], v);
+                _mm256_maskstore_epi32((int32_t *)C + (size_t)(m0 + r) * ldc + n0 + NB * j, msk[j], v);
             else
-                store_u8((uint8_t *)C + r * ldc + n0 + NB * j, v, zp, lo, hi, left[j]);
+                store_u8((uint8_t *)C + (size_t)(m0 + r) * ldc + n0 + NB * j, v, zp, lo, hi, left[j]);
         }
     }
 }
 
-static void gemm(int M, int N, int Kp, const uint8_t *A, size_t lda, const int8_t *B, const kern_rq *rq, void *C,
-                 size_t ldc, int i32)
+#define TILE_CASE(R)                                                                                            \
+    case R:                                                                                                     \
+        if (nb == 2)                                                                                            \
+            tile(R, 2, A, m, n0, N, B, wide, rq, C, ldc, i32);                                                  \
+        else                                                                                                    \
+            tile(R, 1, A, m, n0, N, B, wide, rq, C, ldc, i32);                                                  \
+        break;
+
+static void gemm(const kern_a *A, int N, const int8_t *B, const kern_rq *rq, void *C, size_t ldc, int i32)
 {
     int wide;
     memcpy(&wide, B, sizeof wide);
-    const size_t esz = i32 ? 4 : 1;
     for (int n0 = 0; n0 < N; n0 += 2 * NB) {
         const int nb = N - n0 > NB ? 2 : 1;
-        int m = 0;
-        for (; m + MR <= M; m += MR) {
-            if (nb == 2)
-                tile(MR, 2, n0, N, Kp, A + m * lda, lda, B, wide, rq, (char *)C + m * ldc * esz, ldc, i32);
-            else
-                tile(MR, 1, n0, N, Kp, A + m * lda, lda, B, wide, rq, (char *)C + m * ldc * esz, ldc, i32);
-        }
-        for (; m < M; m++) {
-            if (nb == 2)
-                tile(1, 2, n0, N, Kp, A + m * lda, lda, B, wide, rq, (char *)C + m * ldc * esz, ldc, i32);
-            else
-                tile(1, 1, n0, N, Kp, A + m * lda, lda, B, wide, rq, (char *)C + m * ldc * esz, ldc, i32);
+        for (int m = 0; m < A->M; m += MR) {
+            switch (A->M - m >= MR ? MR : A->M - m) {
+                TILE_CASE(4)
+                TILE_CASE(3)
+                TILE_CASE(2)
+                TILE_CASE(1)
+            }
         }
     }
 }
 
-static void avx2_gemm_u8(int M, int N, int Kp, const uint8_t *A, size_t lda, const int8_t *B, const kern_rq *rq,
-                         uint8_t *C, size_t ldc)
+static void avx2_gemm_u8(const kern_a *A, int N, const int8_t *B, const kern_rq *rq, uint8_t *C, size_t ldc)
 {
-    gemm(M, N, Kp, A, lda, B, rq, C, ldc, 0);
+    gemm(A, N, B, rq, C, ldc, 0);
 }
 
-static void avx2_gemm_i32(int M, int N, int Kp, const uint8_t *A, size_t lda, const int8_t *B, const kern_rq *rq,
-                          int32_t *C, size_t ldc)
+static void avx2_gemm_i32(const kern_a *A, int N, const int8_t *B, const kern_rq *rq, int32_t *C, size_t ldc)
 {
-    gemm(M, N, Kp, A, lda, B, rq, C, ldc, 1);
+    gemm(A, N, B, rq, C, ldc, 1);
 }
 
 static double avx2_peak_macs(double seconds)
@@ -219,6 +226,28 @@ static double avx2_peak_macs(double seconds)
     return (double)rounds * iters * 8 * 32 / t;
 }
 
+static void avx2_add_u8(size_t n, const uint8_t *a, const uint8_t *b, const kern_add *p, uint8_t *out)
+{
+    const __m256i za = _mm256_set1_epi32(p->za), zb = _mm256_set1_epi32(p->zb);
+    const __m256i am = _mm256_set1_epi32(p->am), bm = _mm256_set1_epi32(p->bm);
+    const __m256i r = _mm256_set1_epi32(1 << (p->shift - 1)), zo = _mm256_set1_epi32(p->zo);
+    const __m256i lo = _mm256_set1_epi32(p->lo), hi = _mm256_set1_epi32(p->hi);
+    const __m128i sh = _mm_cvtsi32_si128(p->shift);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i va = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(a + i))), za);
+        const __m256i vb = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b + i))), zb);
+        const __m256i v = _mm256_add_epi32(_mm256_mullo_epi32(va, am), _mm256_mullo_epi32(vb, bm));
+        const __m256i neg = _mm256_cmpgt_epi32(_mm256_setzero_si256(), v);
+        __m256i q = _mm256_srl_epi32(_mm256_add_epi32(_mm256_abs_epi32(v), r), sh);
+        q = _mm256_sub_epi32(_mm256_xor_si256(q, neg), neg);
+        q = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(q, zo), lo), hi);
+        const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+        _mm_storel_epi64((__m128i *)(out + i), _mm_packus_epi16(p16, p16));
+    }
+    for (; i < n; i++) out[i] = kern_add_one(a[i], b[i], p);
+}
+
 const kern_isa kern_isa_avx2 = {
     .name = "avx2",
     .kr = 4,
@@ -227,4 +256,5 @@ const kern_isa kern_isa_avx2 = {
     .gemm_u8 = avx2_gemm_u8,
     .gemm_i32 = avx2_gemm_i32,
     .peak_macs = avx2_peak_macs,
+    .add_u8 = avx2_add_u8,
 };

@@ -18,13 +18,13 @@
 
 enum { NB = 16, MR = 8 };
 
-static size_t vnni_packed_size(int N, int Kp) { return (size_t)((N + NB - 1) / NB) * NB * (size_t)Kp; }
+static size_t vnni_packed_size(int N, int K) { return (size_t)((N + NB - 1) / NB) * NB * (size_t)K; }
 
-static void vnni_pack(const int8_t *levels, int N, int K, int Kp, int8_t *out)
+static void vnni_pack(const int8_t *levels, int N, int K, int8_t *out)
 {
-    memset(out, 0, vnni_packed_size(N, Kp));
+    memset(out, 0, vnni_packed_size(N, K));
     for (int n = 0; n < N; n++) {
-        int8_t *blk = out + (size_t)(n / NB) * NB * Kp;
+        int8_t *blk = out + (size_t)(n / NB) * NB * K;
         for (int k = 0; k < K; k++) blk[((size_t)(k / 4) * NB + n % NB) * 4 + k % 4] = levels[(size_t)n * K + k];
     }
 }
@@ -62,11 +62,12 @@ static inline __m512i bcast4(const uint8_t *p)
     return _mm512_set1_epi32(v);
 }
 
-/* One tile: mr (<= MR) rows x nb (1 or 2) blocks of 16 channels starting at channel n0. */
-static inline __attribute__((always_inline)) void tile(int mr, int nb, int n0, int N, int Kp, const uint8_t *A,
-                                                       size_t lda, const int8_t *B, const kern_rq *rq, void *C,
-                                                       size_t ldc, int i32)
+/* One tile: mr (<= MR) rows starting at row m0 x nb (1 or 2) blocks of 16 channels starting at channel n0. */
+static inline __attribute__((always_inline)) void tile(int mr, int nb, const kern_a *A, int m0, int n0, int N,
+                                                       const int8_t *B, const kern_rq *rq, void *C, size_t ldc,
+                                                       int i32)
 {
+    const int K = A->nseg * A->seg_len;
     __m512i acc[MR][2];
     __mmask16 mask[2];
     __m512i bias[2], mult[2], shift[2];
@@ -82,17 +83,24 @@ static inline __attribute__((always_inline)) void tile(int mr, int nb, int n0, i
         if (r < mr)
             for (int j = 0; j < 2; j++)
                 if (j < nb) acc[r][j] = bias[j];
-    const int8_t *b0 = B + (size_t)(n0 / NB) * NB * Kp;
-    const int8_t *b1 = b0 + (size_t)NB * Kp;
-    for (int k = 0; k < Kp; k += 4) {
-        const __m512i w0 = _mm512_loadu_si512(b0 + (size_t)k * NB);
-        const __m512i w1 = nb > 1 ? _mm512_loadu_si512(b1 + (size_t)k * NB) : w0;
+    const int8_t *b0 = B + (size_t)(n0 / NB) * NB * K;
+    const int8_t *b1 = b0 + (size_t)NB * K;
+    for (int s = 0; s < A->nseg; s++) {
+        const uint8_t *p[MR];
 #pragma GCC unroll 8
-        for (int r = 0; r < MR; r++) {
-            if (r < mr) {
-                const __m512i a = bcast4(A + r * lda + k);
-                acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], a, w0);
-                if (nb > 1) acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], a, w1);
+        for (int r = 0; r < MR; r++)
+            if (r < mr) p[r] = A->rows[m0 + r] + s * A->seg_stride;
+        for (int k = 0; k < A->seg_len; k += 4) {
+            const __m512i w0 = _mm512_loadu_si512(b0);
+            const __m512i w1 = nb > 1 ? _mm512_loadu_si512(b1) : w0;
+            b0 += 4 * NB, b1 += 4 * NB;
+#pragma GCC unroll 8
+            for (int r = 0; r < MR; r++) {
+                if (r < mr) {
+                    const __m512i a = bcast4(p[r] + k);
+                    acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], a, w0);
+                    if (nb > 1) acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], a, w1);
+                }
             }
         }
     }
@@ -103,45 +111,48 @@ static inline __attribute__((always_inline)) void tile(int mr, int nb, int n0, i
         for (int j = 0; j < nb; j++) {
             const __m512i v = requant16(acc[r][j], mult[j], shift[j]);
             if (i32)
-                _mm512_mask_storeu_epi32((int32_t *)C + r * ldc + n0 + NB * j, mask[j], v);
+                _mm512_mask_storeu_epi32((int32_t *)C + (size_t)(m0 + r) * ldc + n0 + NB * j, mask[j], v);
             else
-                store_u8((uint8_t *)C + r * ldc + n0 + NB * j, v, zp, lo, hi, mask[j]);
+                store_u8((uint8_t *)C + (size_t)(m0 + r) * ldc + n0 + NB * j, v, zp, lo, hi, mask[j]);
         }
     }
 }
 
-static void gemm(int M, int N, int Kp, const uint8_t *A, size_t lda, const int8_t *B, const kern_rq *rq, void *C,
-                 size_t ldc, int i32)
+#define TILE_CASE(R)                                                                                            \
+    case R:                                                                                                     \
+        if (nb == 2)                                                                                            \
+            tile(R, 2, A, m, n0, N, B, rq, C, ldc, i32);                                                        \
+        else                                                                                                    \
+            tile(R, 1, A, m, n0, N, B, rq, C, ldc, i32);                                                        \
+        break;
+
+static void gemm(const kern_a *A, int N, const int8_t *B, const kern_rq *rq, void *C, size_t ldc, int i32)
 {
-    const size_t esz = i32 ? 4 : 1;
     for (int n0 = 0; n0 < N; n0 += 2 * NB) {
         const int nb = N - n0 > NB ? 2 : 1;
-        int m = 0;
-        for (; m + MR <= M; m += MR) {
-            if (nb == 2)
-                tile(MR, 2, n0, N, Kp, A + m * lda, lda, B, rq, (char *)C + m * ldc * esz, ldc, i32);
-            else
-                tile(MR, 1, n0, N, Kp, A + m * lda, lda, B, rq, (char *)C + m * ldc * esz, ldc, i32);
-        }
-        for (; m < M; m++) {
-            if (nb == 2)
-                tile(1, 2, n0, N, Kp, A + m * lda, lda, B, rq, (char *)C + m * ldc * esz, ldc, i32);
-            else
-                tile(1, 1, n0, N, Kp, A + m * lda, lda, B, rq, (char *)C + m * ldc * esz, ldc, i32);
+        for (int m = 0; m < A->M; m += MR) {
+            switch (A->M - m >= MR ? MR : A->M - m) {
+                TILE_CASE(8)
+                TILE_CASE(7)
+                TILE_CASE(6)
+                TILE_CASE(5)
+                TILE_CASE(4)
+                TILE_CASE(3)
+                TILE_CASE(2)
+                TILE_CASE(1)
+            }
         }
     }
 }
 
-static void vnni_gemm_u8(int M, int N, int Kp, const uint8_t *A, size_t lda, const int8_t *B, const kern_rq *rq,
-                         uint8_t *C, size_t ldc)
+static void vnni_gemm_u8(const kern_a *A, int N, const int8_t *B, const kern_rq *rq, uint8_t *C, size_t ldc)
 {
-    gemm(M, N, Kp, A, lda, B, rq, C, ldc, 0);
+    gemm(A, N, B, rq, C, ldc, 0);
 }
 
-static void vnni_gemm_i32(int M, int N, int Kp, const uint8_t *A, size_t lda, const int8_t *B, const kern_rq *rq,
-                          int32_t *C, size_t ldc)
+static void vnni_gemm_i32(const kern_a *A, int N, const int8_t *B, const kern_rq *rq, int32_t *C, size_t ldc)
 {
-    gemm(M, N, Kp, A, lda, B, rq, C, ldc, 1);
+    gemm(A, N, B, rq, C, ldc, 1);
 }
 
 static double vnni_peak_macs(double seconds)
@@ -171,6 +182,27 @@ static double vnni_peak_macs(double seconds)
     return (double)rounds * iters * 12 * 64 / t;
 }
 
+static void vnni_add_u8(size_t n, const uint8_t *a, const uint8_t *b, const kern_add *p, uint8_t *out)
+{
+    const __m512i za = _mm512_set1_epi32(p->za), zb = _mm512_set1_epi32(p->zb);
+    const __m512i am = _mm512_set1_epi32(p->am), bm = _mm512_set1_epi32(p->bm);
+    const __m512i r = _mm512_set1_epi32(1 << (p->shift - 1)), zo = _mm512_set1_epi32(p->zo);
+    const __m512i lo = _mm512_set1_epi32(p->lo), hi = _mm512_set1_epi32(p->hi);
+    const __m128i sh = _mm_cvtsi32_si128(p->shift);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512i va = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(a + i))), za);
+        const __m512i vb = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b + i))), zb);
+        const __m512i v = _mm512_add_epi32(_mm512_mullo_epi32(va, am), _mm512_mullo_epi32(vb, bm));
+        const __mmask16 neg = _mm512_cmplt_epi32_mask(v, _mm512_setzero_si512());
+        __m512i q = _mm512_srl_epi32(_mm512_add_epi32(_mm512_abs_epi32(v), r), sh);
+        q = _mm512_mask_sub_epi32(q, neg, _mm512_setzero_si512(), q);
+        q = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(q, zo), lo), hi);
+        _mm_storeu_si128((__m128i *)(out + i), _mm512_cvtepi32_epi8(q));
+    }
+    for (; i < n; i++) out[i] = kern_add_one(a[i], b[i], p);
+}
+
 const kern_isa kern_isa_avx512vnni = {
     .name = "avx512vnni",
     .kr = 4,
@@ -179,4 +211,5 @@ const kern_isa kern_isa_avx512vnni = {
     .gemm_u8 = vnni_gemm_u8,
     .gemm_i32 = vnni_gemm_i32,
     .peak_macs = vnni_peak_macs,
+    .add_u8 = vnni_add_u8,
 };

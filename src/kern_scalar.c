@@ -1,43 +1,49 @@
 /*
  * kern_scalar.c: the portable reference kernels (see kern.h). B is packed
- * as plain rows [N][Kp]. Never removed: every SIMD kernel is tested
+ * as plain rows [N][K]. Never removed: every SIMD kernel is tested
  * against these.
  */
 #include <string.h>
 
 #include "ccq/kern.h"
 
-static size_t scalar_packed_size(int N, int Kp) { return (size_t)N * (size_t)Kp; }
+static size_t scalar_packed_size(int N, int K) { return (size_t)N * (size_t)K; }
 
-static void scalar_pack(const int8_t *levels, int N, int K, int Kp, int8_t *out)
+static void scalar_pack(const int8_t *levels, int N, int K, int8_t *out)
 {
-    memset(out, 0, scalar_packed_size(N, Kp));
-    for (int n = 0; n < N; n++) memcpy(out + (size_t)n * Kp, levels + (size_t)n * K, (size_t)K);
+    memcpy(out, levels, scalar_packed_size(N, K));
 }
 
-static int32_t dot(const uint8_t *a, const int8_t *b, int Kp)
+static int32_t dot(const uint8_t *a, const int8_t *b, int n)
 {
     int32_t acc = 0;
-    for (int k = 0; k < Kp; k++) acc += (int32_t)a[k] * (int32_t)b[k];
+    for (int k = 0; k < n; k++) acc += (int32_t)a[k] * (int32_t)b[k];
     return acc;
 }
 
-static void scalar_gemm_u8(int M, int N, int Kp, const uint8_t *A, size_t lda, const int8_t *B, const kern_rq *rq,
-                           uint8_t *C, size_t ldc)
+static int32_t row_dot(const kern_a *a, int m, const int8_t *b)
 {
-    for (int m = 0; m < M; m++)
+    int32_t acc = 0;
+    for (int s = 0; s < a->nseg; s++) acc += dot(a->rows[m] + s * a->seg_stride, b + (size_t)s * a->seg_len, a->seg_len);
+    return acc;
+}
+
+static void scalar_gemm_u8(const kern_a *a, int N, const int8_t *B, const kern_rq *rq, uint8_t *C, size_t ldc)
+{
+    const size_t K = (size_t)a->nseg * a->seg_len;
+    for (int m = 0; m < a->M; m++)
         for (int n = 0; n < N; n++) {
-            const int32_t acc = rq->bias[n] + dot(A + m * lda, B + (size_t)n * Kp, Kp);
+            const int32_t acc = rq->bias[n] + row_dot(a, m, B + n * K);
             C[m * ldc + n] = kern_requant_u8(acc, rq->mult[n], rq->shift[n], rq->zp, rq->lo, rq->hi);
         }
 }
 
-static void scalar_gemm_i32(int M, int N, int Kp, const uint8_t *A, size_t lda, const int8_t *B, const kern_rq *rq,
-                            int32_t *C, size_t ldc)
+static void scalar_gemm_i32(const kern_a *a, int N, const int8_t *B, const kern_rq *rq, int32_t *C, size_t ldc)
 {
-    for (int m = 0; m < M; m++)
+    const size_t K = (size_t)a->nseg * a->seg_len;
+    for (int m = 0; m < a->M; m++)
         for (int n = 0; n < N; n++) {
-            const int32_t acc = rq->bias[n] + dot(A + m * lda, B + (size_t)n * Kp, Kp);
+            const int32_t acc = rq->bias[n] + row_dot(a, m, B + n * K);
             C[m * ldc + n] = (int32_t)kern_requant(acc, rq->mult[n], rq->shift[n]);
         }
 }
@@ -60,6 +66,11 @@ static double scalar_peak_macs(double seconds)
     return (double)rounds * 4096 * 256 / t;
 }
 
+static void scalar_add_u8(size_t n, const uint8_t *a, const uint8_t *b, const kern_add *p, uint8_t *out)
+{
+    for (size_t i = 0; i < n; i++) out[i] = kern_add_one(a[i], b[i], p);
+}
+
 const kern_isa kern_isa_scalar = {
     .name = "scalar",
     .kr = 4,
@@ -68,4 +79,5 @@ const kern_isa kern_isa_scalar = {
     .gemm_u8 = scalar_gemm_u8,
     .gemm_i32 = scalar_gemm_i32,
     .peak_macs = scalar_peak_macs,
+    .add_u8 = scalar_add_u8,
 };

@@ -20,14 +20,19 @@ struct qnet_node {
     int32_t zp_in, zp_out, lo, hi;
     /* conv2d / linear */
     int kh, kw, sh, sw, dh, dw, pt, pl;
-    int K, Kp, direct, is_logits;
-    int8_t *lev;     /* [oc][K], K in (ky, kx, ci) order */
+    int K;           /* kh * kw * ic */
+    int Kpack;       /* levels per channel as packed (zero where padded) */
+    int seg;         /* indirect conv: bytes per kernel row, kw * ic rounded up to kr */
+    int indirect;    /* read in place: conv with dw = 1 (from the padded image), linear with K % kr == 0 */
+    int is_logits;
+    int ph, pw;      /* padded input height, width */
+    int8_t *lev;     /* [oc][Kpack], K in (ky, kx, ci) order, zero tail */
     int8_t *packed;  /* ISA-packed lev */
     int32_t *bias_q; /* round(bias / (s_in * s_w)) */
     int32_t *bias;   /* bias_q - zp_in * sum(lev): what the kernel adds */
     int32_t *mult, *shift;
-    /* add: out = zp + rshift((a - za) * am + (b - zb) * bm, ash) */
-    int32_t za, zb, am, bm, ash;
+    /* add (kern_add semantics) */
+    kern_add add;
     /* batchnorm: out = zp + rshift((q - zp_in) * cm[c] + cb[c], csh) */
     int32_t *cm, csh;
     int64_t *cb;
@@ -61,7 +66,7 @@ static void compute_bias(qnet_node *t)
 {
     for (int o = 0; o < t->oc; o++) {
         int64_t s = 0;
-        for (int k = 0; k < t->K; k++) s += t->lev[(size_t)o * t->K + k];
+        for (int k = 0; k < t->Kpack; k++) s += t->lev[(size_t)o * t->Kpack + k];
         t->bias[o] = (int32_t)(t->bias_q[o] - (int64_t)t->zp_in * s);
     }
 }
@@ -71,19 +76,22 @@ void qnet_update_levels(qnet *q, int node)
     qnet_node *t = &q->nodes[node];
     const model_node *nd = &q->m->nodes[node];
     CCQ_ASSERT(nd->op == MODEL_OP_CONV2D || nd->op == MODEL_OP_LINEAR);
+    memset(t->lev, 0, (size_t)t->oc * t->Kpack);
     if (nd->op == MODEL_OP_CONV2D) {
         /* [oc][ic][kh][kw] -> [oc][kh][kw][ic] for NHWC rows */
+        /* indirect rows: each kernel row is a segment of t->seg bytes, zero beyond kw * ic */
+        const size_t rowlen = t->indirect ? (size_t)t->seg : (size_t)t->kw * t->ic;
         for (int o = 0; o < t->oc; o++)
             for (int c = 0; c < t->ic; c++)
                 for (int y = 0; y < t->kh; y++)
                     for (int x = 0; x < t->kw; x++)
-                        t->lev[(size_t)o * t->K + ((size_t)y * t->kw + x) * t->ic + c] =
+                        t->lev[(size_t)o * t->Kpack + y * rowlen + (size_t)x * t->ic + c] =
                             nd->levels[(((size_t)o * t->ic + c) * t->kh + y) * t->kw + x];
     } else {
-        memcpy(t->lev, nd->levels, (size_t)t->oc * t->K);
+        for (int o = 0; o < t->oc; o++) memcpy(t->lev + (size_t)o * t->Kpack, nd->levels + (size_t)o * t->K, (size_t)t->K);
     }
     compute_bias(t);
-    q->isa->pack(t->lev, t->oc, t->K, t->Kp, t->packed);
+    q->isa->pack(t->lev, t->oc, t->Kpack, t->packed);
 }
 
 static ccq_status init_affine_layer(qnet *q, int i, ccq_err *err)
@@ -99,13 +107,18 @@ static ccq_status init_affine_layer(qnet *q, int i, ccq_err *err)
         t->kh = t->kw = t->sh = t->sw = t->dh = t->dw = 1;
         t->ic = (int)model_numel(model_in_shape(m, i, 0)), t->ih = t->iw = 1;
     }
+    const int kr = q->isa->kr;
     t->K = t->kh * t->kw * t->ic;
-    t->Kp = (t->K + q->isa->kr - 1) / q->isa->kr * q->isa->kr;
-    t->direct = t->K == t->Kp && t->kh == 1 && t->kw == 1 && t->sh == 1 && t->sw == 1 &&
-                (nd->op == MODEL_OP_LINEAR || (nd->pad[0] | nd->pad[1] | nd->pad[2] | nd->pad[3]) == 0);
+    /* A kernel row of kw * ic bytes is contiguous in the padded NHWC image when dw = 1: read it in
+     * place, rounded up to kr bytes (the extra bytes meet zero levels; buffers have slack). */
+    t->seg = (t->kw * t->ic + kr - 1) / kr * kr;
+    t->indirect = nd->op == MODEL_OP_CONV2D ? t->dw == 1 : t->K % kr == 0;
+    t->Kpack = nd->op == MODEL_OP_CONV2D && t->indirect ? t->kh * t->seg : (t->K + kr - 1) / kr * kr;
+    t->ph = t->ih + (nd->op == MODEL_OP_CONV2D ? nd->pad[0] + nd->pad[2] : 0);
+    t->pw = t->iw + (nd->op == MODEL_OP_CONV2D ? nd->pad[1] + nd->pad[3] : 0);
     t->is_logits = i == m->output;
-    t->lev = ccq_malloc((size_t)t->oc * t->K);
-    t->packed = ccq_malloc(q->isa->packed_size(t->oc, t->Kp));
+    t->lev = ccq_malloc((size_t)t->oc * t->Kpack);
+    t->packed = ccq_malloc(q->isa->packed_size(t->oc, t->Kpack));
     t->bias_q = ccq_malloc(sizeof(int32_t) * (size_t)t->oc);
     t->bias = ccq_malloc(sizeof(int32_t) * (size_t)t->oc);
     t->mult = ccq_malloc(sizeof(int32_t) * (size_t)t->oc);
@@ -149,13 +162,17 @@ static ccq_status init_node(qnet *q, int i, ccq_err *err)
     case MODEL_OP_LINEAR:
         return init_affine_layer(q, i, err);
     case MODEL_OP_ADD: {
+        /* int32 arithmetic (kern_add): multipliers below 2^21, shift at most 30 */
         const double ra = in_scale(m, nd->in[0]) / nd->act_scale, rb = in_scale(m, nd->in[1]) / nd->act_scale;
-        if (ratio_shift(fmax(ra, rb), &t->ash))
+        int32_t sh = 0;
+        if (ratio_shift(fmax(ra, rb), &sh) || sh - 9 < 1)
             return ccq_fail(err, CCQ_ERR_LIMIT, "%s: node %d (%s): input/output scales too far apart", m->path, i,
                             nd->name);
-        t->za = in_zp(m, nd->in[0]), t->zb = in_zp(m, nd->in[1]);
-        t->am = (int32_t)llround(ldexp(ra, t->ash));
-        t->bm = (int32_t)llround(ldexp(rb, t->ash));
+        sh -= 9; /* ratio_shift leaves multipliers below 2^30 */
+        if (sh > 30) sh = 30;
+        t->add = (kern_add){.za = in_zp(m, nd->in[0]), .am = (int32_t)llround(ldexp(ra, sh)),
+                            .zb = in_zp(m, nd->in[1]), .bm = (int32_t)llround(ldexp(rb, sh)),
+                            .shift = sh, .zo = nd->act_zp, .lo = t->lo, .hi = 255};
         return CCQ_OK;
     }
     case MODEL_OP_BATCHNORM: {
@@ -206,30 +223,38 @@ ccq_status qnet_init(qnet *q, const model *m, const kern_isa *isa, int mb, ccq_e
             qnet_free(q);
             return st;
         }
-    /* One slab: input, every node's output, im2col tile; 64-byte aligned pieces. */
-    size_t total = 0, col = 64;
-    const size_t in_bytes = ((size_t)mb * (size_t)model_numel(m->input) + 63) & ~(size_t)63;
+    /* One slab: input, every node's output, padded image, im2col tile; 64-byte aligned pieces. */
+    size_t total = 0, col = 64, pad = 64, rows = (size_t)mb + QNET_ROW_TILE;
+    /* +64: the indirect kernels may read up to kr - 1 bytes past a window (against zero levels) */
+    const size_t in_bytes = ((size_t)mb * (size_t)model_numel(m->input) + 64 + 63) & ~(size_t)63;
     total += in_bytes;
     for (int i = 0; i < m->n_nodes; i++) {
-        total += ((size_t)mb * (size_t)model_numel(m->nodes[i].shape) + 63) & ~(size_t)63;
+        total += ((size_t)mb * (size_t)model_numel(m->nodes[i].shape) + 64 + 63) & ~(size_t)63;
         const qnet_node *t = &q->nodes[i];
         if (t->op == MODEL_OP_CONV2D || t->op == MODEL_OP_LINEAR) {
-            size_t c = (size_t)QNET_ROW_TILE * (size_t)t->Kp;
+            size_t c = (size_t)(QNET_ROW_TILE > mb ? QNET_ROW_TILE : mb) * (size_t)t->Kpack;
             if (c > col) col = c;
+            const size_t pb = (size_t)t->ph * t->pw * t->ic;
+            if (pb > pad) pad = pb;
+            if ((size_t)t->oh * t->ow > rows) rows = (size_t)t->oh * t->ow;
         }
     }
+    col = (col + 63) & ~(size_t)63;
+    pad = (pad + 64 + 63) & ~(size_t)63;
     q->col_bytes = col;
-    total += col;
-    q->slab = ccq_malloc(total + 64);
+    total += col + pad;
+    q->slab = ccq_calloc(total + 64, 1); /* zeroed: slack bytes are read (against zero levels) */
     q->act = ccq_malloc(sizeof(uint8_t *) * (size_t)m->n_nodes);
     uint8_t *p = (uint8_t *)(((uintptr_t)q->slab + 63) & ~(uintptr_t)63);
     q->input = p;
     p += in_bytes;
     for (int i = 0; i < m->n_nodes; i++) {
         q->act[i] = p;
-        p += ((size_t)mb * (size_t)model_numel(m->nodes[i].shape) + 63) & ~(size_t)63;
+        p += ((size_t)mb * (size_t)model_numel(m->nodes[i].shape) + 64 + 63) & ~(size_t)63;
     }
     q->col = p;
+    q->pad = p + col;
+    q->rows = ccq_malloc(sizeof(uint8_t *) * rows);
     q->logits = ccq_malloc(sizeof(int32_t) * (size_t)mb * (size_t)m->classes);
     q->logits_scale = m->nodes[m->output].act_scale;
     return CCQ_OK;
@@ -245,57 +270,88 @@ void qnet_free(qnet *q)
     ccq_free(q->nodes);
     ccq_free(q->slab);
     ccq_free(q->act);
+    ccq_free(q->rows);
     ccq_free(q->logits);
     memset(q, 0, sizeof *q);
 }
 
 /* ---- forward ------------------------------------------------------------ */
 
-/* One im2col row: output pixel (oy, ox) of one image, K = (ky, kx, ci) then zero padding to Kp. */
-static void im2col_row(const qnet_node *t, const uint8_t *x, int oy, int ox, uint8_t *row)
+/* Copies one image into the padded buffer (zero point in the border). */
+static const uint8_t *pad_image(qnet *q, const qnet_node *t, const uint8_t *x)
 {
-    uint8_t *r = row;
-    for (int ky = 0; ky < t->kh; ky++) {
-        const int iy = oy * t->sh - t->pt + ky * t->dh;
-        for (int kx = 0; kx < t->kw; kx++) {
-            const int ix = ox * t->sw - t->pl + kx * t->dw;
-            if (iy < 0 || iy >= t->ih || ix < 0 || ix >= t->iw)
-                memset(r, t->zp_in, (size_t)t->ic);
-            else
-                memcpy(r, x + ((size_t)iy * t->iw + ix) * t->ic, (size_t)t->ic);
-            r += t->ic;
-        }
-    }
-    if (t->Kp > t->K) memset(r, 0, (size_t)(t->Kp - t->K));
+    if (t->ph == t->ih && t->pw == t->iw) return x;
+    const size_t row = (size_t)t->iw * t->ic, prow = (size_t)t->pw * t->ic;
+    memset(q->pad, t->zp_in, (size_t)t->ph * prow);
+    for (int y = 0; y < t->ih; y++) memcpy(q->pad + (size_t)(y + t->pt) * prow + (size_t)t->pl * t->ic, x + y * row, row);
+    return q->pad;
 }
 
-static void run_gemm(const qnet *q, const qnet_node *t, int rows, const uint8_t *A, size_t lda, uint8_t *y,
-                     int32_t *logits)
+static void run_gemm(const qnet *q, const qnet_node *t, const kern_a *a, uint8_t *y, int32_t *logits)
 {
     const kern_rq rq = {t->bias, t->mult, t->shift, t->zp_out, t->lo, t->hi};
     if (t->is_logits)
-        q->isa->gemm_i32(rows, t->oc, t->Kp, A, lda, t->packed, &rq, logits, (size_t)t->oc);
+        q->isa->gemm_i32(a, t->oc, t->packed, &rq, logits, (size_t)t->oc);
     else
-        q->isa->gemm_u8(rows, t->oc, t->Kp, A, lda, t->packed, &rq, y, (size_t)t->oc);
+        q->isa->gemm_u8(a, t->oc, t->packed, &rq, y, (size_t)t->oc);
 }
 
-static void run_affine_layer(qnet *q, const qnet_node *t, const uint8_t *x, uint8_t *y, int n)
+static void run_conv(qnet *q, const qnet_node *t, const uint8_t *x, uint8_t *y, int n)
 {
-    const int P = t->oh * t->ow, rows = n * P;
-    if (t->direct) {
-        /* 1x1 stride-1 unpadded conv or linear with K a multiple of kr: the input rows are A. */
-        run_gemm(q, t, rows, x, (size_t)t->Kp, y, q->logits);
-        return;
-    }
-    const size_t in_img = (size_t)t->ih * t->iw * t->ic;
-    for (int r0 = 0; r0 < rows; r0 += QNET_ROW_TILE) {
-        const int nr = rows - r0 < QNET_ROW_TILE ? rows - r0 : QNET_ROW_TILE;
-        for (int r = 0; r < nr; r++) {
-            const int g = r0 + r, img = g / P, p = g % P;
-            im2col_row(t, x + img * in_img, p / t->ow, p % t->ow, q->col + (size_t)r * t->Kp);
+    const int P = t->oh * t->ow;
+    const size_t in_img = (size_t)t->ih * t->iw * t->ic, prow = (size_t)t->pw * t->ic;
+    const size_t seg = (size_t)t->kw * t->ic;
+    for (int img = 0; img < n; img++) {
+        const uint8_t *xp = pad_image(q, t, x + img * in_img);
+        uint8_t *yi = y + (size_t)img * P * t->oc;
+        int32_t *li = q->logits + (size_t)img * P * t->oc;
+        if (t->indirect) {
+            /* Every output pixel is a row of kh segments read in place. */
+            for (int p = 0; p < P; p++)
+                q->rows[p] = xp + ((size_t)(p / t->ow) * t->sh * t->pw + (size_t)(p % t->ow) * t->sw) * t->ic;
+            const kern_a a = {P, q->rows, t->kh, t->seg, (ptrdiff_t)(t->dh * prow)};
+            run_gemm(q, t, &a, yi, li);
+            continue;
         }
-        run_gemm(q, t, nr, q->col, (size_t)t->Kp, y + (size_t)r0 * t->oc, q->logits + (size_t)r0 * t->oc);
+        /* im2col rows of Kpack bytes (tail zero), ROW_TILE at a time. */
+        for (int r0 = 0; r0 < P; r0 += QNET_ROW_TILE) {
+            const int nr = P - r0 < QNET_ROW_TILE ? P - r0 : QNET_ROW_TILE;
+            for (int r = 0; r < nr; r++) {
+                const int p = r0 + r;
+                const uint8_t *src = xp + ((size_t)(p / t->ow) * t->sh * t->pw + (size_t)(p % t->ow) * t->sw) * t->ic;
+                uint8_t *row = q->col + (size_t)r * t->Kpack;
+                for (int ky = 0; ky < t->kh; ky++) {
+                    const uint8_t *s = src + (size_t)ky * t->dh * prow;
+                    if (t->dw == 1)
+                        memcpy(row + ky * seg, s, seg);
+                    else
+                        for (int kx = 0; kx < t->kw; kx++)
+                            memcpy(row + ky * seg + (size_t)kx * t->ic, s + (size_t)kx * t->dw * t->ic, (size_t)t->ic);
+                }
+                memset(row + t->K, 0, (size_t)(t->Kpack - t->K));
+                q->rows[r] = row;
+            }
+            const kern_a a = {nr, q->rows, 1, t->Kpack, 0};
+            run_gemm(q, t, &a, yi + (size_t)r0 * t->oc, li + (size_t)r0 * t->oc);
+        }
     }
+}
+
+static void run_linear(qnet *q, const qnet_node *t, const uint8_t *x, uint8_t *y, int n)
+{
+    const size_t F = (size_t)t->K;
+    for (int img = 0; img < n; img++) {
+        if (t->indirect) {
+            q->rows[img] = x + img * F;
+        } else {
+            uint8_t *row = q->col + (size_t)img * t->Kpack;
+            memcpy(row, x + img * F, F);
+            memset(row + F, 0, (size_t)t->Kpack - F);
+            q->rows[img] = row;
+        }
+    }
+    const kern_a a = {n, q->rows, 1, t->Kpack, 0};
+    run_gemm(q, t, &a, y, q->logits);
 }
 
 /* Window bounds along one axis: real taps [*lo, *hi) and the padded extent (count_include_pad divisor). */
@@ -383,8 +439,10 @@ void qnet_forward(qnet *q, const uint8_t *images, int n_total, int32_t *logits)
             const double t0 = q->node_seconds ? ccq_seconds() : 0.0;
             switch (t->op) {
             case MODEL_OP_CONV2D:
+                run_conv(q, t, x, y, n);
+                break;
             case MODEL_OP_LINEAR:
-                run_affine_layer(q, t, x, y, n);
+                run_linear(q, t, x, y, n);
                 break;
             case MODEL_OP_RELU:
                 for (int64_t k = 0; k < ny; k++) y[k] = x[k] > t->zp_in ? x[k] : (uint8_t)t->zp_in;
@@ -409,10 +467,7 @@ void qnet_forward(qnet *q, const uint8_t *images, int n_total, int32_t *logits)
             }
             case MODEL_OP_ADD: {
                 const uint8_t *b = t->in[1] < 0 ? q->input : q->act[t->in[1]];
-                for (int64_t k = 0; k < ny; k++) {
-                    const int64_t v = (int64_t)(x[k] - t->za) * t->am + (int64_t)(b[k] - t->zb) * t->bm;
-                    y[k] = clamp_u8(t->zp_out + rshift_round(v, t->ash), t->lo, t->hi);
-                }
+                q->isa->add_u8((size_t)ny, x, b, &t->add, y);
                 break;
             }
             case MODEL_OP_BATCHNORM: {

@@ -1,7 +1,8 @@
 /*
  * test_kern.c: every SIMD kernel against the scalar reference, exactly, over
- * a generated grid of shapes (M, N, K around every block and tile edge,
- * K not a multiple of the group) and value regimes: random, saturating
+ * a generated grid of shapes (M, N, K around every block and tile edge),
+ * convolution-shaped indirect A (overlapping rows, strided segments), and
+ * value regimes: random, saturating
  * (255 activations with +-127 weights, the vpmaddubsw trap), all-negative
  * accumulators, and requantization multipliers/shifts across their range.
  * A path the CPU lacks is reported as skipped (exit 77), never as passed.
@@ -24,17 +25,21 @@ static const uint64_t k_seed = 20261122;
 
 typedef enum { V_RANDOM, V_SATURATE, V_NEGATIVE, V_SMALLW } regime;
 
-static void run_case(const kern_isa *ref, const kern_isa *isa, int M, int N, int K, regime rg, int bits,
-                     rng_pcg32 *r)
+/* A: M rows of nseg segments of seg_len bytes; rows `step` bytes apart (overlapping when
+ * step < K, as in a convolution's sliding windows), segments `stride` apart. */
+static void run_case(const kern_isa *ref, const kern_isa *isa, int M, int N, int nseg, int seg_len, int step,
+                     int stride, regime rg, int bits, rng_pcg32 *r)
 {
-    const int Kp = (K + 3) / 4 * 4;
+    const int K = nseg * seg_len;
     const int qmax = (1 << (bits - 1)) - 1;
-    uint8_t *A = test_malloc((size_t)M * Kp);
+    const size_t abytes = (size_t)(M - 1) * step + (size_t)(nseg - 1) * stride + seg_len;
+    uint8_t *A = test_malloc(abytes);
+    const uint8_t **rows = test_malloc(sizeof(uint8_t *) * (size_t)M);
     int8_t *lev = test_malloc((size_t)N * K);
     int32_t *bias = test_malloc(sizeof(int32_t) * N), *mult = test_malloc(sizeof(int32_t) * N),
             *shift = test_malloc(sizeof(int32_t) * N);
-    for (int i = 0; i < M * Kp; i++)
-        A[i] = rg == V_SATURATE ? 255 : (uint8_t)rng_next(r);
+    for (size_t i = 0; i < abytes; i++) A[i] = rg == V_SATURATE ? 255 : (uint8_t)rng_next(r);
+    for (int m = 0; m < M; m++) rows[m] = A + (size_t)m * step;
     for (int i = 0; i < N * K; i++) {
         int v = (int)rng_bounded(r, (uint32_t)(2 * qmax + 1)) - qmax;
         if (rg == V_SATURATE) v = (i & 1) ? qmax : -qmax;
@@ -52,9 +57,10 @@ static void run_case(const kern_isa *ref, const kern_isa *isa, int M, int N, int
     const kern_rq rq = {bias, mult, shift, (int32_t)rng_bounded(r, 256), 0, 255};
     kern_rq rq2 = rq;
     rq2.lo = rq.zp; /* fused relu clamp */
-    int8_t *pr = test_malloc(ref->packed_size(N, Kp)), *pi = test_malloc(isa->packed_size(N, Kp));
-    ref->pack(lev, N, K, Kp, pr);
-    isa->pack(lev, N, K, Kp, pi);
+    const kern_a a = {M, rows, nseg, seg_len, stride};
+    int8_t *pr = test_malloc(ref->packed_size(N, K)), *pi = test_malloc(isa->packed_size(N, K));
+    ref->pack(lev, N, K, pr);
+    isa->pack(lev, N, K, pi);
     const size_t ldc = (size_t)N + 3; /* a row stride wider than N: the kernels must not write past N */
     uint8_t *c_ref = test_malloc((size_t)M * ldc), *c_isa = test_malloc((size_t)M * ldc);
     int32_t *i_ref = test_malloc(sizeof(int32_t) * (size_t)M * ldc),
@@ -63,14 +69,14 @@ static void run_case(const kern_isa *ref, const kern_isa *isa, int M, int N, int
         const kern_rq *q = pass ? &rq2 : &rq;
         memset(c_ref, 0xAB, (size_t)M * ldc);
         memset(c_isa, 0xAB, (size_t)M * ldc);
-        ref->gemm_u8(M, N, Kp, A, (size_t)Kp, pr, q, c_ref, ldc);
-        isa->gemm_u8(M, N, Kp, A, (size_t)Kp, pi, q, c_isa, ldc);
+        ref->gemm_u8(&a, N, pr, q, c_ref, ldc);
+        isa->gemm_u8(&a, N, pi, q, c_isa, ldc);
         if (memcmp(c_ref, c_isa, (size_t)M * ldc) != 0) {
             for (size_t i = 0; i < (size_t)M * ldc; i++)
                 if (c_ref[i] != c_isa[i]) {
-                    print_error("%s u8: M=%d N=%d K=%d bits=%d regime=%d pass=%d: C[%zu][%zu] %d != ref %d "
+                    print_error("%s u8: M=%d N=%d nseg=%d seg=%d bits=%d regime=%d pass=%d: C[%zu][%zu] %d != ref %d "
                                 "(seed %llu)\n",
-                                isa->name, M, N, K, bits, rg, pass, i / ldc, i % ldc, c_isa[i], c_ref[i],
+                                isa->name, M, N, nseg, seg_len, bits, rg, pass, i / ldc, i % ldc, c_isa[i], c_ref[i],
                                 (unsigned long long)k_seed);
                     break;
                 }
@@ -79,15 +85,15 @@ static void run_case(const kern_isa *ref, const kern_isa *isa, int M, int N, int
     }
     memset(i_ref, 0xAB, sizeof(int32_t) * (size_t)M * ldc);
     memset(i_isa, 0xAB, sizeof(int32_t) * (size_t)M * ldc);
-    ref->gemm_i32(M, N, Kp, A, (size_t)Kp, pr, &rq, i_ref, ldc);
-    isa->gemm_i32(M, N, Kp, A, (size_t)Kp, pi, &rq, i_isa, ldc);
+    ref->gemm_i32(&a, N, pr, &rq, i_ref, ldc);
+    isa->gemm_i32(&a, N, pi, &rq, i_isa, ldc);
     if (memcmp(i_ref, i_isa, sizeof(int32_t) * (size_t)M * ldc) != 0) {
-        print_error("%s i32: M=%d N=%d K=%d bits=%d regime=%d differs (seed %llu)\n", isa->name, M, N, K, bits, rg,
-                    (unsigned long long)k_seed);
+        print_error("%s i32: M=%d N=%d nseg=%d seg=%d bits=%d regime=%d differs (seed %llu)\n", isa->name, M, N, nseg,
+                    seg_len, bits, rg, (unsigned long long)k_seed);
         fail();
     }
-    test_free(A), test_free(lev), test_free(bias), test_free(mult), test_free(shift), test_free(pr), test_free(pi);
-    test_free(c_ref), test_free(c_isa), test_free(i_ref), test_free(i_isa);
+    test_free(A), test_free(rows), test_free(lev), test_free(bias), test_free(mult), test_free(shift);
+    test_free(pr), test_free(pi), test_free(c_ref), test_free(c_isa), test_free(i_ref), test_free(i_isa);
 }
 
 static void test_grid(void **state)
@@ -96,15 +102,36 @@ static void test_grid(void **state)
     const kern_isa *ref = kern_isa_by_name("scalar"), *isa = kern_isa_by_name(g_isa);
     static const int Ms[] = {1, 3, 4, 5, 8, 9, 17};
     static const int Ns[] = {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48, 64, 100};
-    static const int Ks[] = {1, 3, 4, 5, 9, 16, 25, 27, 64, 144, 577};
+    static const int Ks[] = {4, 8, 16, 28, 64, 144, 580};
     rng_pcg32 r;
     rng_init(&r, k_seed, 1);
     for (size_t a = 0; a < sizeof Ms / sizeof *Ms; a++)
         for (size_t b = 0; b < sizeof Ns / sizeof *Ns; b++)
             for (size_t c = 0; c < sizeof Ks / sizeof *Ks; c++) {
                 const int bits = 2 + (int)((a + b + c) % 7);
-                run_case(ref, isa, Ms[a], Ns[b], Ks[c], V_RANDOM, bits, &r);
+                run_case(ref, isa, Ms[a], Ns[b], 1, Ks[c], Ks[c], 0, V_RANDOM, bits, &r);
             }
+}
+
+static void test_conv_layouts(void **state)
+{
+    (void)state;
+    /* Convolution-shaped A: kh segments of kw*Cin bytes, rows sliding by stride*Cin, segments a padded row apart. */
+    static const struct {
+        int kh, kw, cin, stride, pw;
+    } cs[] = {{3, 3, 16, 1, 30}, {3, 3, 16, 2, 30}, {3, 3, 32, 1, 16}, {1, 1, 16, 2, 28}, {5, 5, 4, 1, 32},
+              {3, 3, 64, 1, 9},  {2, 2, 8, 2, 12},  {7, 1, 4, 1, 10}};
+    const kern_isa *ref = kern_isa_by_name("scalar"), *isa = kern_isa_by_name(g_isa);
+    rng_pcg32 r;
+    rng_init(&r, k_seed, 3);
+    for (size_t i = 0; i < sizeof cs / sizeof *cs; i++)
+        for (int bits = 2; bits <= 8; bits += 3) {
+            const int seg = cs[i].kw * cs[i].cin, ow = cs[i].pw - cs[i].kw + 1;
+            run_case(ref, isa, 37, 16 + (int)i * 5, cs[i].kh, seg, cs[i].stride * cs[i].cin, cs[i].pw * cs[i].cin,
+                     V_RANDOM, bits, &r);
+            run_case(ref, isa, ow, 32, cs[i].kh, seg, cs[i].stride * cs[i].cin, cs[i].pw * cs[i].cin, V_SATURATE, 8,
+                     &r);
+        }
 }
 
 static void test_traps(void **state)
@@ -115,11 +142,46 @@ static void test_traps(void **state)
     rng_init(&r, k_seed, 2);
     for (int bits = 2; bits <= 8; bits++) {
         /* 255 x +-127: pair sums of 64770 overflow int16 (vpmaddubsw); K large for big accumulators */
-        run_case(ref, isa, 9, 33, 577, V_SATURATE, bits, &r);
-        run_case(ref, isa, 5, 17, 4000, V_SATURATE, bits, &r);
-        run_case(ref, isa, 6, 20, 301, V_NEGATIVE, bits, &r);
-        run_case(ref, isa, 4, 9, 50, V_SMALLW, bits, &r);
+        run_case(ref, isa, 9, 33, 1, 580, 580, 0, V_SATURATE, bits, &r);
+        run_case(ref, isa, 5, 17, 4, 1000, 1000, 1000, V_SATURATE, bits, &r);
+        run_case(ref, isa, 6, 20, 1, 300, 300, 0, V_NEGATIVE, bits, &r);
+        run_case(ref, isa, 4, 9, 2, 24, 24, 24, V_SMALLW, bits, &r);
     }
+}
+
+static void test_add(void **state)
+{
+    (void)state;
+    const kern_isa *ref = kern_isa_by_name("scalar"), *isa = kern_isa_by_name(g_isa);
+    rng_pcg32 r;
+    rng_init(&r, k_seed, 4);
+    static const size_t ns[] = {1, 7, 8, 15, 16, 17, 33, 1000, 12544};
+    uint8_t *a = test_malloc(12544), *b = test_malloc(12544), *o1 = test_malloc(12545), *o2 = test_malloc(12545);
+    for (size_t t = 0; t < sizeof ns / sizeof *ns; t++)
+        for (int rep = 0; rep < 6; rep++) {
+            for (size_t i = 0; i < ns[t]; i++) a[i] = (uint8_t)rng_next(&r), b[i] = (uint8_t)rng_next(&r);
+            if (rep == 5) memset(a, 255, ns[t]), memset(b, 255, ns[t]); /* extremes */
+            kern_add p = {.za = (int32_t)rng_bounded(&r, 256), .am = (int32_t)rng_bounded(&r, 1u << 21),
+                          .zb = (int32_t)rng_bounded(&r, 256), .bm = (int32_t)rng_bounded(&r, 1u << 21),
+                          .shift = 1 + (int32_t)rng_bounded(&r, 30), .zo = (int32_t)rng_bounded(&r, 256), .lo = 0,
+                          .hi = 255};
+            if (rep == 5) p.za = p.zb = 0, p.am = p.bm = (1 << 21) - 1, p.shift = 30;
+            if (rep & 1) p.lo = p.zo; /* fused relu */
+            o1[ns[t]] = o2[ns[t]] = 0x5A;
+            ref->add_u8(ns[t], a, b, &p, o1);
+            isa->add_u8(ns[t], a, b, &p, o2);
+            if (memcmp(o1, o2, ns[t] + 1) != 0) {
+                print_error("%s add: n=%zu rep=%d differs from scalar (seed %llu)\n", isa->name, ns[t], rep,
+                            (unsigned long long)k_seed);
+                fail();
+            }
+        }
+    /* hand-checked: (10-2)*3 + (4-4)*5 = 24, >> 2 with rounding = 6, + zo 1 = 7 */
+    const kern_add p = {.za = 2, .am = 3, .zb = 4, .bm = 5, .shift = 2, .zo = 1, .lo = 0, .hi = 255};
+    assert_int_equal(kern_add_one(10, 4, &p), 7);
+    assert_int_equal(kern_add_one(0, 4, &p), 0); /* -6/4 = -1.5 -> -2, + 1 = -1 -> clamped to 0 */
+    assert_int_equal(kern_add_one(1, 4, &p), 0); /* -3/4 -> -1, + 1 = 0 */
+    test_free(a), test_free(b), test_free(o1), test_free(o2);
 }
 
 static void test_requant_reference(void **state)
@@ -155,7 +217,9 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_requant_reference),
         cmocka_unit_test(test_grid),
+        cmocka_unit_test(test_conv_layouts),
         cmocka_unit_test(test_traps),
+        cmocka_unit_test(test_add),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

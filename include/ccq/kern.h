@@ -3,12 +3,16 @@
  *
  * The one operation every conv and linear layer reduces to:
  *
- *   acc[m][n] = bias[n] + sum_{k < Kp} A[m][k] * B[n][k]      (u8 x s8 -> s32)
+ *   acc[m][n] = bias[n] + sum_{k < K} A[m][k] * B[n][k]       (u8 x s8 -> s32)
  *   C[m][n]   = requant(acc[m][n], mult[n], shift[n])          (see below)
  *
- * A: M rows of Kp bytes (uint8 activations, row stride lda); B: the levels
- * of N output channels, K per channel, zero-padded to Kp (a multiple of
- * kr), packed by the ISA's `pack`. Requantization (gemmlowp-style, exact):
+ * A is given indirectly (kern_a): row m is nseg segments of seg_len bytes,
+ * segment s at rows[m] + s * seg_stride. A convolution over a padded NHWC
+ * image is then a GEMM with no im2col copy: one row per output pixel,
+ * one segment per kernel row (kw * Cin contiguous bytes). A plain matrix is
+ * nseg = 1. K = nseg * seg_len and seg_len is a multiple of kr. B holds the
+ * levels of N output channels, K per channel in the same order, packed by
+ * the ISA's `pack`. Requantization (gemmlowp-style, exact):
  *
  *   v = sign(acc) * min(((|acc| * mult + 2^(shift-1)) >> shift), 2^31 - 1)
  *   u8 output:  C = clamp(zp + v, lo, hi)          int32 output: C = v
@@ -36,21 +40,46 @@ typedef struct {
     int32_t zp, lo, hi;   /* u8 output: zero point and clamp bounds within [0, 255] */
 } kern_rq;
 
+/* Residual addition of two uint8 tensors onto a third scale, in int32:
+ *   v = (a - za) * am + (b - zb) * bm    (am, bm < 2^21 and shift <= 30, so that
+ *                                          |v| + 2^(shift-1) < 2^31: no overflow)
+ *   out = clamp(zo + sign(v) * ((|v| + 2^(shift-1)) >> shift), lo, hi) */
+typedef struct {
+    int32_t za, am, zb, bm, shift, zo, lo, hi;
+} kern_add;
+
+static inline uint8_t kern_add_one(uint8_t a, uint8_t b, const kern_add *p)
+{
+    const int32_t v = (a - p->za) * p->am + (b - p->zb) * p->bm;
+    const int32_t r = (int32_t)1 << (p->shift - 1);
+    const int32_t q = v >= 0 ? (v + r) >> p->shift : -((-v + r) >> p->shift);
+    const int32_t o = p->zo + q;
+    return (uint8_t)(o < p->lo ? p->lo : o > p->hi ? p->hi : o);
+}
+
+/* The A operand: M rows, each nseg segments of seg_len bytes. */
+typedef struct {
+    int M;
+    const uint8_t *const *rows; /* M row start pointers */
+    int nseg, seg_len;
+    ptrdiff_t seg_stride;       /* bytes from one segment of a row to the next */
+} kern_a;
+
 typedef struct {
     const char *name;
-    int kr; /* Kp must be a multiple of kr */
-    /* Bytes of packed B for N channels of Kp levels. */
-    size_t (*packed_size)(int N, int Kp);
-    /* levels: [N][K] row-major int8; out: packed_size bytes. Padding is zero. */
-    void (*pack)(const int8_t *levels, int N, int K, int Kp, int8_t *out);
-    void (*gemm_u8)(int M, int N, int Kp, const uint8_t *A, size_t lda, const int8_t *B, const kern_rq *rq,
-                    uint8_t *C, size_t ldc);
-    void (*gemm_i32)(int M, int N, int Kp, const uint8_t *A, size_t lda, const int8_t *B, const kern_rq *rq,
-                     int32_t *C, size_t ldc);
+    int kr; /* seg_len must be a multiple of kr */
+    /* Bytes of packed B for N channels of K levels. */
+    size_t (*packed_size)(int N, int K);
+    /* levels: [N][K] row-major int8; out: packed_size bytes. */
+    void (*pack)(const int8_t *levels, int N, int K, int8_t *out);
+    void (*gemm_u8)(const kern_a *a, int N, const int8_t *B, const kern_rq *rq, uint8_t *C, size_t ldc);
+    void (*gemm_i32)(const kern_a *a, int N, const int8_t *B, const kern_rq *rq, int32_t *C, size_t ldc);
     /* Multiply-accumulates per second of this ISA's core u8 x s8 instruction
      * sequence on one core, measured over about `seconds` (registers only,
      * independent accumulators): the ceiling a kernel can approach. */
     double (*peak_macs)(double seconds);
+    /* out[i] = kern_add_one(a[i], b[i], p) for i < n. */
+    void (*add_u8)(size_t n, const uint8_t *a, const uint8_t *b, const kern_add *p, uint8_t *out);
 } kern_isa;
 
 /* The ISA table, best first; entries the CPU lacks are still listed. */

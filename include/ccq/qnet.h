@@ -35,6 +35,8 @@ typedef struct {
     uint8_t **act; /* act[i]: node i's output, mb * numel bytes, NHWC */
     uint8_t *col;  /* im2col rows */
     size_t col_bytes;
+    uint8_t *pad;  /* one padded input image */
+    const uint8_t **rows; /* row pointers handed to the kernels */
     int32_t *logits; /* mb * classes */
     float logits_scale;
     double *node_seconds; /* profiling: if set (n_nodes entries), forward adds each node's time */
