@@ -115,18 +115,6 @@ void fnet_relu(const float *x, float *y, int64_t n)
     for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
-/* Clipped window [*lo, *hi) along one axis and its extent within the padded
- * input (the count_include_pad divisor: PyTorch and ONNX clip a ceil-mode
- * window to the end padding, not to the kernel size). */
-static void window(int o, int stride, int k, int pad0, int pad1, int in, int *lo, int *hi, int *padded)
-{
-    int start = o * stride - pad0;
-    int end = start + k;
-    int pend = end < in + pad1 ? end : in + pad1;
-    *padded = pend - start;
-    *lo = start < 0 ? 0 : start;
-    *hi = end > in ? in : end;
-}
 
 void fnet_maxpool(const model_node *nd, model_shape in, const float *x, float *y)
 {
@@ -135,10 +123,10 @@ void fnet_maxpool(const model_node *nd, model_shape in, const float *x, float *y
         const float *xc = x + (int64_t)c * in.h * in.w;
         for (int oy = 0; oy < oh; oy++) {
             int y0, y1, ph;
-            window(oy, nd->stride[0], nd->kernel[0], nd->pad[0], nd->pad[2], in.h, &y0, &y1, &ph);
+            model_window(oy, nd->stride[0], nd->kernel[0], nd->pad[0], nd->pad[2], in.h, &y0, &y1, &ph);
             for (int ox = 0; ox < ow; ox++) {
                 int x0, x1, pw;
-                window(ox, nd->stride[1], nd->kernel[1], nd->pad[1], nd->pad[3], in.w, &x0, &x1, &pw);
+                model_window(ox, nd->stride[1], nd->kernel[1], nd->pad[1], nd->pad[3], in.w, &x0, &x1, &pw);
                 float best = -FLT_MAX;
                 for (int iy = y0; iy < y1; iy++)
                     for (int ix = x0; ix < x1; ix++)
@@ -156,10 +144,10 @@ void fnet_avgpool(const model_node *nd, model_shape in, const float *x, float *y
         const float *xc = x + (int64_t)c * in.h * in.w;
         for (int oy = 0; oy < oh; oy++) {
             int y0, y1, ph;
-            window(oy, nd->stride[0], nd->kernel[0], nd->pad[0], nd->pad[2], in.h, &y0, &y1, &ph);
+            model_window(oy, nd->stride[0], nd->kernel[0], nd->pad[0], nd->pad[2], in.h, &y0, &y1, &ph);
             for (int ox = 0; ox < ow; ox++) {
                 int x0, x1, pw;
-                window(ox, nd->stride[1], nd->kernel[1], nd->pad[1], nd->pad[3], in.w, &x0, &x1, &pw);
+                model_window(ox, nd->stride[1], nd->kernel[1], nd->pad[1], nd->pad[3], in.w, &x0, &x1, &pw);
                 float s = 0.0f;
                 for (int iy = y0; iy < y1; iy++)
                     for (int ix = x0; ix < x1; ix++) s += xc[iy * in.w + ix];

@@ -40,6 +40,15 @@ int model_window_out(int in, int k, int stride, int pad0, int pad1, int dil, int
     return (int)o;
 }
 
+void model_window(int o, int stride, int k, int pad0, int pad1, int in, int *lo, int *hi, int *padded)
+{
+    const int start = o * stride - pad0, end = start + k;
+    const int pend = end < in + pad1 ? end : in + pad1;
+    *padded = pend - start;
+    *lo = start < 0 ? 0 : start;
+    *hi = end > in ? in : end;
+}
+
 static void shape_str(char *buf, size_t n, model_shape s)
 {
     if (s.rank == 1)

@@ -354,14 +354,11 @@ static void run_linear(qnet *q, const qnet_node *t, const uint8_t *x, uint8_t *y
     run_gemm(q, t, &a, y, q->logits);
 }
 
-/* Window bounds along one axis: real taps [*lo, *hi) and the padded extent (count_include_pad divisor). */
-static void window(int o, int stride, int k, int pad0, int pad1, int in, int *lo, int *hi, int *padded)
+
+/* o[c] = max(o[c], v[c]): a loop compilers vectorise (pmaxub is baseline SSE2). */
+static void max_into(uint8_t *restrict o, const uint8_t *restrict v, int C)
 {
-    const int start = o * stride - pad0, end = start + k;
-    const int pend = end < in + pad1 ? end : in + pad1;
-    *padded = pend - start;
-    *lo = start < 0 ? 0 : start;
-    *hi = end > in ? in : end;
+    for (int c = 0; c < C; c++) o[c] = v[c] > o[c] ? v[c] : o[c];
 }
 
 static void run_pool(const qnet_node *t, const uint8_t *x, uint8_t *y, int n)
@@ -372,18 +369,16 @@ static void run_pool(const qnet_node *t, const uint8_t *x, uint8_t *y, int n)
         uint8_t *yi = y + (size_t)img * t->oh * t->ow * C;
         for (int oy = 0; oy < t->oh; oy++) {
             int y0, y1, ph;
-            window(oy, t->sh, t->kh, t->pt, t->pb, t->ih, &y0, &y1, &ph);
+            model_window(oy, t->sh, t->kh, t->pt, t->pb, t->ih, &y0, &y1, &ph);
             for (int ox = 0; ox < t->ow; ox++) {
                 int x0, x1, pw;
-                window(ox, t->sw, t->kw, t->pl, t->pr, t->iw, &x0, &x1, &pw);
+                model_window(ox, t->sw, t->kw, t->pl, t->pr, t->iw, &x0, &x1, &pw);
                 uint8_t *out = yi + ((size_t)oy * t->ow + ox) * C;
                 if (t->op == MODEL_OP_MAXPOOL) {
-                    memset(out, 0, (size_t)C);
+                    /* every window has a real element (pad < kernel): start from it */
+                    memcpy(out, xi + ((size_t)y0 * t->iw + x0) * C, (size_t)C);
                     for (int iy = y0; iy < y1; iy++)
-                        for (int ix = x0; ix < x1; ix++) {
-                            const uint8_t *v = xi + ((size_t)iy * t->iw + ix) * C;
-                            for (int c = 0; c < C; c++) out[c] = v[c] > out[c] ? v[c] : out[c];
-                        }
+                        for (int ix = x0; ix < x1; ix++) max_into(out, xi + ((size_t)iy * t->iw + ix) * C, C);
                 } else {
                     const int64_t cnt = t->cip ? (int64_t)ph * pw : (int64_t)(y1 - y0) * (x1 - x0);
                     for (int c = 0; c < C; c++) {

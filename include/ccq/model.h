@@ -132,4 +132,9 @@ int64_t model_macs(const model *m);
  * drops a last window that would start in the right padding). */
 int model_window_out(int in, int k, int stride, int pad0, int pad1, int dil, int ceil_mode);
 
+/* Pool window o along one axis: real input taps [*lo, *hi) and the window's
+ * extent clipped to the padded input (*padded: the count_include_pad divisor;
+ * PyTorch and ONNX clip a ceil-mode window to the end padding). */
+void model_window(int o, int stride, int k, int pad0, int pad1, int in, int *lo, int *hi, int *padded);
+
 #endif
