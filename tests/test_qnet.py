@@ -31,11 +31,11 @@ with h5py.File(data, "r") as f:
     images = f["test/images"][:N]
 
 
-def ccq_logits(args, env=None):
+def ccq_logits(args, env=None, n=N):
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "l.h5")
         e = dict(os.environ, **(env or {}))
-        rc, so, se = run([ccq, "eval"] + args + ["--data", data, "--limit", str(N), "--json", "--save-logits", out],
+        rc, so, se = run([ccq, "eval"] + args + ["--data", data, "--limit", str(n), "--json", "--save-logits", out],
                          env=e)
         if rc != 0:
             t.check(f"eval {args} {env}", False, se)
@@ -69,6 +69,7 @@ for mpath in models:
                     if rc != 0 and "does not support" in se:
                         print(f"{label}: {isa} not supported here, skipped")
                         break
-                    got, _ = ccq_logits([qpath, "--mb", str(mb)], env={"CCQ_ISA": isa})
-                    t.check(f"{label}: {isa} mb={mb} bit-identical", got is not None and np.array_equal(got, ref))
+                    # 250 images: every micro-batch size leaves a ragged last chunk
+                    got, _ = ccq_logits([qpath, "--mb", str(mb)], env={"CCQ_ISA": isa}, n=250)
+                    t.check(f"{label}: {isa} mb={mb} bit-identical", got is not None and np.array_equal(got, ref[:250]))
 t.finish()
