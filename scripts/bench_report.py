@@ -54,8 +54,8 @@ def main():
     L.append(f"Measured by `{a.command}` on {datetime.date.today().isoformat()}, commit {commit(repo)}, "
              f"CPU: {cpu_model()}, one core (taskset -c {a.core}), one thread, batch 256 test images, "
              f"torch {torch_r[0]['torch'] if torch_r else '?'}. Each ccq figure is `ccq bench` (the whole forward "
-             "pass of the batch repeated for 3-4 s, images/s over all repetitions); each PyTorch figure is the best "
-             "of repeated batches over 3 s. GMAC/s = images/s x the model's multiply-accumulates per image.\n")
+             "pass of the batch repeated for 3-4 s) and each PyTorch figure is the same statistic: the best batch "
+             "of the repetitions (ccq's mean over all repetitions is in the JSON record). GMAC/s = images/s x the model's multiply-accumulates per image.\n")
     L.append("## Ceiling\n")
     L.append("The core u8 x s8 multiply-accumulate instruction sequence of each path, registers only, "
              "independent accumulators (`ccq bench --ceiling`), measured in the same run:\n")

@@ -43,7 +43,7 @@ static void eval_usage(FILE *out)
                  "%s"
                  "  --split test|train    split to evaluate (default test)\n"
                  "  --limit N             first N images only (default all)\n"
-                 "  --mb N                integer engine micro-batch, images (default 64)\n"
+                 "  --mb N                integer engine micro-batch, images (default 8)\n"
                  "  --json                print one JSON object instead of text\n"
                  "  --save-logits OUT.h5  write /logits (float32 [N, classes]); integer runs add\n"
                  "                        /logits_int (int32) and its attribute scale\n"
@@ -107,7 +107,7 @@ static ccq_status parse(const char *cmd, int argc, char **argv, eval_args *a, in
     memset(a, 0, sizeof *a);
     a->split = "test";
     a->limit = -1;
-    a->mb = 64;
+    a->mb = 8;
     quant_config_default(&a->qc);
     for (int i = 0; i < argc; i++) {
         const char *s = argv[i];

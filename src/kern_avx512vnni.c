@@ -16,7 +16,7 @@
 
 #include "ccq/kern.h"
 
-enum { NB = 16, MR = 8 };
+enum { NB = 16 };
 
 static size_t vnni_packed_size(int N, int K) { return (size_t)((N + NB - 1) / NB) * NB * (size_t)K; }
 
@@ -62,87 +62,170 @@ static inline __m512i bcast4(const uint8_t *p)
     return _mm512_set1_epi32(v);
 }
 
-/* One tile: mr (<= MR) rows starting at row m0 x nb (1 or 2) blocks of 16 channels starting at channel n0. */
-static inline __attribute__((always_inline)) void tile(int mr, int nb, const kern_a *A, int m0, int n0, int N,
-                                                       const int8_t *B, const kern_rq *rq, void *C, size_t ldc,
-                                                       int i32)
+/* Tiles are written out with one named accumulator per (row, 16-channel
+ * block): an array of 24 zmm accumulators is too large for the compiler's
+ * scalar replacement and would live on the stack. 24 accumulators keep
+ * enough vpdpbusd chains in flight to cover its latency (the ceiling
+ * measurement needs about 20). Shapes: 12 rows x 32 channels, 6 rows x 64,
+ * 12 rows x 16. A tile with fewer valid rows repeats its last row pointer
+ * and stores only the valid rows. */
+
+#define R12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define R6(X) X(0) X(1) X(2) X(3) X(4) X(5)
+
+typedef struct {
+    __m512i bias, mult, shift;
+    __mmask16 mask;
+    int c0;
+} blk;
+
+static inline blk load_blk(const kern_rq *rq, int c0, int N)
 {
-    const int K = A->nseg * A->seg_len;
-    __m512i acc[MR][2];
-    __mmask16 mask[2];
-    __m512i bias[2], mult[2], shift[2];
-    for (int j = 0; j < nb; j++) {
-        const int c0 = n0 + NB * j, left = N - c0;
-        mask[j] = left >= NB ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
-        bias[j] = _mm512_maskz_loadu_epi32(mask[j], rq->bias + c0);
-        mult[j] = _mm512_maskz_loadu_epi32(mask[j], rq->mult + c0);
-        shift[j] = _mm512_mask_loadu_epi32(_mm512_set1_epi32(1), mask[j], rq->shift + c0);
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; r++)
-        if (r < mr)
-            for (int j = 0; j < 2; j++)
-                if (j < nb) acc[r][j] = bias[j];
-    const int8_t *b0 = B + (size_t)(n0 / NB) * NB * K;
-    const int8_t *b1 = b0 + (size_t)NB * K;
-    for (int s = 0; s < A->nseg; s++) {
-        const uint8_t *p[MR];
-#pragma GCC unroll 8
-        for (int r = 0; r < MR; r++)
-            if (r < mr) p[r] = A->rows[m0 + r] + s * A->seg_stride;
-        for (int k = 0; k < A->seg_len; k += 4) {
-            const __m512i w0 = _mm512_loadu_si512(b0);
-            const __m512i w1 = nb > 1 ? _mm512_loadu_si512(b1) : w0;
-            b0 += 4 * NB, b1 += 4 * NB;
-#pragma GCC unroll 8
-            for (int r = 0; r < MR; r++) {
-                if (r < mr) {
-                    const __m512i a = bcast4(p[r] + k);
-                    acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], a, w0);
-                    if (nb > 1) acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], a, w1);
-                }
-            }
-        }
-    }
-    const __m512i zp = _mm512_set1_epi32(rq->zp), lo = _mm512_set1_epi32(rq->lo), hi = _mm512_set1_epi32(rq->hi);
-#pragma GCC unroll 8
-    for (int r = 0; r < MR; r++) {
-        if (r >= mr) continue;
-        for (int j = 0; j < nb; j++) {
-            const __m512i v = requant16(acc[r][j], mult[j], shift[j]);
-            if (i32)
-                _mm512_mask_storeu_epi32((int32_t *)C + (size_t)(m0 + r) * ldc + n0 + NB * j, mask[j], v);
-            else
-                store_u8((uint8_t *)C + (size_t)(m0 + r) * ldc + n0 + NB * j, v, zp, lo, hi, mask[j]);
-        }
-    }
+    blk b;
+    const int left = N - c0;
+    b.c0 = c0;
+    b.mask = left >= NB ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+    b.bias = _mm512_maskz_loadu_epi32(b.mask, rq->bias + c0);
+    b.mult = _mm512_maskz_loadu_epi32(b.mask, rq->mult + c0);
+    b.shift = _mm512_mask_loadu_epi32(_mm512_set1_epi32(1), b.mask, rq->shift + c0);
+    return b;
 }
 
-#define TILE_CASE(R)                                                                                            \
-    case R:                                                                                                     \
-        if (nb == 2)                                                                                            \
-            tile(R, 2, A, m, n0, N, B, rq, C, ldc, i32);                                                        \
-        else                                                                                                    \
-            tile(R, 1, A, m, n0, N, B, rq, C, ldc, i32);                                                        \
-        break;
+static inline void finish(__m512i acc, const blk *b, int row, const kern_rq *rq, void *C, size_t ldc, int i32)
+{
+    const __m512i v = requant16(acc, b->mult, b->shift);
+    if (i32)
+        _mm512_mask_storeu_epi32((int32_t *)C + (size_t)row * ldc + b->c0, b->mask, v);
+    else
+        store_u8((uint8_t *)C + (size_t)row * ldc + b->c0, v, _mm512_set1_epi32(rq->zp), _mm512_set1_epi32(rq->lo),
+                 _mm512_set1_epi32(rq->hi), b->mask);
+}
+
+/* Row pointers of one segment; rows past mr repeat the last valid one. */
+#define ROWPTR(r) const uint8_t *a##r = A->rows[m0 + ((r) < mr ? (r) : mr - 1)] + s * A->seg_stride;
+
+/* 12 rows x 2 blocks (32 channels). */
+static void tile_12x2(const kern_a *A, int m0, int mr, int n0, int N, const int8_t *B, const kern_rq *rq, void *C,
+                      size_t ldc, int i32)
+{
+    const int K = A->nseg * A->seg_len;
+    const blk b0 = load_blk(rq, n0, N), b1 = load_blk(rq, n0 + NB, N);
+#define DECL(r) __m512i c##r##_0 = b0.bias, c##r##_1 = b1.bias;
+    R12(DECL)
+#undef DECL
+    const int8_t *w = B + (size_t)(n0 / NB) * NB * K, *w2 = w + (size_t)NB * K;
+    for (int s = 0; s < A->nseg; s++) {
+        R12(ROWPTR)
+        for (int k = 0; k < A->seg_len; k += 4) {
+            const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w2);
+            w += 4 * NB, w2 += 4 * NB;
+#define STEP(r)                                                                                                  \
+    {                                                                                                            \
+        const __m512i av = bcast4(a##r + k);                                                                     \
+        c##r##_0 = _mm512_dpbusd_epi32(c##r##_0, av, w0);                                                        \
+        c##r##_1 = _mm512_dpbusd_epi32(c##r##_1, av, w1);                                                        \
+    }
+            R12(STEP)
+#undef STEP
+        }
+    }
+#define FIN(r)                                                                                                   \
+    if ((r) < mr) {                                                                                              \
+        finish(c##r##_0, &b0, m0 + (r), rq, C, ldc, i32);                                                        \
+        finish(c##r##_1, &b1, m0 + (r), rq, C, ldc, i32);                                                        \
+    }
+    R12(FIN)
+#undef FIN
+}
+
+/* 6 rows x 4 blocks (64 channels). */
+static void tile_6x4(const kern_a *A, int m0, int mr, int n0, int N, const int8_t *B, const kern_rq *rq, void *C,
+                     size_t ldc, int i32)
+{
+    const int K = A->nseg * A->seg_len;
+    const blk b0 = load_blk(rq, n0, N), b1 = load_blk(rq, n0 + NB, N), b2 = load_blk(rq, n0 + 2 * NB, N),
+              b3 = load_blk(rq, n0 + 3 * NB, N);
+#define DECL(r) __m512i c##r##_0 = b0.bias, c##r##_1 = b1.bias, c##r##_2 = b2.bias, c##r##_3 = b3.bias;
+    R6(DECL)
+#undef DECL
+    const int8_t *w = B + (size_t)(n0 / NB) * NB * K;
+    const size_t bs = (size_t)NB * K;
+    for (int s = 0; s < A->nseg; s++) {
+        R6(ROWPTR)
+        for (int k = 0; k < A->seg_len; k += 4) {
+            const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + bs),
+                          w2 = _mm512_loadu_si512(w + 2 * bs), w3 = _mm512_loadu_si512(w + 3 * bs);
+            w += 4 * NB;
+#define STEP(r)                                                                                                  \
+    {                                                                                                            \
+        const __m512i av = bcast4(a##r + k);                                                                     \
+        c##r##_0 = _mm512_dpbusd_epi32(c##r##_0, av, w0);                                                        \
+        c##r##_1 = _mm512_dpbusd_epi32(c##r##_1, av, w1);                                                        \
+        c##r##_2 = _mm512_dpbusd_epi32(c##r##_2, av, w2);                                                        \
+        c##r##_3 = _mm512_dpbusd_epi32(c##r##_3, av, w3);                                                        \
+    }
+            R6(STEP)
+#undef STEP
+        }
+    }
+#define FIN(r)                                                                                                   \
+    if ((r) < mr) {                                                                                              \
+        finish(c##r##_0, &b0, m0 + (r), rq, C, ldc, i32);                                                        \
+        finish(c##r##_1, &b1, m0 + (r), rq, C, ldc, i32);                                                        \
+        finish(c##r##_2, &b2, m0 + (r), rq, C, ldc, i32);                                                        \
+        finish(c##r##_3, &b3, m0 + (r), rq, C, ldc, i32);                                                        \
+    }
+    R6(FIN)
+#undef FIN
+}
+
+/* 12 rows x 1 block (16 channels, or the last 1..16 channels). With one
+ * block, 12 accumulators would leave vpdpbusd latency-bound, so even and odd
+ * k-groups go to two accumulator sets (24 chains) summed at the end. */
+static void tile_12x1(const kern_a *A, int m0, int mr, int n0, int N, const int8_t *B, const kern_rq *rq, void *C,
+                      size_t ldc, int i32)
+{
+    const int K = A->nseg * A->seg_len;
+    const blk b0 = load_blk(rq, n0, N);
+#define DECL(r) __m512i c##r = b0.bias, e##r = _mm512_setzero_si512();
+    R12(DECL)
+#undef DECL
+    const int8_t *w = B + (size_t)(n0 / NB) * NB * K;
+    for (int s = 0; s < A->nseg; s++) {
+        R12(ROWPTR)
+        int k = 0;
+        for (; k + 8 <= A->seg_len; k += 8) {
+            const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 4 * NB);
+            w += 8 * NB;
+#define STEP(r)                                                                                                  \
+    c##r = _mm512_dpbusd_epi32(c##r, bcast4(a##r + k), w0);                                                      \
+    e##r = _mm512_dpbusd_epi32(e##r, bcast4(a##r + k + 4), w1);
+            R12(STEP)
+#undef STEP
+        }
+        if (k < A->seg_len) {
+            const __m512i w0 = _mm512_loadu_si512(w);
+            w += 4 * NB;
+#define STEP(r) c##r = _mm512_dpbusd_epi32(c##r, bcast4(a##r + k), w0);
+            R12(STEP)
+#undef STEP
+        }
+    }
+#define FIN(r)                                                                                                   \
+    if ((r) < mr) finish(_mm512_add_epi32(c##r, e##r), &b0, m0 + (r), rq, C, ldc, i32);
+    R12(FIN)
+#undef FIN
+}
 
 static void gemm(const kern_a *A, int N, const int8_t *B, const kern_rq *rq, void *C, size_t ldc, int i32)
 {
-    for (int n0 = 0; n0 < N; n0 += 2 * NB) {
-        const int nb = N - n0 > NB ? 2 : 1;
-        for (int m = 0; m < A->M; m += MR) {
-            switch (A->M - m >= MR ? MR : A->M - m) {
-                TILE_CASE(8)
-                TILE_CASE(7)
-                TILE_CASE(6)
-                TILE_CASE(5)
-                TILE_CASE(4)
-                TILE_CASE(3)
-                TILE_CASE(2)
-                TILE_CASE(1)
-            }
-        }
-    }
+    int n0 = 0;
+    for (; n0 + 4 * NB <= N; n0 += 4 * NB)
+        for (int m = 0; m < A->M; m += 6) tile_6x4(A, m, A->M - m < 6 ? A->M - m : 6, n0, N, B, rq, C, ldc, i32);
+    for (; n0 + 2 * NB <= N; n0 += 2 * NB)
+        for (int m = 0; m < A->M; m += 12) tile_12x2(A, m, A->M - m < 12 ? A->M - m : 12, n0, N, B, rq, C, ldc, i32);
+    for (; n0 < N; n0 += NB)
+        for (int m = 0; m < A->M; m += 12) tile_12x1(A, m, A->M - m < 12 ? A->M - m : 12, n0, N, B, rq, C, ldc, i32);
 }
 
 static void vnni_gemm_u8(const kern_a *A, int N, const int8_t *B, const kern_rq *rq, uint8_t *C, size_t ldc)
@@ -157,29 +240,37 @@ static void vnni_gemm_i32(const kern_a *A, int N, const int8_t *B, const kern_rq
 
 static double vnni_peak_macs(double seconds)
 {
-    /* 12 independent vpdpbusd chains hide the instruction's latency. */
-    __m512i acc[12];
-    const __m512i a = _mm512_set1_epi32(0x01020304), b = _mm512_set1_epi32(0x01fffe03);
-    for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_epi32(i);
-    const long iters = 1 << 20;
+    /* 24 independent vpdpbusd chains, in inline asm so that the instruction
+     * stream is exactly that (no register copies or spills from the compiler):
+     * enough chains to cover the instruction's latency; fewer would measure
+     * latency, not throughput. */
+    __m512i a = _mm512_set1_epi32(0x01020304), b = _mm512_set1_epi32(0x01fffe03);
+#define DECL(r) __m512i c##r = _mm512_set1_epi32(r), d##r = _mm512_set1_epi32(r + 12);
+    R12(DECL)
+#undef DECL
+    const long iters = 1 << 18;
     long rounds = 0;
     const double t0 = ccq_seconds();
     double t;
     do {
         for (long it = 0; it < iters; it++) {
-#pragma GCC unroll 12
-            for (int i = 0; i < 12; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
-            __asm__ volatile("" : "+v"(acc[0]), "+v"(acc[1]), "+v"(acc[2]), "+v"(acc[3]), "+v"(acc[4]), "+v"(acc[5]));
+#define STEP(r)                                                                                                  \
+    __asm__("vpdpbusd %[y], %[x], %[c]" : [c] "+v"(c##r) : [x] "v"(a), [y] "v"(b));                             \
+    __asm__("vpdpbusd %[y], %[x], %[c]" : [c] "+v"(d##r) : [x] "v"(a), [y] "v"(b));
+            R12(STEP)
+#undef STEP
         }
         rounds++;
         t = ccq_seconds() - t0;
     } while (t < seconds);
+    __m512i s = _mm512_setzero_si512();
+#define SUM(r) s = _mm512_add_epi32(s, _mm512_add_epi32(c##r, d##r));
+    R12(SUM)
+#undef SUM
     int32_t sink[16];
-    __m512i s = acc[0];
-    for (int i = 1; i < 12; i++) s = _mm512_add_epi32(s, acc[i]);
     _mm512_storeu_si512(sink, s);
     __asm__ volatile("" ::"r"(sink[0]));
-    return (double)rounds * iters * 12 * 64 / t;
+    return (double)rounds * iters * 24 * 64 / t;
 }
 
 static void vnni_add_u8(size_t n, const uint8_t *a, const uint8_t *b, const kern_add *p, uint8_t *out)
