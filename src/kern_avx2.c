@@ -200,30 +200,34 @@ static void avx2_gemm_i32(const kern_a *A, int N, const int8_t *B, const kern_rq
 
 static double avx2_peak_macs(double seconds)
 {
-    /* vpmaddubsw + vpmaddwd + vpaddd per 32 MACs, 8 independent chains. */
-    __m256i acc[8];
-    const __m256i a = _mm256_set1_epi32(0x01020304), b = _mm256_set1_epi32(0x01fffe03), ones = _mm256_set1_epi16(1);
-    for (int i = 0; i < 8; i++) acc[i] = _mm256_set1_epi32(i);
-    const long iters = 1 << 20;
+    /* vpmaddubsw + vpmaddwd + vpaddd per 32 MACs (the mode-0 inner step), 8
+     * independent chains, in inline asm so that the instruction stream is
+     * exactly that. */
+    __m256i a = _mm256_set1_epi32(0x01020304), b = _mm256_set1_epi32(0x01fffe03), ones = _mm256_set1_epi16(1);
+    __m256i c[8], t[8];
+    for (int i = 0; i < 8; i++) c[i] = _mm256_set1_epi32(i);
+    const long iters = 1 << 18;
     long rounds = 0;
     const double t0 = ccq_seconds();
-    double t;
+    double el;
     do {
         for (long it = 0; it < iters; it++) {
-#pragma GCC unroll 8
-            for (int i = 0; i < 8; i++)
-                acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
-            __asm__ volatile("" : "+x"(acc[0]), "+x"(acc[1]), "+x"(acc[2]), "+x"(acc[3]));
+#define STEP(i)                                                                                                  \
+    __asm__("vpmaddubsw %[y], %[x], %[t]\n\tvpmaddwd %[o], %[t], %[t]\n\tvpaddd %[t], %[c], %[c]"             \
+            : [c] "+x"(c[i]), [t] "=&x"(t[i])                                                                    \
+            : [x] "x"(a), [y] "x"(b), [o] "x"(ones));
+            STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5) STEP(6) STEP(7)
+#undef STEP
         }
         rounds++;
-        t = ccq_seconds() - t0;
-    } while (t < seconds);
+        el = ccq_seconds() - t0;
+    } while (el < seconds);
+    __m256i s = c[0];
+    for (int i = 1; i < 8; i++) s = _mm256_add_epi32(s, c[i]);
     int32_t sink[8];
-    __m256i s = acc[0];
-    for (int i = 1; i < 8; i++) s = _mm256_add_epi32(s, acc[i]);
     _mm256_storeu_si256((__m256i *)sink, s);
     __asm__ volatile("" ::"r"(sink[0]));
-    return (double)rounds * iters * 8 * 32 / t;
+    return (double)rounds * iters * 8 * 32 / el;
 }
 
 static void avx2_add_u8(size_t n, const uint8_t *a, const uint8_t *b, const kern_add *p, uint8_t *out)

@@ -48,23 +48,6 @@ static void scalar_gemm_i32(const kern_a *a, int N, const int8_t *B, const kern_
         }
 }
 
-static double scalar_peak_macs(double seconds)
-{
-    /* The reference kernel's own inner loop on an L1-resident row. */
-    uint8_t a[256];
-    int8_t b[256];
-    for (int i = 0; i < 256; i++) a[i] = (uint8_t)i, b[i] = (int8_t)(i * 7);
-    volatile int32_t sink = 0;
-    long rounds = 0;
-    const double t0 = ccq_seconds();
-    double t;
-    do {
-        for (int it = 0; it < 4096; it++) sink += dot(a, b, 256);
-        rounds++;
-        t = ccq_seconds() - t0;
-    } while (t < seconds);
-    return (double)rounds * 4096 * 256 / t;
-}
 
 static void scalar_add_u8(size_t n, const uint8_t *a, const uint8_t *b, const kern_add *p, uint8_t *out)
 {
@@ -78,6 +61,6 @@ const kern_isa kern_isa_scalar = {
     .pack = scalar_pack,
     .gemm_u8 = scalar_gemm_u8,
     .gemm_i32 = scalar_gemm_i32,
-    .peak_macs = scalar_peak_macs,
+    .peak_macs = NULL, /* no instruction-level ceiling: the compiler chooses the code */
     .add_u8 = scalar_add_u8,
 };
