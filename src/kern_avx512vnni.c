@@ -7,9 +7,9 @@
  * 64-byte vector holds 4 consecutive k of 16 channels, which is what
  * vpdpbusd consumes against 4 activation bytes broadcast to every lane.
  * vpdpbusd sums the four u8*s8 products into int32 without intermediate
- * saturation, so it is exact for 8-bit weights. The tile is MR rows x 32
- * channels (2 x 16 accumulators per row); requantization is vectorised to
- * give bit for bit what kern_requant gives.
+ * saturation, so it is exact for 8-bit weights. Tiles of 6 rows x 64,
+ * 12 x 32 and 12 x 16 channels keep 24 accumulators in flight (see below);
+ * requantization is vectorised to give bit for bit what kern_requant gives.
  */
 #include <immintrin.h>
 #include <string.h>
