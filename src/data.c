@@ -4,6 +4,7 @@
 #include "ccq/data.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ccq/h5io.h"
@@ -58,12 +59,14 @@ ccq_status data_load(data_split *d, const char *path, const char *split, int64_t
     d->h = (int)dims[2];
     d->w = (int)dims[3];
     int64_t per = (int64_t)d->c * d->h * d->w;
-    if (per * d->n > (INT64_C(1) << 36)) {
-        st = ccq_fail(err, CCQ_ERR_LIMIT, "%s: %s split is too large to load", path, split);
+    /* Sizes come from the file: a damaged or hostile header must not abort the process. */
+    d->images = per * d->n <= (INT64_C(1) << 36) ? malloc((size_t)(per * d->n)) : NULL;
+    d->labels = d->images ? malloc(sizeof(int32_t) * (size_t)d->n) : NULL;
+    if (!d->images || !d->labels) {
+        st = ccq_fail(err, CCQ_ERR_LIMIT, "%s: %s split of %d images of %lld bytes does not fit in memory", path, split,
+                      d->n, (long long)per);
         goto fail;
     }
-    d->images = ccq_malloc((size_t)(per * d->n));
-    d->labels = ccq_malloc(sizeof(int32_t) * (size_t)d->n);
     if ((st = h5io_dset_read(&f, obj, "images", H5T_NATIVE_UINT8, 4, dims, d->n, d->images, err))) goto fail;
     ld[0] = dims[0];
     if ((st = h5io_dset_read(&f, obj, "labels", H5T_NATIVE_INT32, 1, ld, d->n, d->labels, err))) goto fail;

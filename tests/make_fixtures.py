@@ -146,6 +146,16 @@ def main():
     write_model(p("bigk.h5"), big, in_shape=(1, 190, 190))
     write_data(p("data_190.h5"), shape=(1, 190, 190), classes=2, n_train=3, n_test=2)
 
+    # a data file whose header claims 2^31 - 1 images of 4096 x 4096 pixels (the data is never written)
+    with h5py.File(p("data_huge.h5"), "w") as f:
+        f.attrs["format"] = np.bytes_("ccq-data")
+        f.attrs["version"] = np.int32(1)
+        f.attrs["classes"] = np.int32(3)
+        for split in ("train", "test"):
+            g = f.create_group(split)
+            g.create_dataset("images", shape=(2**31 - 1, 1, 4096, 4096), dtype=np.uint8, chunks=(1, 1, 64, 64))
+            g.create_dataset("labels", shape=(2**31 - 1,), dtype=np.int32, chunks=(1024,))
+
     raw = open(p("tiny.h5"), "rb").read()
     with open(p("truncated.h5"), "wb") as fo:
         fo.write(raw[: len(raw) // 2])

@@ -62,6 +62,7 @@ expect("eval model as data", ev(tiny, tiny), FORMAT, ["not a ccq data file"])
 expect("eval missing data", ev(tiny, F("nodata.h5")), IO, ["nodata.h5", "no such file"])
 expect("eval truncated data", ev(tiny, F("truncated.h5")), FORMAT, ["truncated or damaged"])
 expect("eval data mismatch", ev(tiny, F("data_5x5.h5")), MISMATCH, ["data_5x5.h5", "1x5x5", "expects 1x4x4"])
+expect("eval absurd data header", ev(tiny, F("data_huge.h5")), 6, ["data_huge.h5", "does not fit in memory"])
 expect("eval bad label", ev(tiny, F("data_badlabel.h5"), "--split", "train"), FORMAT, ["labels[1] = 3"])
 
 # quantization and the integer engine
