@@ -1,0 +1,55 @@
+/*
+ * cfg.h: the search configuration: one table drives parsing, defaults,
+ * bounds, `--set section.key=value` overrides and the echo of the effective
+ * configuration (README.md, "Configuration", lists every key).
+ *
+ * INI files are read with inih. An unknown section or key, a value of the
+ * wrong type or out of bounds, or a repeated key is an error naming
+ * "file:line: section.key: reason". Values are stored as given (doubles
+ * included); turning them into fixed point is the consumer's job, once.
+ */
+#ifndef CCQ_CFG_H
+#define CCQ_CFG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "ccq/common.h"
+
+#define CFG_PATH_MAX 512
+
+typedef enum { CFG_GROUP_CONFIDENCE, CFG_GROUP_LAYER, CFG_GROUP_RANDOM } cfg_group;
+typedef enum { CFG_FIT_XENT, CFG_FIT_ACCURACY, CFG_FIT_DISTILL } cfg_fitness;
+typedef enum { CFG_ACT_PERCENTILE, CFG_ACT_MINMAX } cfg_act_rule;
+typedef enum { CFG_WSCALE_MAXABS, CFG_WSCALE_MSE } cfg_wscale;
+
+typedef struct {
+    /* [model] */
+    char model[CFG_PATH_MAX], data[CFG_PATH_MAX];
+    /* [quant] */
+    int64_t wbits, first_last_8, calib_images;
+    int64_t act_rule, wscale;
+    double percentile;
+    /* [search] */
+    uint64_t seed;
+    int64_t radius, lambda, mu, group, group_size, budget, fitness, batch, confirm_batch, val_images;
+    double alpha, p_center, p_min, freeze;
+    /* [run] */
+    char output[CFG_PATH_MAX], log[CFG_PATH_MAX], checkpoint[CFG_PATH_MAX];
+    int64_t checkpoint_every, micro_batch;
+} cfg_search;
+
+/* Every key at its default. */
+void cfg_defaults(cfg_search *c);
+
+/* Reads path over the defaults. CCQ_ERR_IO if unreadable, CCQ_ERR_USAGE for
+ * a bad key or value ("path:line: section.key: reason"). */
+ccq_status cfg_load(cfg_search *c, const char *path, ccq_err *err);
+
+/* Applies one "section.key=value" override (command line). */
+ccq_status cfg_set(cfg_search *c, const char *assignment, ccq_err *err);
+
+/* Writes the effective configuration as an INI file (every key, in table order). */
+void cfg_write(const cfg_search *c, FILE *out);
+
+#endif
