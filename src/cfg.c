@@ -47,7 +47,6 @@ static const cfg_entry k_table[] = {
     {"search", "group", T_ENUM, 0, 0, "confidence", F(group), k_group},
     {"search", "group_size", T_INT, 1, 1e6, "256", F(group_size), NULL},
     {"search", "freeze", T_DOUBLE, 0.5, 1, "0.98", F(freeze), NULL},
-    {"search", "budget", T_INT, 1, 1e12, "10000", F(budget), NULL},
     {"search", "fitness", T_ENUM, 0, 0, "xent", F(fitness), k_fitness},
     {"search", "batch", T_INT, 1, 1e6, "1024", F(batch), NULL},
     {"search", "confirm_batch", T_INT, 0, 1e6, "1024", F(confirm_batch), NULL},
@@ -55,6 +54,7 @@ static const cfg_entry k_table[] = {
     {"run", "output", T_PATH, 0, 0, "build/search/model.h5", F(output), NULL},
     {"run", "log", T_PATH, 0, 0, "build/search/log.jsonl", F(log), NULL},
     {"run", "checkpoint", T_PATH, 0, 0, "build/search/checkpoint.h5", F(checkpoint), NULL},
+    {"run", "budget", T_INT, 1, 1e12, "10000", F(budget), NULL},
     {"run", "checkpoint_every", T_INT, 1, 1e9, "50", F(checkpoint_every), NULL},
     {"run", "micro_batch", T_INT, 1, 4096, "8", F(micro_batch), NULL},
 };
@@ -197,11 +197,12 @@ ccq_status cfg_set(cfg_search *c, const char *assignment, ccq_err *err)
     return CCQ_OK;
 }
 
-void cfg_write(const cfg_search *c, FILE *out)
+static void write_sections(const cfg_search *c, FILE *out, int with_run)
 {
     const char *section = "";
     for (size_t i = 0; i < CCQ_ARRAY_LEN(k_table); i++) {
         const cfg_entry *e = &k_table[i];
+        if (!with_run && strcmp(e->section, "run") == 0) continue;
         const char *p = (const char *)c + e->off;
         if (strcmp(section, e->section) != 0) fprintf(out, "%s[%s]\n", i ? "\n" : "", section = e->section);
         fprintf(out, "%s = ", e->key);
@@ -215,3 +216,6 @@ void cfg_write(const cfg_search *c, FILE *out)
         }
     }
 }
+
+void cfg_write(const cfg_search *c, FILE *out) { write_sections(c, out, 1); }
+void cfg_write_search(const cfg_search *c, FILE *out) { write_sections(c, out, 0); }

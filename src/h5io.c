@@ -344,7 +344,10 @@ static ccq_status write_attr(const h5io_file *f, const char *obj, const char *na
 {
     char full[512];
     hid_t a = H5Acreate_by_name(f->id, obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Awrite(a, type, v);
+    /* memory type: the native type of the same class and size */
+    hid_t mt = H5Tget_native_type(type, H5T_DIR_ASCEND);
+    herr_t rc = a < 0 || mt < 0 ? -1 : H5Awrite(a, H5Tget_class(type) == H5T_STRING ? type : mt, v);
+    if (mt >= 0) H5Tclose(mt);
     if (a >= 0) H5Aclose(a);
     if (rc < 0)
         return ccq_fail(err, CCQ_ERR_IO, "%s: %s: cannot write attribute", f->path,
@@ -441,4 +444,13 @@ ccq_status h5io_atomic_commit(h5io_file *f, const char *path, ccq_err *err)
     }
     close(fd);
     return CCQ_OK;
+}
+
+ccq_status h5io_write_attr_i64(const h5io_file *f, const char *obj, const char *name, int64_t v, ccq_err *err)
+{
+    hid_t s = H5Screate(H5S_SCALAR);
+    if (s < 0) return ccq_fail(err, CCQ_ERR_IO, "%s: cannot make dataspace", f->path);
+    ccq_status st = write_attr(f, obj, name, H5T_STD_I64LE, s, &v, err);
+    H5Sclose(s);
+    return st;
 }

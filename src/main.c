@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ccq/cc.h"
 #include "ccq/cmd.h"
 #include "ccq/version.h"
 
@@ -22,6 +23,8 @@ static void usage(FILE *out)
             "                          accuracy and speed of the float reference or the integer engine\n"
             "  quantize MODEL.h5 --data DATA.h5 --wbits B -o OUT.h5\n"
             "                          write a quantized model (round-to-nearest levels)\n"
+            "  search CONFIG.ini [--set section.key=value]... [--resume CKPT.h5]\n"
+            "                          evolve the low-bit levels (run under mpirun for several ranks)\n"
             "  bench MODEL.h5 --data DATA.h5 [--wbits B] [--batch N] [--layers] [--ceiling]\n"
             "                          integer forward-pass throughput (see ccq bench --help)\n"
             "  inspect FILE.h5         summarise a ccq model or data file\n"
@@ -29,7 +32,8 @@ static void usage(FILE *out)
             "  version                 print the version\n"
             "\n"
             "exit codes: 0 ok, 2 usage, 3 file missing or unreadable, 4 malformed file,\n"
-            "            5 files do not fit together, 6 size limit or out of memory\n");
+            "            5 files do not fit together, 6 size limit or out of memory,\n"
+            "            7 search stopped on request (checkpoint written)\n");
 }
 
 int main(int argc, char **argv)
@@ -51,6 +55,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(sub, "eval") == 0)
         st = cmd_eval(argc - 2, argv + 2, &err);
+    else if (strcmp(sub, "search") == 0)
+        st = cmd_search(argc - 2, argv + 2, &err);
     else if (strcmp(sub, "bench") == 0)
         st = cmd_bench(argc - 2, argv + 2, &err);
     else if (strcmp(sub, "quantize") == 0)
@@ -59,7 +65,8 @@ int main(int argc, char **argv)
         st = cmd_inspect(argc - 2, argv + 2, &err);
     else
         st = ccq_fail(&err, CCQ_ERR_USAGE, "unknown subcommand '%s' (see ccq help)", sub);
-    if (st != CCQ_OK) {
+    if ((int)st < 0) return -(int)st; /* a non-zero MPI rank: rank 0 reports */
+    if (st != CCQ_OK && (int)st != CC_STOPPED) {
         fflush(stdout);
         fprintf(stderr, "ccq: %s\n", err.msg);
     }

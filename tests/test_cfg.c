@@ -110,9 +110,9 @@ static void test_set(void **state)
     cfg_search c;
     ccq_err err;
     cfg_defaults(&c);
-    assert_int_equal(cfg_set(&c, "search.budget=500", &err), CCQ_OK);
+    assert_int_equal(cfg_set(&c, "run.budget=500", &err), CCQ_OK);
     assert_int_equal(c.budget, 500);
-    assert_int_equal(cfg_set(&c, "search.budget", &err), CCQ_ERR_USAGE);
+    assert_int_equal(cfg_set(&c, "run.budget", &err), CCQ_ERR_USAGE);
     assert_non_null(strstr(err.msg, "expected section.key=value"));
     assert_int_equal(cfg_set(&c, "search.nope=1", &err), CCQ_ERR_USAGE);
     assert_non_null(strstr(err.msg, "unknown key search.nope"));

@@ -32,11 +32,11 @@ typedef struct {
     double percentile;
     /* [search] */
     uint64_t seed;
-    int64_t radius, lambda, mu, group, group_size, budget, fitness, batch, confirm_batch, val_images;
+    int64_t radius, lambda, mu, group, group_size, fitness, batch, confirm_batch, val_images;
     double alpha, p_center, p_min, freeze;
     /* [run] */
     char output[CFG_PATH_MAX], log[CFG_PATH_MAX], checkpoint[CFG_PATH_MAX];
-    int64_t checkpoint_every, micro_batch;
+    int64_t budget, checkpoint_every, micro_batch; /* budget: evaluations; it says where a run stops, not what it does */
 } cfg_search;
 
 /* Every key at its default. */
@@ -51,5 +51,8 @@ ccq_status cfg_set(cfg_search *c, const char *assignment, ccq_err *err);
 
 /* Writes the effective configuration as an INI file (every key, in table order). */
 void cfg_write(const cfg_search *c, FILE *out);
+/* The same without the [run] section: what defines a search's results
+ * (output paths and checkpoint frequency may change on resume). */
+void cfg_write_search(const cfg_search *c, FILE *out);
 
 #endif

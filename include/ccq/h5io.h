@@ -69,6 +69,7 @@ ccq_status h5io_write_attr_ints(const h5io_file *f, const char *obj, const char 
                                 int count, int scalar, ccq_err *err);
 ccq_status h5io_write_attr_floats(const h5io_file *f, const char *obj, const char *name, const float *v,
                                   int count, int scalar, ccq_err *err);
+ccq_status h5io_write_attr_i64(const h5io_file *f, const char *obj, const char *name, int64_t v, ccq_err *err);
 ccq_status h5io_write_group(const h5io_file *f, const char *obj, ccq_err *err);
 ccq_status h5io_write_dset(const h5io_file *f, const char *obj, const char *name, hid_t file_type,
                            hid_t mem_type, int rank, const hsize_t *dims, const void *buf, ccq_err *err);

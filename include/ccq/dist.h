@@ -1,0 +1,31 @@
+/*
+ * dist.h: the only module that talks to MPI. Ranks hold replicated state
+ * and exchange small integer arrays (fitness values, stop flags), never
+ * weights. Every MPI call is checked; a failure aborts all ranks with the
+ * MPI error string (a communication failure is not an input error).
+ */
+#ifndef CCQ_DIST_H
+#define CCQ_DIST_H
+
+#include <stdint.h>
+
+typedef struct {
+    int rank, size;
+} dist_ctx;
+
+/* MPI_Init (once per process) and rank/size of MPI_COMM_WORLD. */
+void dist_init(dist_ctx *d, int *argc, char ***argv);
+void dist_finalize(void);
+
+/* Each rank contributes the values of the items it owns (item i is owned by
+ * rank i % size, in increasing i); afterwards all[0..n) holds every item on
+ * every rank. */
+void dist_allgather_owned(const dist_ctx *d, const int64_t *mine, int64_t *all, int n);
+
+/* 1 on every rank if any rank passed a nonzero flag. */
+int dist_any(const dist_ctx *d, int flag);
+
+/* Broadcast of a small status from rank 0 (e.g. whether a file write worked). */
+int dist_bcast_int(const dist_ctx *d, int value);
+
+#endif

@@ -1,0 +1,126 @@
+/*
+ * ckpt.c: checkpoint files (see ckpt.h), HDF5 through h5io, written
+ * atomically, refused loudly on a wrong format, version or shape.
+ */
+#include "ccq/ckpt.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ccq/h5io.h"
+
+ccq_status ckpt_file_hash(const char *path, uint64_t *hash, ccq_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return ccq_fail(err, CCQ_ERR_IO, "%s: %s", path, errno == ENOENT ? "no such file" : strerror(errno));
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    unsigned char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        for (size_t i = 0; i < n; i++) h = (h ^ buf[i]) * UINT64_C(0x100000001b3);
+    const int bad = ferror(f);
+    fclose(f);
+    if (bad) return ccq_fail(err, CCQ_ERR_IO, "%s: read error", path);
+    *hash = h;
+    return CCQ_OK;
+}
+
+ccq_status ckpt_write(const ckpt_data *c, const char *path, ccq_err *err)
+{
+    h5io_file f;
+    ccq_status st = h5io_atomic_create(&f, path, err);
+    if (st) return st;
+    const int32_t version = CKPT_VERSION, width = c->width;
+    hsize_t n1[1] = {(hsize_t)c->n}, np[1] = {(hsize_t)c->n * (hsize_t)c->width};
+    if ((st = h5io_write_attr_str(&f, "/", "format", CKPT_FORMAT, err)) ||
+        (st = h5io_write_attr_ints(&f, "/", "version", &version, 1, 1, err)) ||
+        (st = h5io_write_attr_str(&f, "/", "config", c->config, err)) ||
+        (st = h5io_write_attr_i64(&f, "/", "model_hash", (int64_t)c->model_hash, err)) ||
+        (st = h5io_write_attr_i64(&f, "/", "data_hash", (int64_t)c->data_hash, err)) ||
+        (st = h5io_write_attr_i64(&f, "/", "generation", c->gen, err)) ||
+        (st = h5io_write_attr_i64(&f, "/", "evaluations", c->evals, err)) ||
+        (st = h5io_write_attr_i64(&f, "/", "accepted", c->accepted, err)) ||
+        (st = h5io_write_attr_i64(&f, "/", "best_val", c->best_val, err)) ||
+        (st = h5io_write_attr_i64(&f, "/", "log_bytes", c->log_bytes, err)) ||
+        (st = h5io_write_attr_i64(&f, "/", "layer_cursor", c->layer_cursor, err)) ||
+        (st = h5io_write_attr_ints(&f, "/", "eda_width", &width, 1, 1, err)) ||
+        (st = h5io_write_dset(&f, "/", "levels", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, n1, c->levels, err)) ||
+        (st = h5io_write_dset(&f, "/", "best_levels", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, n1, c->best_levels, err)) ||
+        (st = h5io_write_dset(&f, "/", "eda_base", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, n1, c->eda_base, err)) ||
+        (st = h5io_write_dset(&f, "/", "eda_p", H5T_STD_U32LE, H5T_NATIVE_UINT32, 1, np, c->eda_p, err))) {
+        h5io_atomic_abort(&f);
+        return st;
+    }
+    return h5io_atomic_commit(&f, path, err);
+}
+
+static ccq_status read_i64(const h5io_file *f, const char *name, int64_t *v, ccq_err *err)
+{
+    return h5io_attr_ints_n(f, "/", name, v, 1, err);
+}
+
+ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
+{
+    h5io_file f;
+    char fmt[32];
+    int64_t v[1];
+    hsize_t dims[H5IO_MAX_RANK];
+    int rank = 0;
+    ccq_status st;
+    memset(c, 0, sizeof *c);
+    if ((st = h5io_file_open(&f, path, err))) return st;
+    if (H5Aexists_by_name(f.id, "/", "format", H5P_DEFAULT) <= 0 ||
+        (st = h5io_attr_str(&f, "/", "format", fmt, sizeof fmt, err)) || strcmp(fmt, CKPT_FORMAT) != 0) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: not a ccq checkpoint", path);
+        goto fail;
+    }
+    if ((st = read_i64(&f, "version", v, err))) goto fail;
+    if (v[0] != CKPT_VERSION) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: checkpoint version %lld, this ccq reads %d", path, (long long)v[0],
+                      CKPT_VERSION);
+        goto fail;
+    }
+    c->config = ccq_malloc(65536);
+    if ((st = h5io_attr_str(&f, "/", "config", c->config, 65536, err))) goto fail;
+    int64_t mh, dh;
+    if ((st = read_i64(&f, "model_hash", &mh, err)) || (st = read_i64(&f, "data_hash", &dh, err)) ||
+        (st = read_i64(&f, "generation", &c->gen, err)) || (st = read_i64(&f, "evaluations", &c->evals, err)) ||
+        (st = read_i64(&f, "accepted", &c->accepted, err)) || (st = read_i64(&f, "best_val", &c->best_val, err)) ||
+        (st = read_i64(&f, "log_bytes", &c->log_bytes, err)) ||
+        (st = read_i64(&f, "layer_cursor", &c->layer_cursor, err)) || (st = read_i64(&f, "eda_width", v, err)))
+        goto fail;
+    c->model_hash = (uint64_t)mh, c->data_hash = (uint64_t)dh, c->width = (int)v[0];
+    if ((st = h5io_dset_dims(&f, "/", "levels", &rank, dims, err))) goto fail;
+    if (rank != 1 || c->width < 3 || c->width > 7 || c->gen < 0 || c->log_bytes < 0) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint", path);
+        goto fail;
+    }
+    c->n = (int64_t)dims[0];
+    hsize_t n1[1] = {dims[0]}, np[1] = {dims[0] * (hsize_t)c->width};
+    c->levels = ccq_malloc((size_t)c->n);
+    c->best_levels = ccq_malloc((size_t)c->n);
+    c->eda_base = ccq_malloc((size_t)c->n);
+    c->eda_p = ccq_malloc(sizeof(uint32_t) * (size_t)np[0]);
+    if ((st = h5io_dset_read(&f, "/", "levels", H5T_NATIVE_INT8, 1, n1, -1, c->levels, err)) ||
+        (st = h5io_dset_read(&f, "/", "best_levels", H5T_NATIVE_INT8, 1, n1, -1, c->best_levels, err)) ||
+        (st = h5io_dset_read(&f, "/", "eda_base", H5T_NATIVE_INT8, 1, n1, -1, c->eda_base, err)) ||
+        (st = h5io_dset_read(&f, "/", "eda_p", H5T_NATIVE_UINT32, 1, np, -1, c->eda_p, err)))
+        goto fail;
+    return h5io_file_close(&f, err);
+fail:
+    if (f.id >= 0) H5Fclose(f.id);
+    ckpt_free(c);
+    return st;
+}
+
+void ckpt_free(ckpt_data *c)
+{
+    ccq_free(c->config);
+    ccq_free(c->levels);
+    ccq_free(c->best_levels);
+    ccq_free(c->eda_base);
+    ccq_free(c->eda_p);
+    memset(c, 0, sizeof *c);
+}

@@ -1,0 +1,98 @@
+/*
+ * cmd_search.c: `ccq search CONFIG.ini [--set section.key=value]... [--resume CKPT.h5]`,
+ * the MPI entry point: every rank parses the same configuration, rank 0
+ * echoes it and reports; errors are printed once, by rank 0.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ccq/cc.h"
+#include "ccq/cfg.h"
+#include "ccq/cmd.h"
+#include "ccq/dist.h"
+
+/* mkdir -p of the directory part of path. */
+static ccq_status make_parent(const char *path, ccq_err *err)
+{
+    char dir[CFG_PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) return CCQ_OK;
+    *slash = '\0';
+    for (char *p = dir + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(dir, 0777) != 0 && errno != EEXIST) return ccq_fail(err, CCQ_ERR_IO, "%s: cannot create: %s", dir, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) return ccq_fail(err, CCQ_ERR_IO, "%s: cannot create: %s", dir, strerror(errno));
+    return CCQ_OK;
+}
+
+static ccq_status parse(int argc, char **argv, cfg_search *c, const char **resume, int *help, ccq_err *err)
+{
+    const char *path = NULL;
+    ccq_status st;
+    cfg_defaults(c);
+    *resume = NULL;
+    /* the file first, then --set in command-line order */
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            *help = 1;
+            return CCQ_OK;
+        }
+        if (!strcmp(argv[i], "--set") || !strcmp(argv[i], "--resume")) {
+            if (i + 1 >= argc) return ccq_fail(err, CCQ_ERR_USAGE, "search: %s needs a value", argv[i]);
+            if (!strcmp(argv[i], "--resume")) *resume = argv[i + 1];
+            i++;
+        } else if (argv[i][0] == '-') {
+            return ccq_fail(err, CCQ_ERR_USAGE, "search: unknown flag '%s' (see ccq search --help)", argv[i]);
+        } else if (!path) {
+            path = argv[i];
+        } else {
+            return ccq_fail(err, CCQ_ERR_USAGE, "search: unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (!path) return ccq_fail(err, CCQ_ERR_USAGE, "search: missing CONFIG.ini (see ccq search --help)");
+    if ((st = cfg_load(c, path, err))) return st;
+    for (int i = 0; i < argc; i++)
+        if (!strcmp(argv[i], "--set") && (st = cfg_set(c, argv[i + 1], err))) return st;
+    return CCQ_OK;
+}
+
+ccq_status cmd_search(int argc, char **argv, ccq_err *err)
+{
+    cfg_search c;
+    const char *resume;
+    int help = 0;
+    dist_ctx d;
+    dist_init(&d, NULL, NULL);
+    ccq_status st = parse(argc, argv, &c, &resume, &help, err);
+    if (!st && help) {
+        if (d.rank == 0)
+            printf("usage: [mpirun -np N] ccq search CONFIG.ini [--set section.key=value]... [--resume CKPT.h5]\n"
+                   "  every key, its default and its meaning: README.md, \"Configuration\"\n"
+                   "  exit 7: stopped by SIGTERM/SIGINT after writing the checkpoint (continue with --resume)\n");
+        dist_finalize();
+        return CCQ_OK;
+    }
+    if (!st && d.rank == 0) {
+        if (!(st = make_parent(c.output, err)) && !(st = make_parent(c.log, err))) st = make_parent(c.checkpoint, err);
+    }
+    if (st) { /* usage and file errors are found identically on every rank */
+        dist_finalize();
+        return d.rank == 0 ? st : (ccq_status)-(int)st;
+    }
+    if (d.rank == 0) {
+        printf("search: %d rank%s, %s; effective configuration:\n", d.size, d.size > 1 ? "s" : "",
+               resume ? "resuming" : "starting");
+        cfg_write(&c, stdout);
+        fflush(stdout);
+    }
+    const int rc = cc_run(&c, resume, &d, err);
+    dist_finalize();
+    if (rc != 0 && d.rank != 0) return (ccq_status)-rc; /* rank 0 prints the message */
+    return (ccq_status)rc;
+}

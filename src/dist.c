@@ -1,0 +1,73 @@
+/*
+ * dist.c: checked MPI wrappers (see dist.h).
+ */
+#include "ccq/dist.h"
+
+#include <mpi.h>
+#include <stdlib.h>
+
+#include "ccq/common.h"
+
+#define MPI_CHECK(call)                                                                                          \
+    do {                                                                                                         \
+        int rc_ = (call);                                                                                        \
+        if (rc_ != MPI_SUCCESS) {                                                                                \
+            char msg_[MPI_MAX_ERROR_STRING];                                                                     \
+            int len_ = 0;                                                                                        \
+            MPI_Error_string(rc_, msg_, &len_);                                                                  \
+            ccq_abort(__FILE__, __LINE__, "MPI: %s: %s", #call, msg_);                                           \
+        }                                                                                                        \
+    } while (0)
+
+void dist_init(dist_ctx *d, int *argc, char ***argv)
+{
+    int inited = 0;
+    MPI_CHECK(MPI_Initialized(&inited));
+    if (!inited) MPI_CHECK(MPI_Init(argc, argv));
+    MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+    MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &d->rank));
+    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &d->size));
+    ccq_set_rank(d->rank);
+}
+
+void dist_finalize(void)
+{
+    int inited = 0, done = 0;
+    MPI_Initialized(&inited);
+    MPI_Finalized(&done);
+    if (inited && !done) MPI_Finalize();
+}
+
+void dist_allgather_owned(const dist_ctx *d, const int64_t *mine, int64_t *all, int n)
+{
+    /* rank r owns items r, r + size, ...: gather per-rank blocks, then un-interleave. */
+    int *counts = ccq_malloc(sizeof(int) * (size_t)d->size), *displs = ccq_malloc(sizeof(int) * (size_t)d->size);
+    int off = 0;
+    for (int r = 0; r < d->size; r++) {
+        counts[r] = n > r ? (n - r + d->size - 1) / d->size : 0;
+        displs[r] = off;
+        off += counts[r];
+    }
+    int64_t *blocks = ccq_malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
+    MPI_CHECK(MPI_Allgatherv(mine, counts[d->rank], MPI_INT64_T, blocks, counts, displs, MPI_INT64_T, MPI_COMM_WORLD));
+    for (int r = 0; r < d->size; r++)
+        for (int j = 0; j < counts[r]; j++) all[r + j * d->size] = blocks[displs[r] + j];
+    ccq_free(blocks);
+    ccq_free(counts);
+    ccq_free(displs);
+}
+
+int dist_any(const dist_ctx *d, int flag)
+{
+    int in = flag != 0, out = 0;
+    (void)d;
+    MPI_CHECK(MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+    return out;
+}
+
+int dist_bcast_int(const dist_ctx *d, int value)
+{
+    (void)d;
+    MPI_CHECK(MPI_Bcast(&value, 1, MPI_INT, 0, MPI_COMM_WORLD));
+    return value;
+}

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""test_search.py DATA.h5 MODEL.h5: the search's reproducibility contract.
+
+A small search (2-bit lenet, first/last 8-bit) must give a bit-identical
+final model, log and checkpoint for 1, 2 and 3 MPI ranks; killed with
+SIGKILL at a random moment and resumed (with another rank count) it must end
+identical to the uninterrupted run; SIGTERM must stop it with exit 7 after a
+checkpoint it can resume from; a checkpoint from another configuration, a
+damaged checkpoint and a bad configuration are refused with one clear line
+and their exit codes, leaving the existing files untouched. Also: the search
+improves the batch fitness it optimises over its round-to-nearest start."""
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from ccqtest import Checks, ccq_binary, run
+
+data, model = sys.argv[1], sys.argv[2]
+ccq = ccq_binary()
+t = Checks("search")
+MPI = ["mpirun", "--oversubscribe", "-np"]
+seed = int(os.environ.get("CCQ_TEST_SEED", random.SystemRandom().randrange(1 << 30)))
+print(f"test_search: kill-time seed {seed} (set CCQ_TEST_SEED to repeat)")
+rnd = random.Random(seed)
+
+CONFIG = """[model]
+model = {model}
+data = {data}
+[quant]
+wbits = 2
+first_last_8 = true
+calib_images = 256
+[search]
+seed = {sseed}
+lambda = 8
+mu = 2
+group = confidence
+group_size = 64
+batch = 128
+confirm_batch = 128
+val_images = 1000
+[run]
+output = {d}/out.h5
+log = {d}/log.jsonl
+checkpoint = {d}/ckpt.h5
+checkpoint_every = 4
+budget = {budget}
+"""
+
+
+def setup(d, budget=400, sseed=3):
+    os.makedirs(d, exist_ok=True)
+    p = os.path.join(d, "search.ini")
+    open(p, "w").write(CONFIG.format(model=model, data=data, d=d, budget=budget, sseed=sseed))
+    return p
+
+
+def files(d):
+    return {n: open(os.path.join(d, n), "rb").read() for n in ("out.h5", "log.jsonl", "ckpt.h5")}
+
+
+def search(cfg, np_=1, extra=()):
+    cmd = ([ccq] if np_ == 1 else MPI + [str(np_), ccq]) + ["search", cfg, *extra]
+    return run(cmd)
+
+
+with tempfile.TemporaryDirectory() as root:
+    ref = os.path.join(root, "ref")
+    rc, so, se = search(setup(ref))
+    t.check("np=1 runs", rc == 0, se[-2000:])
+    base = files(ref)
+    recs = [json.loads(l) for l in base["log.jsonl"].decode().splitlines()]
+    t.check("log has one record per generation", [r["gen"] for r in recs] == list(range(1, len(recs) + 1)))
+    t.check("some changes were accepted", recs[-1]["accepted_total"] > 0, str(recs[-1]))
+    for np_ in (2, 3):
+        d = os.path.join(root, f"np{np_}")
+        rc, so, se = search(setup(d), np_)
+        t.check(f"np={np_} runs", rc == 0, se[-2000:])
+        got = files(d)
+        for n in base:
+            t.check(f"np={np_}: {n} bit-identical to np=1", got[n] == base[n])
+
+    # SIGKILL of the whole job at a random moment, resume with another rank count
+    d = os.path.join(root, "kill")
+    cfg = setup(d)
+    p = subprocess.Popen(MPI + ["2", ccq, "search", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    delay = rnd.uniform(0.8, 2.5)
+    time.sleep(delay)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    if os.path.exists(os.path.join(d, "ckpt.h5")):
+        rc, so, se = search(cfg, 3, ["--resume", os.path.join(d, "ckpt.h5")])
+        t.check(f"resume after SIGKILL at {delay:.2f} s", rc == 0, se[-2000:])
+        got = files(d)
+        for n in base:
+            t.check(f"killed at {delay:.2f} s and resumed on 3 ranks: {n} identical", got[n] == base[n])
+    else:
+        print(f"test_search: killed at {delay:.2f} s before the first checkpoint; resume from scratch is the plain run")
+
+    # SIGTERM: exit 7 with a checkpoint, then resume (one rank, no mpirun: the signal goes to ccq itself)
+    d = os.path.join(root, "term")
+    cfg = setup(d)
+    p = subprocess.Popen([ccq, "search", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate()
+    t.check("SIGTERM: exit 7", p.returncode == 7, f"rc={p.returncode} {err}")
+    t.check("SIGTERM: says where the checkpoint is", "stopped on request" in err and "ckpt.h5" in err, err)
+    rc, so, se = search(cfg, 2, ["--resume", os.path.join(d, "ckpt.h5")])
+    t.check("resume after SIGTERM", rc == 0, se[-2000:])
+    got = files(d)
+    for n in base:
+        t.check(f"SIGTERM and resume: {n} identical", got[n] == base[n])
+
+    # refusals
+    other = os.path.join(root, "other")
+    cfg_other = setup(other, sseed=4)
+    shutil.copy(os.path.join(ref, "ckpt.h5"), os.path.join(other, "ckpt.h5"))
+    before = open(os.path.join(other, "ckpt.h5"), "rb").read()
+    rc, so, se = search(cfg_other, 1, ["--resume", os.path.join(other, "ckpt.h5")])
+    t.check("checkpoint of another configuration refused (exit 5)", rc == 5 and "different configuration" in se, se)
+    t.check("refused checkpoint untouched", open(os.path.join(other, "ckpt.h5"), "rb").read() == before)
+    bad = os.path.join(root, "bad.h5")
+    open(bad, "wb").write(before[: len(before) // 2])
+    rc, so, se = search(cfg_other, 1, ["--resume", bad])
+    t.check("damaged checkpoint refused (exit 4)", rc == 4 and len(se.strip().splitlines()) == 1, se)
+    badcfg = os.path.join(root, "bad.ini")
+    open(badcfg, "w").write("[search]\nlambda = 8\ngroup = best\n")
+    rc, so, se = search(badcfg)
+    t.check("bad configuration: exit 2, file:line: key", rc == 2 and f"{badcfg}:3: search.group" in se
+            and len(se.strip().splitlines()) == 1, se)
+    rc, so, se = search(cfg_other, 1, ["--set", "search.lambda=1"])
+    t.check("bad --set: exit 2", rc == 2 and "search.lambda: 1 is outside" in se, se)
+
+    # the search optimises what it says: the context's batch fitness falls from its RTN start
+    first = [r for r in recs if r["gen"] <= 5]
+    last = [r for r in recs if r["gen"] > len(recs) - 5]
+    t.check("fitness falls", sum(r["context"] for r in last) / len(last) < sum(r["context"] for r in first) / len(first),
+            f"{[r['context'] for r in first]} -> {[r['context'] for r in last]}")
+t.finish()
