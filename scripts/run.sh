@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# run.sh: set-up, build, then the main job. Until the search exists, the main
-# job evaluates both reference models on the Fashion-MNIST test split: the
-# float reference, then the integer engine with round-to-nearest weights at
-# 8 and 4 bits (the starting point the search will improve on).
+# run.sh: set-up, build, then the main job: a short search on the default
+# configuration (configs/default.ini: the small reference model at 2-bit
+# weights, first and last layer at 8 bits) on 2 MPI ranks, then the test
+# accuracy of its round-to-nearest start and of the searched model.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/scripts/env.sh"
 "$here/scripts/setup.sh"
 "$here/scripts/build.sh"
-data="$here/build/data/fashion-mnist.h5"
-for m in lenet resnet20; do
-  for mode in "--float" "--wbits 8" "--wbits 4"; do
-    echo "== ccq eval results/models/$m.h5 --data build/data/fashion-mnist.h5 $mode"
-    # shellcheck disable=SC2086
-    "$here/build/ccq" eval "$here/results/models/$m.h5" --data "$data" $mode
-  done
-done
+cd "$here"
+ranks=${CCQ_RANKS:-2}
+echo "== mpirun -np $ranks build/ccq search configs/default.ini"
+mpirun --oversubscribe -np "$ranks" build/ccq search configs/default.ini
+echo "== round-to-nearest start: build/ccq eval results/models/lenet.h5 --wbits 2 --first-last-8"
+build/ccq eval results/models/lenet.h5 --data build/data/fashion-mnist.h5 --wbits 2 --first-last-8
+echo "== searched: build/ccq eval build/search/default/model.h5"
+build/ccq eval build/search/default/model.h5 --data build/data/fashion-mnist.h5
