@@ -360,6 +360,18 @@ static ccq_status resume_from(cc_state *s, const char *path, ccq_err *err)
 
 /* ---- setup -------------------------------------------------------------------- */
 
+/* Round-to-nearest start from the float model, as configured in [quant]. */
+static ccq_status quantize_start(cc_state *s, const cfg_search *cfg, ccq_err *err)
+{
+    quant_config qc;
+    quant_config_default(&qc);
+    qc.wbits = (int)cfg->wbits, qc.first_last_8 = (int)cfg->first_last_8, qc.calib_images = (int)cfg->calib_images;
+    qc.act_rule = cfg->act_rule == CFG_ACT_MINMAX ? QUANT_ACT_MINMAX : QUANT_ACT_PERCENTILE;
+    qc.percentile = cfg->percentile;
+    qc.w_rule = cfg->wscale == CFG_WSCALE_MSE ? QUANT_W_MSE : QUANT_W_MAXABS;
+    return quant_model(&s->fm, &s->train, &qc, &s->m, err);
+}
+
 static ccq_status setup(cc_state *s, const cfg_search *cfg, const dist_ctx *d, int resuming, ccq_err *err)
 {
     ccq_status st;
@@ -369,19 +381,18 @@ static ccq_status setup(cc_state *s, const cfg_search *cfg, const dist_ctx *d, i
     if ((st = ckpt_file_hash(cfg->model, &s->model_hash, err)) || (st = ckpt_file_hash(cfg->data, &s->data_hash, err)))
         return st;
     if ((st = model_load(&s->fm, cfg->model, err))) return st;
-    if (s->fm.quantized) return ccq_fail(err, CCQ_ERR_USAGE, "%s: the search starts from a float model", cfg->model);
     if ((st = data_load(&s->train, cfg->data, "train", -1, err))) return st;
     if ((st = data_check_fits(&s->train, &s->fm, err))) return st;
     if (cfg->val_images + cfg->batch > s->train.n)
         return ccq_fail(err, CCQ_ERR_USAGE, "%s: %d training images cannot hold val_images %lld plus a batch of %lld",
                         cfg->data, s->train.n, (long long)cfg->val_images, (long long)cfg->batch);
-    quant_config qc;
-    quant_config_default(&qc);
-    qc.wbits = (int)cfg->wbits, qc.first_last_8 = (int)cfg->first_last_8, qc.calib_images = (int)cfg->calib_images;
-    qc.act_rule = cfg->act_rule == CFG_ACT_MINMAX ? QUANT_ACT_MINMAX : QUANT_ACT_PERCENTILE;
-    qc.percentile = cfg->percentile;
-    qc.w_rule = cfg->wscale == CFG_WSCALE_MSE ? QUANT_W_MSE : QUANT_W_MAXABS;
-    if ((st = quant_model(&s->fm, &s->train, &qc, &s->m, err))) return st;
+    if (s->fm.quantized) {
+        /* A quantized start (e.g. from scripts/gptq.py): its levels and scales are the start;
+         * its folded float weights are the teacher. The [quant] keys do not apply. */
+        model_copy(&s->m, &s->fm);
+    } else if ((st = quantize_start(s, cfg, err))) {
+        return st;
+    }
     if ((st = qnet_init(&s->q, &s->m, NULL, (int)cfg->micro_batch, err))) return st;
     if ((st = fit_init(&s->fit, s->m.classes, s->q.logits_scale, err))) return st;
 

@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""gptq.py QUANT.h5 DATA.h5 OUT.h5 [--calib N] [--no-act-order] [--damp D]: GPTQ
+initial levels for a quantized ccq model file (Frantar et al. 2022).
+
+Layer by layer, per output channel, column by column: each weight column is
+rounded to its level (the file's per-channel scales are kept, so the integer
+model and the search see the same grid) and the rounding error is fed back
+into the columns not yet quantized through the inverse Hessian of the
+layer's inputs, H = X^T X over the calibration images (float activations of
+the folded float model, i.e. each layer independently). With act-order
+(default) columns are taken by decreasing Hessian diagonal. Float arithmetic,
+once, at set-up; the output is a quantized model file like the input with
+new levels, which `ccq eval` runs and `ccq search` can start from
+(model.model = OUT.h5). Rounding is half away from zero, as in ccq.
+"""
+import argparse
+import os
+import shutil
+import sys
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def rnd(v):
+    return torch.sign(v) * torch.floor(torch.abs(v) + 0.5)
+
+
+def load(path):
+    with h5py.File(path, "r") as f:
+        if not f.attrs.get("quantized", 0):
+            raise SystemExit(f"gptq: {path}: not a quantized ccq model (make one with ccq quantize)")
+        net = {"mean": f["input"].attrs["mean"].astype(np.float64), "std": f["input"].attrs["std"].astype(np.float64),
+               "output": int(f.attrs["output"]), "nodes": []}
+        for k in sorted(f["nodes"].keys()):
+            g = f["nodes"][k]
+            nd = {a: (v.decode() if isinstance(v, bytes) else v) for a, v in g.attrs.items()}
+            nd["key"] = k
+            for ds in g.keys():
+                nd[ds] = torch.from_numpy(g[ds][...].astype(np.float64))
+            net["nodes"].append(nd)
+    return net
+
+
+def float_forward(net, x_u8, capture):
+    """The folded float graph; capture(i, x) sees each conv/linear input."""
+    x = torch.from_numpy(x_u8.astype(np.float64)) / 255.0
+    c = x.shape[1]
+    x = (x - torch.tensor(net["mean"]).view(1, c, 1, 1)) / torch.tensor(net["std"]).view(1, c, 1, 1)
+    outs = []
+    for i, nd in enumerate(net["nodes"]):
+        ins = [x if j < 0 else outs[j] for j in nd["inputs"]]
+        a, op = ins[0], nd["op"]
+        if op in ("conv2d", "linear"):
+            capture(i, a)
+            if op == "conv2d":
+                t, l, b, r = (int(v) for v in nd["pad"])
+                y = F.conv2d(F.pad(a, (l, r, t, b)), nd["weight"], nd.get("bias"),
+                             stride=tuple(int(v) for v in nd["stride"]), dilation=tuple(int(v) for v in nd["dilation"]))
+            else:
+                y = F.linear(a, nd["weight"], nd.get("bias"))
+        elif op == "batchnorm":
+            g = nd["gamma"] / torch.sqrt(nd["var"] + float(nd["eps"]))
+            shape = (1, -1, 1, 1) if a.dim() == 4 else (1, -1)
+            y = a * g.view(shape) + (nd["beta"] - nd["mean"] * g).view(shape)
+        elif op == "add":
+            y = ins[0] + ins[1]
+        elif op == "relu":
+            y = torch.clamp(a, min=0)
+        elif op == "maxpool":
+            t, l, b, r = (int(v) for v in nd["pad"])
+            y = F.max_pool2d(F.pad(a, (l, r, t, b), value=-1e30), tuple(int(v) for v in nd["kernel"]),
+                             tuple(int(v) for v in nd["stride"]), ceil_mode=bool(nd["ceil_mode"]))
+        elif op == "avgpool":
+            t, l, b, r = (int(v) for v in nd["pad"])
+            y = F.avg_pool2d(a, tuple(int(v) for v in nd["kernel"]), tuple(int(v) for v in nd["stride"]), (t, l),
+                             ceil_mode=bool(nd["ceil_mode"]), count_include_pad=bool(nd["count_include_pad"]))
+        elif op == "globalavgpool":
+            y = a.mean(dim=(2, 3), keepdim=True)
+        elif op == "flatten":
+            y = torch.flatten(a, 1)
+        else:
+            raise SystemExit(f"gptq: unknown op {op}")
+        if int(nd.get("relu", 0)):
+            y = torch.clamp(y, min=0)
+        outs.append(y)
+
+
+def rows(nd, a):
+    """The layer's input as GEMM rows [N*P, K], K in weight order (Cin, kh, kw)."""
+    if nd["op"] == "linear":
+        return a
+    t, l, b, r = (int(v) for v in nd["pad"])
+    u = F.unfold(F.pad(a, (l, r, t, b)), tuple(int(v) for v in nd["kernel"]),
+                 dilation=tuple(int(v) for v in nd["dilation"]), stride=tuple(int(v) for v in nd["stride"]))
+    return u.transpose(1, 2).reshape(-1, u.shape[1])
+
+
+def gptq(W, H, scale, qmax, act_order=True, damp=0.01, block=128):
+    W, H = W.clone(), H.clone()
+    K = W.shape[1]
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(K)
+    W, H = W[:, perm], H[perm][:, perm]
+    H += damp * torch.mean(torch.diag(H)) * torch.eye(K, dtype=H.dtype)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    Q = torch.zeros_like(W)
+    s = scale.view(-1)
+    for i1 in range(0, K, block):
+        i2 = min(i1 + block, K)
+        W1, Hb = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
+        E = torch.zeros_like(W1)
+        for i in range(i2 - i1):
+            w = W1[:, i]
+            q = torch.clamp(rnd(w / s), -qmax, qmax)
+            Q[:, i1 + i] = q
+            e = (w - q * s) / Hb[i, i]
+            W1[:, i:] -= e.unsqueeze(1) @ Hb[i, i:].unsqueeze(0)
+            E[:, i] = e
+        W[:, i2:] -= E @ Hinv[i1:i2, i2:]
+    return Q[:, torch.argsort(perm)]
+
+
+def main():
+    ap = argparse.ArgumentParser(description="GPTQ initial levels for a quantized ccq model file.")
+    ap.add_argument("qmodel")
+    ap.add_argument("data")
+    ap.add_argument("out")
+    ap.add_argument("--calib", type=int, default=1024, help="calibration images, the first of the train split")
+    ap.add_argument("--no-act-order", action="store_true")
+    ap.add_argument("--damp", type=float, default=0.01)
+    a = ap.parse_args()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    net = load(a.qmodel)
+    with h5py.File(a.data, "r") as f:
+        x = f["train/images"][: a.calib]
+    H = {}
+
+    def capture(i, inp):
+        X = rows(net["nodes"][i], inp)
+        H[i] = H.get(i, 0) + X.T @ X
+
+    for j in range(0, len(x), 128):
+        float_forward(net, x[j:j + 128], capture)
+    tmp = a.out + ".tmp"
+    shutil.copy(a.qmodel, tmp)
+    changed = 0
+    with h5py.File(tmp, "r+") as f:
+        for i, nd in enumerate(net["nodes"]):
+            if nd["op"] not in ("conv2d", "linear"):
+                continue
+            W = nd["weight"].reshape(nd["weight"].shape[0], -1)
+            qmax = (1 << (int(nd["bits"]) - 1)) - 1
+            lev = gptq(W, H[i], nd["wscale"], qmax, not a.no_act_order, a.damp)
+            old = f[f"nodes/{nd['key']}/levels"][...]
+            new = lev.reshape(old.shape).numpy().astype(np.int8)
+            changed += int((new != old).sum())
+            f[f"nodes/{nd['key']}/levels"][...] = new
+    os.replace(tmp, a.out)
+    print(f"gptq: wrote {a.out}: {changed} levels differ from the input's round-to-nearest")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
