@@ -18,15 +18,19 @@ def _round(v):
 
 
 def load(path):
+    """A quantized ccq model file as dicts of attributes and float64 tensors
+    (also used by gptq.py): net["nodes"][i] has the node's attributes, its
+    datasets, and "key" (its group name)."""
     with h5py.File(path, "r") as f:
         if not f.attrs.get("quantized", 0):
             raise ValueError(f"{path}: not a quantized ccq model")
         net = {"in_scale": float(f["input"].attrs["act_scale"]), "in_zp": int(f["input"].attrs["act_zp"]),
+               "mean": f["input"].attrs["mean"].astype(np.float64), "std": f["input"].attrs["std"].astype(np.float64),
                "output": int(f.attrs["output"]), "nodes": []}
-        # scales are float32 in the file; the engine widens them to double
         for k in sorted(f["nodes"].keys()):
             g = f["nodes"][k]
             nd = {a: (v.decode() if isinstance(v, bytes) else v) for a, v in g.attrs.items()}
+            nd["key"] = k
             for ds in g.keys():
                 nd[ds] = torch.from_numpy(g[ds][...].astype(np.float64))
             net["nodes"].append(nd)

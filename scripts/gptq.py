@@ -23,25 +23,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ccq_sim  # noqa: E402
 
-def rnd(v):
-    return torch.sign(v) * torch.floor(torch.abs(v) + 0.5)
+
+rnd = ccq_sim._round  # half away from zero, as in ccq
 
 
 def load(path):
-    with h5py.File(path, "r") as f:
-        if not f.attrs.get("quantized", 0):
-            raise SystemExit(f"gptq: {path}: not a quantized ccq model (make one with ccq quantize)")
-        net = {"mean": f["input"].attrs["mean"].astype(np.float64), "std": f["input"].attrs["std"].astype(np.float64),
-               "output": int(f.attrs["output"]), "nodes": []}
-        for k in sorted(f["nodes"].keys()):
-            g = f["nodes"][k]
-            nd = {a: (v.decode() if isinstance(v, bytes) else v) for a, v in g.attrs.items()}
-            nd["key"] = k
-            for ds in g.keys():
-                nd[ds] = torch.from_numpy(g[ds][...].astype(np.float64))
-            net["nodes"].append(nd)
-    return net
+    try:
+        return ccq_sim.load(path)
+    except ValueError:
+        raise SystemExit(f"gptq: {path}: not a quantized ccq model (make one with ccq quantize)")
 
 
 def float_forward(net, x_u8, capture):
