@@ -6,8 +6,10 @@ Layer by layer, per output channel, column by column: each weight column is
 rounded to its level (the file's per-channel scales are kept, so the integer
 model and the search see the same grid) and the rounding error is fed back
 into the columns not yet quantized through the inverse Hessian of the
-layer's inputs, H = X^T X over the calibration images (float activations of
-the folded float model, i.e. each layer independently). With act-order
+layer's inputs, H = X^T X over the calibration images: by default the inputs
+the network produces once the layers before it carry their GPTQ weights
+(float activations otherwise; --float-inputs takes the float model's inputs
+for every layer, one pass instead of one per layer). With act-order
 (default) columns are taken by decreasing Hessian diagonal. Float arithmetic,
 once, at set-up; the output is a quantized model file like the input with
 new levels, which `ccq eval` runs and `ccq search` can start from
@@ -126,33 +128,46 @@ def main():
     ap.add_argument("--calib", type=int, default=1024, help="calibration images, the first of the train split")
     ap.add_argument("--no-act-order", action="store_true")
     ap.add_argument("--damp", type=float, default=0.01)
+    ap.add_argument("--float-inputs", action="store_true",
+                    help="Hessians from the float model's layer inputs (one pass) instead of the inputs the "
+                         "already quantized layers before produce (one pass per layer, the default)")
     a = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     net = load(a.qmodel)
     with h5py.File(a.data, "r") as f:
         x = f["train/images"][: a.calib]
-    H = {}
+    layers = [i for i, nd in enumerate(net["nodes"]) if nd["op"] in ("conv2d", "linear")]
 
-    def capture(i, inp):
-        X = rows(net["nodes"][i], inp)
-        H[i] = H.get(i, 0) + X.T @ X
+    def hessians(only):
+        H = {}
 
-    for j in range(0, len(x), 128):
-        float_forward(net, x[j:j + 128], capture)
+        def capture(i, inp):
+            if only is None or i == only:
+                X = rows(net["nodes"][i], inp)
+                H[i] = H.get(i, 0) + X.T @ X
+
+        for j in range(0, len(x), 128):
+            float_forward(net, x[j:j + 128], capture)
+        return H
+
+    H = hessians(None) if a.float_inputs else {}
     tmp = a.out + ".tmp"
     shutil.copy(a.qmodel, tmp)
     changed = 0
     with h5py.File(tmp, "r+") as f:
-        for i, nd in enumerate(net["nodes"]):
-            if nd["op"] not in ("conv2d", "linear"):
-                continue
+        for i in layers:
+            nd = net["nodes"][i]
+            Hi = H[i] if a.float_inputs else hessians(i)[i]
             W = nd["weight"].reshape(nd["weight"].shape[0], -1)
             qmax = (1 << (int(nd["bits"]) - 1)) - 1
-            lev = gptq(W, H[i], nd["wscale"], qmax, not a.no_act_order, a.damp)
+            lev = gptq(W, Hi, nd["wscale"], qmax, not a.no_act_order, a.damp)
             old = f[f"nodes/{nd['key']}/levels"][...]
             new = lev.reshape(old.shape).numpy().astype(np.int8)
             changed += int((new != old).sum())
             f[f"nodes/{nd['key']}/levels"][...] = new
+            if not a.float_inputs:
+                # later layers see this layer's quantized weights
+                nd["weight"] = (lev * nd["wscale"].view(-1, 1)).reshape(nd["weight"].shape)
     os.replace(tmp, a.out)
     print(f"gptq: wrote {a.out}: {changed} levels differ from the input's round-to-nearest")
 

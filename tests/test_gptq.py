@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """test_gptq.py DATA.h5 MODEL.h5: scripts/gptq.py does what GPTQ promises.
 
-On the reference model quantized at 3 bits: every layer's reconstruction
-error on the calibration inputs, tr((W - sQ) H (W - sQ)^T), is no larger
-with GPTQ's levels than with round-to-nearest; the levels stay on the b-bit
-grid; and `ccq eval` runs the output (a valid quantized model file)."""
+On the reference model quantized at 3 bits, with float layer inputs: every
+layer's reconstruction error on the calibration inputs,
+tr((W - sQ) H (W - sQ)^T), is no larger with GPTQ's levels than with
+round-to-nearest; the levels stay on the b-bit grid; and `ccq eval` runs the
+outputs of both modes (valid quantized model files)."""
 import os
 import sys
 import tempfile
@@ -25,9 +26,15 @@ with tempfile.TemporaryDirectory() as d:
     rtn, out = os.path.join(d, "rtn.h5"), os.path.join(d, "gptq.h5")
     rc, so, se = run([ccq, "quantize", model, "--data", data, "--wbits", "3", "-o", rtn])
     t.check("quantize", rc == 0, se)
-    rc, so, se = run([sys.executable, os.path.join(os.path.dirname(gptq.__file__), "gptq.py"), rtn, data, out,
-                      "--calib", "256"])
+    script = os.path.join(os.path.dirname(gptq.__file__), "gptq.py")
+    # --float-inputs: every layer's Hessian is the float model's, which this test recomputes
+    rc, so, se = run([sys.executable, script, rtn, data, out, "--calib", "256", "--float-inputs"])
     t.check("gptq.py runs", rc == 0, se)
+    seq = os.path.join(d, "seq.h5")
+    rc, so, se = run([sys.executable, script, rtn, data, seq, "--calib", "256"])
+    t.check("gptq.py (sequential, the default) runs", rc == 0, se)
+    rc, so, se = run([ccq, "eval", seq, "--data", data, "--limit", "500"])
+    t.check("ccq eval runs the sequential GPTQ model", rc == 0, se)
     net = gptq.load(rtn)
     with h5py.File(data, "r") as f:
         x = f["train/images"][:256]
