@@ -37,22 +37,37 @@ def load(path):
     return net
 
 
-def run(net, images_u8):
-    """images_u8: uint8 [N, C, H, W] -> float64 logits [N, classes]."""
-    x_in = net["in_scale"] * (torch.from_numpy(images_u8.astype(np.float64)) - net["in_zp"])
+def run(net, images_u8, quantized=True, capture=None):
+    """images_u8: uint8 [N, C, H, W] -> float64 logits [N, classes].
+
+    quantized=True: the integer engine's network (levels, int32 biases, every
+    requantizing op rounded onto its uint8 grid). quantized=False: the folded
+    float graph the file also holds (gptq.py's view). capture(i, x), if
+    given, sees the input of every conv2d/linear node."""
+    x_u8 = torch.from_numpy(images_u8.astype(np.float64))
+    if quantized:
+        x_in = net["in_scale"] * (x_u8 - net["in_zp"])
+    else:
+        c = x_u8.shape[1]
+        x_in = (x_u8 / 255.0 - torch.tensor(net["mean"]).view(1, c, 1, 1)) / torch.tensor(net["std"]).view(1, c, 1, 1)
     outs = []
     for i, nd in enumerate(net["nodes"]):
         ins = [x_in if j < 0 else outs[j] for j in nd["inputs"]]
         x = ins[0]
         op = nd["op"]
-        requant = True
+        requant = quantized
         if op in ("conv2d", "linear"):
-            w = nd["levels"] * nd["wscale"].view(-1, *([1] * (nd["levels"].dim() - 1)))
+            if capture:
+                capture(i, x)
+            if quantized:
+                w = nd["levels"] * nd["wscale"].view(-1, *([1] * (nd["levels"].dim() - 1)))
+            else:
+                w = nd["weight"]
             b = nd.get("bias")
-            if b is not None:
+            if b is not None and quantized:
                 # the bias is an int32 at the accumulator's scale, as in the engine
                 s_in = net["in_scale"] if nd["inputs"][0] < 0 else float(net["nodes"][nd["inputs"][0]]["act_scale"])
-                acc_scale = s_in * nd["wscale"].float().double()
+                acc_scale = s_in * nd["wscale"]
                 b = _round(b / acc_scale) * acc_scale
             if op == "conv2d":
                 t, l, bo, r = (int(v) for v in nd["pad"])
@@ -72,7 +87,7 @@ def run(net, images_u8):
         elif op == "add":
             y = ins[0] + ins[1]
         else:
-            requant = op in ("avgpool", "globalavgpool")
+            requant = quantized and op in ("avgpool", "globalavgpool")
             if op == "relu":
                 y = torch.clamp(x, min=0)
             elif op == "maxpool":
@@ -98,5 +113,7 @@ def run(net, images_u8):
             lo = zp if int(nd.get("relu", 0)) else 0
             q = torch.clamp(_round(y / s) + zp, lo, 255)
             y = s * (q - zp)
+        elif int(nd.get("relu", 0)):
+            y = torch.clamp(y, min=0)
         outs.append(y)
     return outs[net["output"]].numpy()

@@ -41,46 +41,7 @@ def load(path):
 
 def float_forward(net, x_u8, capture):
     """The folded float graph; capture(i, x) sees each conv/linear input."""
-    x = torch.from_numpy(x_u8.astype(np.float64)) / 255.0
-    c = x.shape[1]
-    x = (x - torch.tensor(net["mean"]).view(1, c, 1, 1)) / torch.tensor(net["std"]).view(1, c, 1, 1)
-    outs = []
-    for i, nd in enumerate(net["nodes"]):
-        ins = [x if j < 0 else outs[j] for j in nd["inputs"]]
-        a, op = ins[0], nd["op"]
-        if op in ("conv2d", "linear"):
-            capture(i, a)
-            if op == "conv2d":
-                t, l, b, r = (int(v) for v in nd["pad"])
-                y = F.conv2d(F.pad(a, (l, r, t, b)), nd["weight"], nd.get("bias"),
-                             stride=tuple(int(v) for v in nd["stride"]), dilation=tuple(int(v) for v in nd["dilation"]))
-            else:
-                y = F.linear(a, nd["weight"], nd.get("bias"))
-        elif op == "batchnorm":
-            g = nd["gamma"] / torch.sqrt(nd["var"] + float(nd["eps"]))
-            shape = (1, -1, 1, 1) if a.dim() == 4 else (1, -1)
-            y = a * g.view(shape) + (nd["beta"] - nd["mean"] * g).view(shape)
-        elif op == "add":
-            y = ins[0] + ins[1]
-        elif op == "relu":
-            y = torch.clamp(a, min=0)
-        elif op == "maxpool":
-            t, l, b, r = (int(v) for v in nd["pad"])
-            y = F.max_pool2d(F.pad(a, (l, r, t, b), value=-1e30), tuple(int(v) for v in nd["kernel"]),
-                             tuple(int(v) for v in nd["stride"]), ceil_mode=bool(nd["ceil_mode"]))
-        elif op == "avgpool":
-            t, l, b, r = (int(v) for v in nd["pad"])
-            y = F.avg_pool2d(a, tuple(int(v) for v in nd["kernel"]), tuple(int(v) for v in nd["stride"]), (t, l),
-                             ceil_mode=bool(nd["ceil_mode"]), count_include_pad=bool(nd["count_include_pad"]))
-        elif op == "globalavgpool":
-            y = a.mean(dim=(2, 3), keepdim=True)
-        elif op == "flatten":
-            y = torch.flatten(a, 1)
-        else:
-            raise SystemExit(f"gptq: unknown op {op}")
-        if int(nd.get("relu", 0)):
-            y = torch.clamp(y, min=0)
-        outs.append(y)
+    ccq_sim.run(net, x_u8, quantized=False, capture=capture)
 
 
 def rows(nd, a):

@@ -18,12 +18,18 @@
 
 static char g_path[64];
 
-static void write_file(const char *text)
+/* A fresh temporary file (mkstemp fills in the template's last six characters). */
+static FILE *open_temp(void)
 {
-    strcpy(g_path, "/tmp/ccq_test_cfg_XXXXXX");
+    snprintf(g_path, sizeof g_path, "/tmp/ccq_test_cfg_%s", "XXXXXX");
     int fd = mkstemp(g_path);
     assert_true(fd >= 0);
-    FILE *f = fdopen(fd, "w");
+    return fdopen(fd, "w");
+}
+
+static void write_file(const char *text)
+{
+    FILE *f = open_temp();
     fputs(text, f);
     fclose(f);
 }
@@ -73,9 +79,7 @@ static void test_echo_roundtrip(void **state)
     cfg_defaults(&a);
     assert_int_equal(cfg_set(&a, "search.alpha=0.1", &err), CCQ_OK);
     assert_int_equal(cfg_set(&a, "search.group=random", &err), CCQ_OK);
-    strcpy(g_path, "/tmp/ccq_test_cfg_XXXXXX");
-    int fd = mkstemp(g_path);
-    FILE *f = fdopen(fd, "w");
+    FILE *f = open_temp();
     cfg_write(&a, f);
     fclose(f);
     cfg_defaults(&b);
