@@ -5,7 +5,9 @@ layers, what the integer engine computes: every tensor is dequantized
 (scale * (q - zp)), each op runs in float, and every requantizing op
 (conv2d, linear, batchnorm, add) rounds half away from zero onto its uint8
 grid. The logits are the float output of the last layer. It exists to check
-the C engine independently (tests/test_qnet.py) and is never used by it.
+the C engine independently (tests/test_qnet.py) and is never used by it;
+gptq.py and ste_finetune.py also walk their graphs with run() (the latter
+with per-node weights, a straight-through rounding and float32).
 """
 import h5py
 import numpy as np
@@ -37,19 +39,30 @@ def load(path):
     return net
 
 
-def run(net, images_u8, quantized=True, capture=None):
+def run(net, images_u8, quantized=True, capture=None, weights=None, rnd=_round, dtype=torch.float64,
+        tensor=False):
     """images_u8: uint8 [N, C, H, W] -> float64 logits [N, classes].
 
     quantized=True: the integer engine's network (levels, int32 biases, every
     requantizing op rounded onto its uint8 grid). quantized=False: the folded
     float graph the file also holds (gptq.py's view). capture(i, x), if
-    given, sees the input of every conv2d/linear node."""
-    x_u8 = torch.from_numpy(images_u8.astype(np.float64))
+    given, sees the input of every conv2d/linear node.
+
+    For training (ste_finetune.py): weights, a dict {node index: tensor},
+    replaces those conv2d/linear nodes' real-valued weights (levels * wscale,
+    or the float weight); rnd rounds the activations onto their grids (a
+    straight-through variant keeps gradients); dtype is the arithmetic's
+    (the fixed int32 biases are still rounded in float64); tensor=True
+    returns the logits as a tensor (autograd intact) instead of numpy. The
+    defaults are the plain simulation."""
+    cv = lambda t: t.to(dtype)  # noqa: E731  (no copy when already dtype)
+    x_u8 = cv(torch.from_numpy(images_u8.astype(np.float64)))
     if quantized:
         x_in = net["in_scale"] * (x_u8 - net["in_zp"])
     else:
         c = x_u8.shape[1]
-        x_in = (x_u8 / 255.0 - torch.tensor(net["mean"]).view(1, c, 1, 1)) / torch.tensor(net["std"]).view(1, c, 1, 1)
+        mean, std = cv(torch.tensor(net["mean"])).view(1, c, 1, 1), cv(torch.tensor(net["std"])).view(1, c, 1, 1)
+        x_in = (x_u8 / 255.0 - mean) / std
     outs = []
     for i, nd in enumerate(net["nodes"]):
         ins = [x_in if j < 0 else outs[j] for j in nd["inputs"]]
@@ -59,16 +72,20 @@ def run(net, images_u8, quantized=True, capture=None):
         if op in ("conv2d", "linear"):
             if capture:
                 capture(i, x)
-            if quantized:
-                w = nd["levels"] * nd["wscale"].view(-1, *([1] * (nd["levels"].dim() - 1)))
+            if weights is not None and i in weights:
+                w = weights[i]
+            elif quantized:
+                w = cv(nd["levels"] * nd["wscale"].view(-1, *([1] * (nd["levels"].dim() - 1))))
             else:
-                w = nd["weight"]
+                w = cv(nd["weight"])
             b = nd.get("bias")
             if b is not None and quantized:
                 # the bias is an int32 at the accumulator's scale, as in the engine
                 s_in = net["in_scale"] if nd["inputs"][0] < 0 else float(net["nodes"][nd["inputs"][0]]["act_scale"])
                 acc_scale = s_in * nd["wscale"]
                 b = _round(b / acc_scale) * acc_scale
+            if b is not None:
+                b = cv(b)
             if op == "conv2d":
                 t, l, bo, r = (int(v) for v in nd["pad"])
                 # pad with the real value of the input zero point: 0
@@ -83,7 +100,7 @@ def run(net, images_u8, quantized=True, capture=None):
         elif op == "batchnorm":
             a = nd["gamma"] / torch.sqrt(nd["var"] + float(nd["eps"]))
             shape = (1, -1, 1, 1) if x.dim() == 4 else (1, -1)
-            y = x * a.view(shape) + (nd["beta"] - nd["mean"] * a).view(shape)
+            y = x * cv(a).view(shape) + cv(nd["beta"] - nd["mean"] * a).view(shape)
         elif op == "add":
             y = ins[0] + ins[1]
         else:
@@ -111,9 +128,9 @@ def run(net, images_u8, quantized=True, capture=None):
         if requant:
             s, zp = float(nd["act_scale"]), int(nd["act_zp"])
             lo = zp if int(nd.get("relu", 0)) else 0
-            q = torch.clamp(_round(y / s) + zp, lo, 255)
+            q = torch.clamp(rnd(y / s) + zp, lo, 255)
             y = s * (q - zp)
         elif int(nd.get("relu", 0)):
             y = torch.clamp(y, min=0)
         outs.append(y)
-    return outs[net["output"]].numpy()
+    return outs[net["output"]] if tensor else outs[net["output"]].numpy()

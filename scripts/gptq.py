@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
-"""gptq.py QUANT.h5 DATA.h5 OUT.h5 [--calib N] [--no-act-order] [--damp D]: GPTQ
-initial levels for a quantized ccq model file (Frantar et al. 2022).
+"""gptq.py QUANT.h5 DATA.h5 OUT.h5 [--calib N] [--no-act-order] [--damp D]
+[--float-inputs] [--scale-search]: GPTQ initial levels for a quantized ccq
+model file (Frantar et al. 2022).
 
 Layer by layer, per output channel, column by column: each weight column is
-rounded to its level (the file's per-channel scales are kept, so the integer
-model and the search see the same grid) and the rounding error is fed back
+rounded to its level (by default the file's per-channel scales are kept, so
+the integer model and the search see the same grid; with --scale-search each
+output channel's scale is chosen from a grid of fractions of the file's scale
+by the error GPTQ itself reaches, ||(W - Q) X^T||^2, which is exact per
+channel because GPTQ treats the rows of W independently) and the rounding
+error is fed back
 into the columns not yet quantized through the inverse Hessian of the
 layer's inputs, H = X^T X over the calibration images: by default the inputs
 the network produces once the layers before it carry their GPTQ weights
@@ -81,6 +86,33 @@ def gptq(W, H, scale, qmax, act_order=True, damp=0.01, block=128):
     return Q[:, torch.argsort(perm)]
 
 
+def row_error(W, Q, s, H):
+    """Per output channel: ||(w - s q) X^T||^2 = (w - s q) H (w - s q)^T."""
+    D = W - Q * s.view(-1, 1)
+    return ((D @ H) * D).sum(1)
+
+
+def gptq_scales(W, H, s0, qmax, act_order, damp, factors):
+    """GPTQ at each fraction f of the scales s0; per channel the (levels,
+    scale) with the smallest layer-output error."""
+    best = None
+    for f in factors:
+        s = s0.view(-1) * f
+        Q = gptq(W, H, s, qmax, act_order, damp)
+        e = row_error(W, Q, s, H)
+        if best is None:
+            best = [e, Q, s.clone()]
+        else:
+            b = e < best[0]
+            best[0] = torch.where(b, e, best[0])
+            best[1][b] = Q[b]
+            best[2][b] = s[b]
+    return best[1], best[2]
+
+
+SCALE_FACTORS = [round(0.25 + 0.05 * i, 2) for i in range(16)]  # 0.25 .. 1.00 of the file's (max-abs) scale
+
+
 def main():
     ap = argparse.ArgumentParser(description="GPTQ initial levels for a quantized ccq model file.")
     ap.add_argument("qmodel")
@@ -92,6 +124,9 @@ def main():
     ap.add_argument("--float-inputs", action="store_true",
                     help="Hessians from the float model's layer inputs (one pass) instead of the inputs the "
                          "already quantized layers before produce (one pass per layer, the default)")
+    ap.add_argument("--scale-search", action="store_true",
+                    help="choose each output channel's scale among 0.25, 0.30, .., 1.00 x the file's by GPTQ's "
+                         "layer-output error (the file's scales otherwise)")
     a = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     net = load(a.qmodel)
@@ -121,7 +156,18 @@ def main():
             Hi = H[i] if a.float_inputs else hessians(i)[i]
             W = nd["weight"].reshape(nd["weight"].shape[0], -1)
             qmax = (1 << (int(nd["bits"]) - 1)) - 1
-            lev = gptq(W, Hi, nd["wscale"], qmax, not a.no_act_order, a.damp)
+            if a.scale_search:
+                lev, sc = gptq_scales(W, Hi, nd["wscale"], qmax, not a.no_act_order, a.damp, SCALE_FACTORS)
+                nd["wscale"] = sc
+                f[f"nodes/{nd['key']}/wscale"][...] = sc.numpy().astype(np.float32)
+                if i == net["output"]:
+                    # the logits' scale is the largest input x weight scale (as ccq quantize sets it)
+                    s_in = net["in_scale"] if nd["inputs"][0] < 0 else float(net["nodes"][int(nd["inputs"][0])]["act_scale"])
+                    old_scale = np.asarray(f[f"nodes/{nd['key']}"].attrs["act_scale"])
+                    f[f"nodes/{nd['key']}"].attrs["act_scale"] = np.full(old_scale.shape, s_in * float(sc.max()),
+                                                                        dtype=old_scale.dtype)
+            else:
+                lev = gptq(W, Hi, nd["wscale"], qmax, not a.no_act_order, a.damp)
             old = f[f"nodes/{nd['key']}/levels"][...]
             new = lev.reshape(old.shape).numpy().astype(np.int8)
             changed += int((new != old).sum())

@@ -60,6 +60,8 @@ typedef struct {
     int8_t *saved;    /* context levels of the subcomponent */
     uint8_t *touched; /* [n_layers] */
     FILE *log, *timing;
+    int64_t last_val; /* the context's validation fitness at the last validation (logged in that generation) */
+    double t_forward; /* seconds in qnet_forward on this rank (timing side file only) */
 } cc_state;
 
 /* ---- weights <-> layers --------------------------------------------------- */
@@ -147,22 +149,28 @@ static void ensure_teacher(cc_state *s, int n)
     fnet_free(&net);
 }
 
-/* Fitness of the context (as it currently is) on the gathered images [0, n): lower is better. */
-static int64_t fitness(cc_state *s, int n)
+/* Fitness of the context (as it currently is) on the gathered images
+ * [off, off + n): lower is better. A sum of per-image integers, so the
+ * fitness of a batch is the exact sum of the fitness of its parts. */
+static int64_t fitness(cc_state *s, int off, int n)
 {
-    qnet_forward(&s->q, s->batch_img, n, s->logits);
+    const size_t per = (size_t)s->train.c * s->train.h * s->train.w;
+    const int32_t *lab = s->batch_lab + off, *idx = s->batch_idx + off;
+    const double t = ccq_seconds();
+    qnet_forward(&s->q, s->batch_img + (size_t)off * per, n, s->logits);
+    s->t_forward += ccq_seconds() - t;
     switch (s->cfg.fitness) {
     case CFG_FIT_ACCURACY:
-        return (int64_t)n - fit_correct(&s->fit, s->logits, n, s->batch_lab);
+        return (int64_t)n - fit_correct(&s->fit, s->logits, n, lab);
     case CFG_FIT_DISTILL: {
         int64_t f = 0;
         for (int j = 0; j < n; j++)
             f += fit_distill_one(&s->fit, s->logits + (size_t)j * s->m.classes,
-                                 s->teacher + (size_t)s->batch_idx[j] * s->m.classes);
+                                 s->teacher + (size_t)idx[j] * s->m.classes);
         return f;
     }
     default:
-        return fit_xent(&s->fit, s->logits, n, s->batch_lab);
+        return fit_xent(&s->fit, s->logits, n, lab);
     }
 }
 
@@ -183,7 +191,7 @@ static int64_t validate(cc_state *s)
         const int n = s->n_val - c * chunk < chunk ? s->n_val - c * chunk : chunk;
         gather(s, s->perm, s->n_val, (int64_t)c * chunk, n);
         if (s->cfg.fitness == CFG_FIT_DISTILL) ensure_teacher(s, n);
-        mine[k++] = fitness(s, n);
+        mine[k++] = fitness(s, 0, n);
     }
     dist_allgather_owned(s->d, mine, all, chunks);
     int64_t tot = 0;
@@ -252,24 +260,30 @@ static void individual(const cc_state *s, int k, int m, int8_t *out)
 }
 
 /* Evaluates items 0..n-1 (item 0: the context; item k: individual k) over
- * the gathered images, split over ranks; all ranks receive every value.
- * `items` maps item -> individual id (-1 for the context). */
+ * the gathered images [0, n_img); all ranks receive every value. `items`
+ * maps item -> individual id (-1 for the context). The n_items x n_img
+ * image passes are cut into `size` contiguous, equal shares (rank r takes
+ * passes [r T / size, (r + 1) T / size) of T, item-major), so the work is
+ * balanced for any rank count, also when there are more ranks than items
+ * (the batch is then split); partial fitness sums are added over ranks
+ * (exact integers, so the values do not depend on the rank count). */
 static void evaluate(cc_state *s, const int *items, int n_items, int m, int n_img, int64_t *out)
 {
-    int64_t *mine = ccq_calloc((size_t)n_items, sizeof(int64_t));
-    int k = 0;
+    const int64_t T = (int64_t)n_items * n_img, lo = T * s->d->rank / s->d->size,
+                  hi = T * (s->d->rank + 1) / s->d->size;
+    memset(out, 0, sizeof(int64_t) * (size_t)n_items);
     get_levels(s, s->sub, m, s->saved);
-    for (int it = 0; it < n_items; it++) {
-        if (it % s->d->size != s->d->rank) continue;
+    for (int it = (int)(lo / n_img); it < n_items && (int64_t)it * n_img < hi; it++) {
+        const int64_t a = lo > (int64_t)it * n_img ? lo - (int64_t)it * n_img : 0;
+        const int64_t b = hi < (int64_t)(it + 1) * n_img ? hi - (int64_t)it * n_img : n_img;
         if (items[it] >= 0) {
             individual(s, items[it], m, s->ind);
             set_levels(s, s->sub, m, s->ind);
         }
-        mine[k++] = fitness(s, n_img);
+        out[it] = fitness(s, (int)a, (int)(b - a));
         if (items[it] >= 0) set_levels(s, s->sub, m, s->saved);
     }
-    dist_allgather_owned(s->d, mine, out, n_items);
-    ccq_free(mine);
+    dist_allreduce_sum(s->d, out, n_items);
 }
 
 /* ---- checkpoints ------------------------------------------------------------ */
@@ -477,6 +491,7 @@ static void check_validation(cc_state *s)
 {
     if (s->n_val == 0) return;
     const int64_t v = validate(s);
+    s->last_val = v;
     if (v < s->best_val) {
         s->best_val = v;
         all_levels(s, s->best_levels);
@@ -507,6 +522,7 @@ int cc_run(const cfg_search *cfg, const char *resume, const dist_ctx *d, ccq_err
     int64_t *fit = ccq_malloc(sizeof(int64_t) * ((size_t)lambda + 1)), *order = ccq_malloc(sizeof(int64_t) * 2 * (size_t)lambda);
     const double t0 = ccq_seconds();
     const int64_t evals0 = s.evals;
+    s.t_forward = 0;
     double last_print = 0;
     int stopped = 0;
     while (s.evals < cfg->budget) {
@@ -554,10 +570,15 @@ int cc_run(const cfg_search *cfg, const char *resume, const dist_ctx *d, ccq_err
                 fprintf(s.log, ", \"confirm_context\": %.6f, \"confirm_best\": %.6f",
                         fitness_report(&s, cf[0], (int)cfg->confirm_batch), fitness_report(&s, cf[1], (int)cfg->confirm_batch));
             fprintf(s.log, ", \"evaluations\": %lld, \"accepted_total\": %lld", (long long)s.evals, (long long)s.accepted);
-            if (val_now && s.n_val) fprintf(s.log, ", \"best_val\": %.6f", fitness_report(&s, s.best_val, s.n_val));
+            if (val_now && s.n_val)
+                fprintf(s.log, ", \"val\": %.6f, \"best_val\": %.6f", fitness_report(&s, s.last_val, s.n_val),
+                        fitness_report(&s, s.best_val, s.n_val));
             fprintf(s.log, "}\n");
             const double el = ccq_seconds() - t0, rate = (double)(s.evals - evals0) / (el > 0 ? el : 1);
-            fprintf(s.timing, "{\"gen\": %lld, \"elapsed\": %.3f, \"evaluations_per_s\": %.2f}\n", (long long)s.gen, el, rate);
+            fprintf(s.timing,
+                    "{\"gen\": %lld, \"elapsed\": %.3f, \"evaluations_per_s\": %.2f, \"ranks\": %d, "
+                    "\"forward_s_rank0\": %.3f, \"forward_share_rank0\": %.4f}\n",
+                    (long long)s.gen, el, rate, d->size, s.t_forward, el > 0 ? s.t_forward / el : 0.0);
             if (el - last_print >= 2.0 || s.evals >= cfg->budget) {
                 last_print = el;
                 const double eta = rate > 0 ? (double)(cfg->budget - s.evals) / rate : 0;

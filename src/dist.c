@@ -57,6 +57,12 @@ void dist_allgather_owned(const dist_ctx *d, const int64_t *mine, int64_t *all, 
     ccq_free(displs);
 }
 
+void dist_allreduce_sum(const dist_ctx *d, int64_t *v, int n)
+{
+    if (d->size == 1 || n == 0) return;
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD));
+}
+
 int dist_any(const dist_ctx *d, int flag)
 {
     int in = flag != 0, out = 0;

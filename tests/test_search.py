@@ -2,7 +2,9 @@
 """test_search.py DATA.h5 MODEL.h5: the search's reproducibility contract.
 
 A small search (2-bit lenet, first/last 8-bit) must give a bit-identical
-final model, log and checkpoint for 1, 2 and 3 MPI ranks; killed with
+final model, log and checkpoint for 1, 2, 3 and 4 MPI ranks (the passes of
+a generation are cut into equal shares, so ranks split individuals and
+batches; with lambda = 2 and 4 ranks there are more ranks than items); killed with
 SIGKILL at a random moment and resumed (with another rank count) it must end
 identical to the uninterrupted run; SIGTERM must stop it with exit 7 after a
 checkpoint it can resume from; a checkpoint from another configuration, a
@@ -78,13 +80,24 @@ with tempfile.TemporaryDirectory() as root:
     recs = [json.loads(l) for l in base["log.jsonl"].decode().splitlines()]
     t.check("log has one record per generation", [r["gen"] for r in recs] == list(range(1, len(recs) + 1)))
     t.check("some changes were accepted", recs[-1]["accepted_total"] > 0, str(recs[-1]))
-    for np_ in (2, 3):
+    for np_ in (2, 3, 4):
         d = os.path.join(root, f"np{np_}")
         rc, so, se = search(setup(d), np_)
         t.check(f"np={np_} runs", rc == 0, se[-2000:])
         got = files(d)
         for n in base:
             t.check(f"np={np_}: {n} bit-identical to np=1", got[n] == base[n])
+
+    # more ranks than items: lambda 2 (3 items a generation, 2 for confirmations) on 4 ranks against 1
+    few = {}
+    for np_ in (1, 4):
+        d = os.path.join(root, f"few{np_}")
+        cfg = setup(d, budget=120)
+        rc, so, se = search(cfg, np_, ["--set", "search.lambda=2", "--set", "search.mu=1"])
+        t.check(f"lambda 2 on {np_} ranks runs", rc == 0, se[-2000:])
+        few[np_] = files(d)
+    for n in few[1]:
+        t.check(f"lambda 2: {n} bit-identical on 4 ranks and on 1", few[4][n] == few[1][n])
 
     # SIGKILL of the whole job at a random moment, resume with another rank count
     d = os.path.join(root, "kill")

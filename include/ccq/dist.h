@@ -22,6 +22,11 @@ void dist_finalize(void);
  * every rank. */
 void dist_allgather_owned(const dist_ctx *d, const int64_t *mine, int64_t *all, int n);
 
+/* Element-wise sum of v[0..n) over all ranks, in place on every rank.
+ * Integer addition, so the result does not depend on the rank count or the
+ * reduction order. */
+void dist_allreduce_sum(const dist_ctx *d, int64_t *v, int n);
+
 /* 1 on every rank if any rank passed a nonzero flag. */
 int dist_any(const dist_ctx *d, int flag);
 
