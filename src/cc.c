@@ -20,6 +20,7 @@
 #include "ccq/eda.h"
 #include "ccq/fit.h"
 #include "ccq/fnet.h"
+#include "ccq/group.h"
 #include "ccq/model.h"
 #include "ccq/qnet.h"
 #include "ccq/quant.h"
@@ -60,6 +61,7 @@ typedef struct {
     int8_t *saved;    /* context levels of the subcomponent */
     uint8_t *touched; /* [n_layers] */
     FILE *log, *timing;
+    int64_t val_correct; /* the context's correct validation predictions at the last validation */
     int64_t last_val; /* the context's validation fitness at the last validation (logged in that generation) */
     double t_forward; /* seconds in qnet_forward on this rank (timing side file only) */
 } cc_state;
@@ -151,14 +153,16 @@ static void ensure_teacher(cc_state *s, int n)
 
 /* Fitness of the context (as it currently is) on the gathered images
  * [off, off + n): lower is better. A sum of per-image integers, so the
- * fitness of a batch is the exact sum of the fitness of its parts. */
-static int64_t fitness(cc_state *s, int off, int n)
+ * fitness of a batch is the exact sum of the fitness of its parts. Adds the
+ * correct predictions to *correct if given. */
+static int64_t fitness(cc_state *s, int off, int n, int64_t *correct)
 {
     const size_t per = (size_t)s->train.c * s->train.h * s->train.w;
     const int32_t *lab = s->batch_lab + off, *idx = s->batch_idx + off;
     const double t = ccq_seconds();
     qnet_forward(&s->q, s->batch_img + (size_t)off * per, n, s->logits);
     s->t_forward += ccq_seconds() - t;
+    if (correct) *correct += fit_correct(&s->fit, s->logits, n, lab);
     switch (s->cfg.fitness) {
     case CFG_FIT_ACCURACY:
         return (int64_t)n - fit_correct(&s->fit, s->logits, n, lab);
@@ -180,76 +184,36 @@ static double fitness_report(const cc_state *s, int64_t f, int n)
     return s->cfg.fitness == CFG_FIT_ACCURACY ? (double)f / n : (double)f / FIT_ONE / n;
 }
 
-/* Validation fitness of the context: chunks of `batch` images split over ranks. */
+/* Validation fitness of the context: chunks of `batch` images split over
+ * ranks; also counts its correct predictions into s->val_correct. */
 static int64_t validate(cc_state *s)
 {
     const int chunk = (int)s->cfg.batch, chunks = (s->n_val + chunk - 1) / chunk;
-    int64_t *mine = ccq_calloc((size_t)chunks + 1, sizeof(int64_t)), *all = ccq_calloc((size_t)chunks + 1, sizeof(int64_t));
-    int k = 0;
-    for (int c = 0; c < chunks; c++) {
-        if (c % s->d->size != s->d->rank) continue;
+    int64_t v[2] = {0, 0}; /* fitness, correct */
+    for (int c = s->d->rank; c < chunks; c += s->d->size) {
         const int n = s->n_val - c * chunk < chunk ? s->n_val - c * chunk : chunk;
         gather(s, s->perm, s->n_val, (int64_t)c * chunk, n);
         if (s->cfg.fitness == CFG_FIT_DISTILL) ensure_teacher(s, n);
-        mine[k++] = fitness(s, 0, n);
+        v[0] += fitness(s, 0, n, &v[1]);
     }
-    dist_allgather_owned(s->d, mine, all, chunks);
-    int64_t tot = 0;
-    for (int c = 0; c < chunks; c++) tot += all[c];
-    ccq_free(mine);
-    ccq_free(all);
-    return tot;
+    dist_allreduce_sum(s->d, v, 2);
+    s->val_correct = v[1];
+    return v[0];
 }
 
 /* ---- subcomponents ---------------------------------------------------------- */
-
-static int cmp_conf(const void *a, const void *b)
-{
-    const int64_t *x = a, *y = b; /* (confidence, index) pairs */
-    if (x[0] != y[0]) return x[0] < y[0] ? -1 : 1;
-    return x[1] < y[1] ? -1 : x[1] > y[1];
-}
 
 /* Fills s->sub; returns its size (0: every weight frozen). */
 static int choose(cc_state *s)
 {
     const int G = (int)(s->cfg.group_size < s->n_w ? s->cfg.group_size : s->n_w);
-    const uint32_t freeze = (uint32_t)llround(s->cfg.freeze * EDA_ONE);
-    if (s->cfg.group == CFG_GROUP_LAYER) {
-        /* round robin over layers, G consecutive weights at a time */
-        int64_t pos = s->layer_cursor;
-        const int l = layer_of(s, pos);
-        const int64_t end = s->layer_start[l + 1];
-        int m = 0;
-        while (m < G && pos < end) s->sub[m++] = pos++;
-        s->layer_cursor = pos >= s->n_w ? 0 : pos;
-        return m;
-    }
+    if (s->cfg.group == CFG_GROUP_LAYER) return group_layer(s->layer_start, s->n_layers, G, &s->layer_cursor, s->sub);
     if (s->cfg.group == CFG_GROUP_RANDOM) {
         rng_pcg32 r;
         rng_init_keyed(&r, s->cfg.seed, (uint64_t)s->gen, 0, KEY_GROUP);
-        int m = 0;
-        while (m < G) {
-            const int64_t w = (int64_t)(((uint64_t)rng_next(&r) << 32 | rng_next(&r)) % (uint64_t)s->n_w);
-            int dup = 0;
-            for (int t = 0; t < m && !dup; t++) dup = s->sub[t] == w;
-            if (!dup) s->sub[m++] = w;
-        }
-        return m;
+        return group_random(s->n_w, G, &r, s->sub);
     }
-    /* confidence: the G least confident weights not yet frozen (ties by index) */
-    int64_t *pairs = ccq_malloc(sizeof(int64_t) * 2 * (size_t)s->n_w);
-    int64_t k = 0;
-    for (int64_t w = 0; w < s->n_w; w++) {
-        const uint32_t c = eda_confidence(&s->eda, w);
-        if (c >= freeze) continue;
-        pairs[2 * k] = c, pairs[2 * k + 1] = w, k++;
-    }
-    qsort(pairs, (size_t)k, 2 * sizeof(int64_t), cmp_conf);
-    const int m = (int)(k < G ? k : G);
-    for (int t = 0; t < m; t++) s->sub[t] = pairs[2 * t + 1];
-    ccq_free(pairs);
-    return m;
+    return group_confidence(&s->eda, (uint32_t)llround(s->cfg.freeze * EDA_ONE), G, s->sub);
 }
 
 static void individual(const cc_state *s, int k, int m, int8_t *out)
@@ -266,12 +230,13 @@ static void individual(const cc_state *s, int k, int m, int8_t *out)
  * passes [r T / size, (r + 1) T / size) of T, item-major), so the work is
  * balanced for any rank count, also when there are more ranks than items
  * (the batch is then split); partial fitness sums are added over ranks
- * (exact integers, so the values do not depend on the rank count). */
+ * (exact integers, so the values do not depend on the rank count).
+ * out[n_items] receives the context's (item 0's) correct predictions. */
 static void evaluate(cc_state *s, const int *items, int n_items, int m, int n_img, int64_t *out)
 {
     const int64_t T = (int64_t)n_items * n_img, lo = T * s->d->rank / s->d->size,
                   hi = T * (s->d->rank + 1) / s->d->size;
-    memset(out, 0, sizeof(int64_t) * (size_t)n_items);
+    memset(out, 0, sizeof(int64_t) * ((size_t)n_items + 1));
     get_levels(s, s->sub, m, s->saved);
     for (int it = (int)(lo / n_img); it < n_items && (int64_t)it * n_img < hi; it++) {
         const int64_t a = lo > (int64_t)it * n_img ? lo - (int64_t)it * n_img : 0;
@@ -280,10 +245,10 @@ static void evaluate(cc_state *s, const int *items, int n_items, int m, int n_im
             individual(s, items[it], m, s->ind);
             set_levels(s, s->sub, m, s->ind);
         }
-        out[it] = fitness(s, (int)a, (int)(b - a));
+        out[it] = fitness(s, (int)a, (int)(b - a), items[it] < 0 ? &out[n_items] : NULL);
         if (items[it] >= 0) set_levels(s, s->sub, m, s->saved);
     }
-    dist_allreduce_sum(s->d, out, n_items);
+    dist_allreduce_sum(s->d, out, n_items + 1);
 }
 
 /* ---- checkpoints ------------------------------------------------------------ */
@@ -500,6 +465,12 @@ static void check_validation(cc_state *s)
 
 int cc_run(const cfg_search *cfg, const char *resume, const dist_ctx *d, ccq_err *err)
 {
+    /* From the start: a stop requested during set-up ends after the first generation, with a checkpoint. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     cc_state s;
     ccq_status st = setup(&s, cfg, d, resume != NULL, err);
     if (st) goto done;
@@ -510,16 +481,11 @@ int cc_run(const cfg_search *cfg, const char *resume, const dist_ctx *d, ccq_err
         s.best_val = INT64_MAX;
         check_validation(&s);
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
 
     const int lambda = (int)cfg->lambda, mu = (int)(cfg->mu < cfg->lambda ? cfg->mu : cfg->lambda);
     const uint32_t alpha = (uint32_t)llround(cfg->alpha * EDA_ONE);
     int *items = ccq_malloc(sizeof(int) * ((size_t)lambda + 1));
-    int64_t *fit = ccq_malloc(sizeof(int64_t) * ((size_t)lambda + 1)), *order = ccq_malloc(sizeof(int64_t) * 2 * (size_t)lambda);
+    int64_t *fit = ccq_malloc(sizeof(int64_t) * ((size_t)lambda + 2)), *order = ccq_malloc(sizeof(int64_t) * 2 * (size_t)lambda);
     const double t0 = ccq_seconds();
     const int64_t evals0 = s.evals;
     s.t_forward = 0;
@@ -540,7 +506,7 @@ int cc_run(const cfg_search *cfg, const char *resume, const dist_ctx *d, ccq_err
         for (int e = 0; e < mu; e++) individual(&s, (int)order[2 * e + 1], m, s.elite + (size_t)e * m);
         eda_update(&s.eda, s.sub, m, s.elite, mu, alpha);
         const int best = (int)order[1];
-        int64_t cf[2] = {0, 0};
+        int64_t cf[3] = {0, 0, 0};
         int accept = order[0] < fit[0];
         if (accept && cfg->confirm_batch > 0) {
             const int C = (int)cfg->confirm_batch;
@@ -566,12 +532,14 @@ int cc_run(const cfg_search *cfg, const char *resume, const dist_ctx *d, ccq_err
                     "{\"gen\": %lld, \"size\": %d, \"context\": %.6f, \"best\": %.6f, \"mean\": %.6f, \"accepted\": %d",
                     (long long)s.gen, m, fitness_report(&s, fit[0], B), fitness_report(&s, order[0], B),
                     fitness_report(&s, sum, B * lambda), accept);
+            fprintf(s.log, ", \"context_acc\": %.6f", (double)fit[lambda + 1] / B);
             if (cf[0] || cf[1])
                 fprintf(s.log, ", \"confirm_context\": %.6f, \"confirm_best\": %.6f",
                         fitness_report(&s, cf[0], (int)cfg->confirm_batch), fitness_report(&s, cf[1], (int)cfg->confirm_batch));
             fprintf(s.log, ", \"evaluations\": %lld, \"accepted_total\": %lld", (long long)s.evals, (long long)s.accepted);
             if (val_now && s.n_val)
-                fprintf(s.log, ", \"val\": %.6f, \"best_val\": %.6f", fitness_report(&s, s.last_val, s.n_val),
+                fprintf(s.log, ", \"val\": %.6f, \"val_acc\": %.6f, \"best_val\": %.6f",
+                        fitness_report(&s, s.last_val, s.n_val), (double)s.val_correct / s.n_val,
                         fitness_report(&s, s.best_val, s.n_val));
             fprintf(s.log, "}\n");
             const double el = ccq_seconds() - t0, rate = (double)(s.evals - evals0) / (el > 0 ? el : 1);

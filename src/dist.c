@@ -4,7 +4,6 @@
 #include "ccq/dist.h"
 
 #include <mpi.h>
-#include <stdlib.h>
 
 #include "ccq/common.h"
 
@@ -36,25 +35,6 @@ void dist_finalize(void)
     MPI_Initialized(&inited);
     MPI_Finalized(&done);
     if (inited && !done) MPI_Finalize();
-}
-
-void dist_allgather_owned(const dist_ctx *d, const int64_t *mine, int64_t *all, int n)
-{
-    /* rank r owns items r, r + size, ...: gather per-rank blocks, then un-interleave. */
-    int *counts = ccq_malloc(sizeof(int) * (size_t)d->size), *displs = ccq_malloc(sizeof(int) * (size_t)d->size);
-    int off = 0;
-    for (int r = 0; r < d->size; r++) {
-        counts[r] = n > r ? (n - r + d->size - 1) / d->size : 0;
-        displs[r] = off;
-        off += counts[r];
-    }
-    int64_t *blocks = ccq_malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
-    MPI_CHECK(MPI_Allgatherv(mine, counts[d->rank], MPI_INT64_T, blocks, counts, displs, MPI_INT64_T, MPI_COMM_WORLD));
-    for (int r = 0; r < d->size; r++)
-        for (int j = 0; j < counts[r]; j++) all[r + j * d->size] = blocks[displs[r] + j];
-    ccq_free(blocks);
-    ccq_free(counts);
-    ccq_free(displs);
 }
 
 void dist_allreduce_sum(const dist_ctx *d, int64_t *v, int n)

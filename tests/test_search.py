@@ -121,7 +121,11 @@ with tempfile.TemporaryDirectory() as root:
     d = os.path.join(root, "term")
     cfg = setup(d)
     p = subprocess.Popen([ccq, "search", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    # once the first checkpoint exists (a loaded machine may take a while to set up)
+    for _ in range(600):
+        if os.path.exists(os.path.join(d, "ckpt.h5")) or p.poll() is not None:
+            break
+        time.sleep(0.1)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate()
     t.check("SIGTERM: exit 7", p.returncode == 7, f"rc={p.returncode} {err}")

@@ -1,6 +1,6 @@
 /*
  * dist.h: the only module that talks to MPI. Ranks hold replicated state
- * and exchange small integer arrays (fitness values, stop flags), never
+ * and exchange small integer arrays (fitness sums, stop flags), never
  * weights. Every MPI call is checked; a failure aborts all ranks with the
  * MPI error string (a communication failure is not an input error).
  */
@@ -16,11 +16,6 @@ typedef struct {
 /* MPI_Init (once per process) and rank/size of MPI_COMM_WORLD. */
 void dist_init(dist_ctx *d, int *argc, char ***argv);
 void dist_finalize(void);
-
-/* Each rank contributes the values of the items it owns (item i is owned by
- * rank i % size, in increasing i); afterwards all[0..n) holds every item on
- * every rank. */
-void dist_allgather_owned(const dist_ctx *d, const int64_t *mine, int64_t *all, int n);
 
 /* Element-wise sum of v[0..n) over all ranks, in place on every rank.
  * Integer addition, so the result does not depend on the rank count or the

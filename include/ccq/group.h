@@ -1,0 +1,34 @@
+/*
+ * group.h: the subcomponents of cooperative coevolution: which weights a
+ * generation evolves against the shared context. Weights are global indices
+ * 0..n_w-1, layer after layer (layer l holds [layer_start[l],
+ * layer_start[l+1])). Three modes:
+ *   layer       G consecutive weights of one layer at a time, round robin
+ *               over the whole network (a subcomponent never crosses a
+ *               layer's end);
+ *   random      G distinct weights drawn from a caller-keyed PCG stream;
+ *   confidence  the G least confident weights (largest probability of their
+ *               distribution, ties by index) among those below the freezing
+ *               threshold (the founding paper's rule).
+ * Every function writes the chosen indices to out[0..m) and returns m (0
+ * when every weight is frozen). Pure functions of their arguments, so every
+ * rank chooses the same subcomponent.
+ */
+#ifndef CCQ_GROUP_H
+#define CCQ_GROUP_H
+
+#include <stdint.h>
+
+#include "ccq/eda.h"
+#include "ccq/rng.h"
+
+/* *cursor: the next weight to visit (advanced, wrapping to 0 after the last). */
+int group_layer(const int64_t *layer_start, int n_layers, int G, int64_t *cursor, int64_t *out);
+
+/* G (at most n_w) distinct weights in the order drawn. */
+int group_random(int64_t n_w, int G, rng_pcg32 *rng, int64_t *out);
+
+/* freeze: confidence (Q16) at or above which a weight is never chosen. */
+int group_confidence(const eda_state *e, uint32_t freeze, int G, int64_t *out);
+
+#endif
