@@ -49,7 +49,7 @@ static const cfg_entry k_table[] = {
     {"search", "freeze", T_DOUBLE, 0.5, 1, "0.98", F(freeze), NULL},
     {"search", "fitness", T_ENUM, 0, 0, "xent", F(fitness), k_fitness},
     {"search", "batch", T_INT, 1, 1e6, "1024", F(batch), NULL},
-    {"search", "confirm_batch", T_INT, 0, 1e6, "1024", F(confirm_batch), NULL},
+    {"search", "confirm_batch", T_INT, 0, 1e6, "0", F(confirm_batch), NULL},
     {"search", "val_images", T_INT, 0, 1e6, "5000", F(val_images), NULL},
     {"run", "output", T_PATH, 0, 0, "build/search/model.h5", F(output), NULL},
     {"run", "log", T_PATH, 0, 0, "build/search/log.jsonl", F(log), NULL},
