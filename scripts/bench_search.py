@@ -34,6 +34,9 @@ def search(cfg, np_, budget, d):
 
 
 def main():
+    # Open MPI refuses root without these (as scripts/env.sh sets them)
+    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
     quick = "--quick" in sys.argv
     rows, cmds = [], []
     for name, cfg, budget in RUNS:
