@@ -54,8 +54,9 @@ def main():
     with open(out + ".tmp", "w") as f:
         f.write("# Search speed\n\n")
         f.write(f"Measured by `scripts/bench_search.py` (commit {commit(ROOT)}, CPU {cpu_model()}, "
-                f"{os.cpu_count()} cores), the shipped configs (batch 1,024 images, lambda 32, no "
-                "confirmation batch), one evaluation = one forward pass of a batch.\n\n")
+                f"{os.cpu_count()} cores), the shipped configs (batch 1,024 images, lambda 32, confirmation on "
+                "4,096 images), one evaluation = one forward pass of a batch (a confirmation pass of 4,096 images also counts as "
+                "one).\n\n")
         f.write("| model | ranks | evaluations/s | per rank | rank 0 time in the forward pass | wall-clock of the run |\n")
         f.write("|---|---|---|---|---|---|\n")
         f.write("\n".join(rows) + "\n\nCommands:\n\n```\n" + "\n".join(cmds) + "\n```\n")
