@@ -22,7 +22,7 @@ typedef struct {
     const char *const *names; /* T_ENUM: value names, index = stored value */
 } cfg_entry;
 
-static const char *const k_group[] = {"confidence", "layer", "random", NULL};
+static const char *const k_group[] = {"confidence", "layer", "random", "layer_confidence", NULL};
 static const char *const k_fitness[] = {"xent", "accuracy", "distill", NULL};
 static const char *const k_act[] = {"percentile", "minmax", NULL};
 static const char *const k_wscale[] = {"maxabs", "mse", NULL};
@@ -50,6 +50,7 @@ static const cfg_entry k_table[] = {
     {"search", "fitness", T_ENUM, 0, 0, "xent", F(fitness), k_fitness},
     {"search", "batch", T_INT, 1, 1e6, "1024", F(batch), NULL},
     {"search", "confirm_batch", T_INT, 0, 1e6, "0", F(confirm_batch), NULL},
+    {"search", "accept_z", T_DOUBLE, 0, 10, "0", F(accept_z), NULL},
     {"search", "val_images", T_INT, 0, 1e6, "5000", F(val_images), NULL},
     {"run", "output", T_PATH, 0, 0, "build/search/model.h5", F(output), NULL},
     {"run", "log", T_PATH, 0, 0, "build/search/log.jsonl", F(log), NULL},
@@ -57,6 +58,8 @@ static const cfg_entry k_table[] = {
     {"run", "budget", T_INT, 1, 1e12, "10000", F(budget), NULL},
     {"run", "checkpoint_every", T_INT, 1, 1e9, "50", F(checkpoint_every), NULL},
     {"run", "micro_batch", T_INT, 1, 4096, "8", F(micro_batch), NULL},
+    {"run", "incremental", T_BOOL, 0, 1, "true", F(incremental), NULL},
+    {"run", "cache_mb", T_INT, 1, 1e6, "256", F(cache_mb), NULL},
 };
 #undef F
 

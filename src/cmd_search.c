@@ -91,8 +91,8 @@ ccq_status cmd_search(int argc, char **argv, ccq_err *err)
         cfg_write(&c, stdout);
         fflush(stdout);
     }
-    const int rc = cc_run(&c, resume, &d, err);
+    const ccq_status rc = cc_run(&c, resume, &d, err);
     dist_finalize();
-    if (rc != 0 && d.rank != 0) return (ccq_status)-rc; /* rank 0 prints the message */
-    return (ccq_status)rc;
+    if (rc != CCQ_OK && d.rank != 0) return (ccq_status)-(int)rc; /* rank 0 prints the message */
+    return rc;
 }

@@ -40,18 +40,86 @@ static int cmp_pair(const void *a, const void *b)
     return (x[1] > y[1]) - (x[1] < y[1]);
 }
 
-int group_confidence(const eda_state *e, uint32_t freeze, int G, int64_t *out)
+/* (confidence, index) pairs ordered as cmp_pair: is a after b? */
+static int after(const int64_t *a, const int64_t *b) { return a[0] != b[0] ? a[0] > b[0] : a[1] > b[1]; }
+
+static void sift_down(int64_t *h, int k, int i)
 {
-    int64_t *pairs = ccq_malloc(sizeof(int64_t) * 2 * (size_t)(e->n > 0 ? e->n : 1));
-    int64_t k = 0;
-    for (int64_t w = 0; w < e->n; w++) {
+    for (;;) {
+        int l = 2 * i + 1, big = i;
+        if (l < k && after(h + 2 * l, h + 2 * big)) big = l;
+        if (l + 1 < k && after(h + 2 * (l + 1), h + 2 * big)) big = l + 1;
+        if (big == i) return;
+        int64_t t0 = h[2 * i], t1 = h[2 * i + 1];
+        h[2 * i] = h[2 * big], h[2 * i + 1] = h[2 * big + 1];
+        h[2 * big] = t0, h[2 * big + 1] = t1;
+        i = big;
+    }
+}
+
+/* The G least confident weights of [from, to) below `freeze`, in (confidence, index) order: a
+ * max-heap of the G best so far, O(n log G) instead of sorting every weight each generation. */
+static int least_confident(const eda_state *e, int64_t from, int64_t to, uint32_t freeze, int G, int64_t *out)
+{
+    int64_t *h = ccq_malloc(sizeof(int64_t) * 2 * (size_t)(G > 0 ? G : 1));
+    int k = 0;
+    for (int64_t w = from; w < to && G > 0; w++) {
         const uint32_t c = eda_confidence(e, w);
         if (c >= freeze) continue;
-        pairs[2 * k] = c, pairs[2 * k + 1] = w, k++;
+        const int64_t p[2] = {c, w};
+        if (k < G) {
+            /* sift up */
+            int i = k++;
+            h[2 * i] = p[0], h[2 * i + 1] = p[1];
+            while (i > 0 && after(h + 2 * i, h + 2 * ((i - 1) / 2))) {
+                const int u = (i - 1) / 2;
+                int64_t t0 = h[2 * i], t1 = h[2 * i + 1];
+                h[2 * i] = h[2 * u], h[2 * i + 1] = h[2 * u + 1];
+                h[2 * u] = t0, h[2 * u + 1] = t1;
+                i = u;
+            }
+        } else if (after(h, p)) {
+            h[0] = p[0], h[1] = p[1];
+            sift_down(h, k, 0);
+        }
     }
-    qsort(pairs, (size_t)k, 2 * sizeof(int64_t), cmp_pair);
-    const int m = (int)(k < G ? k : G);
-    for (int t = 0; t < m; t++) out[t] = pairs[2 * t + 1];
-    ccq_free(pairs);
-    return m;
+    qsort(h, (size_t)k, 2 * sizeof(int64_t), cmp_pair);
+    for (int t = 0; t < k; t++) out[t] = h[2 * t + 1];
+    ccq_free(h);
+    return k;
+}
+
+int group_confidence(const eda_state *e, uint32_t freeze, int G, int64_t *out)
+{
+    return least_confident(e, 0, e->n, freeze, G, out);
+}
+
+int64_t group_weyl_step(int64_t n_w)
+{
+    int64_t a = (int64_t)((double)n_w * 0.6180339887498949);
+    if (a < 1) a = 1;
+    for (;; a++) { /* the first coprime step at or after the golden section */
+        int64_t x = a, y = n_w;
+        while (y) {
+            const int64_t t = x % y;
+            x = y, y = t;
+        }
+        if (x == 1) return a;
+    }
+}
+
+int group_confidence_layer(const eda_state *e, const int64_t *layer_start, int n_layers, uint32_t freeze, int G,
+                           int64_t gen, int64_t *out)
+{
+    const int64_t n_w = layer_start[n_layers];
+    if (n_w == 0) return 0;
+    const int64_t pos = (int64_t)(((unsigned __int128)(uint64_t)gen * (uint64_t)group_weyl_step(n_w)) % (uint64_t)n_w);
+    int l = 0;
+    while (layer_start[l + 1] <= pos) l++;
+    for (int tried = 0; tried < n_layers; tried++) {
+        const int m = least_confident(e, layer_start[l], layer_start[l + 1], freeze, G, out);
+        if (m > 0) return m;
+        l = l + 1 < n_layers ? l + 1 : 0; /* every weight of this layer is frozen: the next one */
+    }
+    return 0;
 }

@@ -37,6 +37,16 @@ static void avx2_pack(const int8_t *levels, int N, int K, int8_t *out)
     }
 }
 
+static ptrdiff_t avx2_packed_offset(const int8_t *packed, int N, int K, int n, int k, int8_t v)
+{
+    (void)N;
+    int wide;
+    memcpy(&wide, packed, sizeof wide);
+    if (!wide && abs(v) > 63) return -1; /* the 7-bit layout would saturate: repack in the 16-bit one */
+    const int g = wide ? 2 : 4;
+    return HDR + (ptrdiff_t)(n / NB) * NB * K + ((ptrdiff_t)(k / g) * NB + n % NB) * g + k % g;
+}
+
 static inline __m256i requant8(__m256i acc, __m256i mult, __m256i shift)
 {
     const __m256i one = _mm256_set1_epi64x(1), lim = _mm256_set1_epi64x(INT32_MAX);
@@ -257,6 +267,7 @@ const kern_isa kern_isa_avx2 = {
     .kr = 4,
     .packed_size = avx2_packed_size,
     .pack = avx2_pack,
+    .packed_offset = avx2_packed_offset,
     .gemm_u8 = avx2_gemm_u8,
     .gemm_i32 = avx2_gemm_i32,
     .peak_macs = avx2_peak_macs,

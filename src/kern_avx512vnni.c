@@ -29,6 +29,12 @@ static void vnni_pack(const int8_t *levels, int N, int K, int8_t *out)
     }
 }
 
+static ptrdiff_t vnni_packed_offset(const int8_t *packed, int N, int K, int n, int k, int8_t v)
+{
+    (void)packed, (void)N, (void)v;
+    return (ptrdiff_t)(n / NB) * NB * K + ((ptrdiff_t)(k / 4) * NB + n % NB) * 4 + k % 4;
+}
+
 /* v = sign(acc) * min((|acc| * mult + 2^(shift-1)) >> shift, 2^31 - 1) on 16 lanes. */
 static inline __m512i requant16(__m512i acc, __m512i mult, __m512i shift)
 {
@@ -299,6 +305,7 @@ const kern_isa kern_isa_avx512vnni = {
     .kr = 4,
     .packed_size = vnni_packed_size,
     .pack = vnni_pack,
+    .packed_offset = vnni_packed_offset,
     .gemm_u8 = vnni_gemm_u8,
     .gemm_i32 = vnni_gemm_i32,
     .peak_macs = vnni_peak_macs,

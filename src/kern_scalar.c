@@ -14,6 +14,12 @@ static void scalar_pack(const int8_t *levels, int N, int K, int8_t *out)
     memcpy(out, levels, scalar_packed_size(N, K));
 }
 
+static ptrdiff_t scalar_packed_offset(const int8_t *packed, int N, int K, int n, int k, int8_t v)
+{
+    (void)packed, (void)N, (void)v;
+    return (ptrdiff_t)n * K + k;
+}
+
 static int32_t dot(const uint8_t *a, const int8_t *b, int n)
 {
     int32_t acc = 0;
@@ -59,6 +65,7 @@ const kern_isa kern_isa_scalar = {
     .kr = 4,
     .packed_size = scalar_packed_size,
     .pack = scalar_pack,
+    .packed_offset = scalar_packed_offset,
     .gemm_u8 = scalar_gemm_u8,
     .gemm_i32 = scalar_gemm_i32,
     .peak_macs = NULL, /* no instruction-level ceiling: the compiler chooses the code */

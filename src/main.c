@@ -66,7 +66,7 @@ int main(int argc, char **argv)
     else
         st = ccq_fail(&err, CCQ_ERR_USAGE, "unknown subcommand '%s' (see ccq help)", sub);
     if ((int)st < 0) return -(int)st; /* a non-zero MPI rank: rank 0 reports */
-    if (st != CCQ_OK && (int)st != CC_STOPPED) {
+    if (st != CCQ_OK && st != CCQ_STOPPED) {
         fflush(stdout);
         fprintf(stderr, "ccq: %s\n", err.msg);
     }

@@ -14,7 +14,7 @@ enum { QNET_ROW_TILE = 128 }; /* im2col rows per kernel call: A tile stays in L1
 
 struct qnet_node {
     model_op op;
-    int in[2];
+    int n_in, in[2];
     int oc, oh, ow, ic, ih, iw;
     int relu;
     int32_t zp_in, zp_out, lo, hi;
@@ -94,6 +94,28 @@ void qnet_update_levels(qnet *q, int node)
     q->isa->pack(t->lev, t->oc, t->Kpack, t->packed);
 }
 
+void qnet_set_level(qnet *q, int node, int64_t w, int8_t v)
+{
+    qnet_node *t = &q->nodes[node];
+    CCQ_ASSERT(t->op == MODEL_OP_CONV2D || t->op == MODEL_OP_LINEAR);
+    const int64_t per = (int64_t)t->K; /* levels per output channel in the model's order */
+    CCQ_ASSERT(w >= 0 && w < per * t->oc);
+    const int o = (int)(w / per);
+    int k = (int)(w % per); /* model order: [ic][kh][kw] for conv */
+    if (t->op == MODEL_OP_CONV2D) {
+        const int c = k / (t->kh * t->kw), y = k / t->kw % t->kh, x = k % t->kw;
+        const int rowlen = t->indirect ? t->seg : t->kw * t->ic;
+        k = y * rowlen + x * t->ic + c;
+    }
+    int8_t *l = &t->lev[(size_t)o * t->Kpack + k];
+    if (*l == v) return;
+    t->bias[o] -= t->zp_in * (int32_t)(v - *l); /* bias = bias_q - zp_in * sum(levels of o) */
+    *l = v;
+    const ptrdiff_t off = q->isa->packed_offset(t->packed, t->oc, t->Kpack, o, k, v);
+    if (off >= 0) t->packed[off] = v;
+    else q->isa->pack(t->lev, t->oc, t->Kpack, t->packed);
+}
+
 static ccq_status init_affine_layer(qnet *q, int i, ccq_err *err)
 {
     const model *m = q->m;
@@ -149,6 +171,7 @@ static ccq_status init_node(qnet *q, int i, ccq_err *err)
     qnet_node *t = &q->nodes[i];
     const model_shape in = model_in_shape(m, i, 0);
     t->op = nd->op;
+    t->n_in = nd->n_in;
     t->in[0] = nd->in[0], t->in[1] = nd->n_in > 1 ? nd->in[1] : -1;
     t->oc = nd->shape.c, t->oh = nd->shape.h, t->ow = nd->shape.w;
     t->ic = in.c, t->ih = in.h, t->iw = in.w;
@@ -252,6 +275,8 @@ ccq_status qnet_init(qnet *q, const model *m, const kern_isa *isa, int mb, ccq_e
         q->act[i] = p;
         p += ((size_t)mb * (size_t)model_numel(m->nodes[i].shape) + 64 + 63) & ~(size_t)63;
     }
+    q->act_home = ccq_malloc(sizeof(uint8_t *) * (size_t)m->n_nodes);
+    memcpy(q->act_home, q->act, sizeof(uint8_t *) * (size_t)m->n_nodes);
     q->col = p;
     q->pad = p + col;
     q->rows = ccq_malloc(sizeof(uint8_t *) * rows);
@@ -270,6 +295,7 @@ void qnet_free(qnet *q)
     ccq_free(q->nodes);
     ccq_free(q->slab);
     ccq_free(q->act);
+    ccq_free(q->act_home);
     ccq_free(q->rows);
     ccq_free(q->logits);
     memset(q, 0, sizeof *q);
@@ -410,75 +436,196 @@ static void run_gap(const qnet_node *t, const uint8_t *x, uint8_t *y, int n)
     }
 }
 
-void qnet_forward(qnet *q, const uint8_t *images, int n_total, int32_t *logits)
+/* [C][H][W] -> [H][W][C] for n images into q->input. */
+static void load_input(qnet *q, const uint8_t *images, int n)
 {
     const model *m = q->m;
     const int C = m->input.c, HW = m->input.h * m->input.w;
+    for (int img = 0; img < n; img++) {
+        const uint8_t *src = images + (size_t)img * C * HW;
+        uint8_t *dst = q->input + (size_t)img * C * HW;
+        if (C == 1)
+            memcpy(dst, src, (size_t)HW);
+        else
+            for (int p = 0; p < HW; p++)
+                for (int c = 0; c < C; c++) dst[(size_t)p * C + c] = src[(size_t)c * HW + p];
+    }
+}
+
+/* Node i over the n images of the current micro-batch: reads its inputs from
+ * q->act (q->input for -1), writes q->act[i] (or q->logits). */
+static void run_node(qnet *q, int i, int n)
+{
+    const qnet_node *t = &q->nodes[i];
+    const uint8_t *x = t->in[0] < 0 ? q->input : q->act[t->in[0]];
+    uint8_t *y = q->act[i];
+    const int64_t ny = (int64_t)n * t->oc * t->oh * t->ow;
+    const double t0 = q->node_seconds ? ccq_seconds() : 0.0;
+    switch (t->op) {
+    case MODEL_OP_CONV2D:
+        run_conv(q, t, x, y, n);
+        break;
+    case MODEL_OP_LINEAR:
+        run_linear(q, t, x, y, n);
+        break;
+    case MODEL_OP_RELU:
+        for (int64_t k = 0; k < ny; k++) y[k] = x[k] > t->zp_in ? x[k] : (uint8_t)t->zp_in;
+        break;
+    case MODEL_OP_MAXPOOL:
+    case MODEL_OP_AVGPOOL:
+        run_pool(t, x, y, n);
+        break;
+    case MODEL_OP_GLOBALAVGPOOL:
+        run_gap(t, x, y, n);
+        break;
+    case MODEL_OP_FLATTEN: {
+        /* NHWC -> the float model's [C][H][W] order */
+        const int hw = t->ih * t->iw, c_ = t->ic;
+        for (int img = 0; img < n; img++) {
+            const uint8_t *xi = x + (size_t)img * hw * c_;
+            uint8_t *yi = y + (size_t)img * hw * c_;
+            for (int p = 0; p < hw; p++)
+                for (int c = 0; c < c_; c++) yi[(size_t)c * hw + p] = xi[(size_t)p * c_ + c];
+        }
+        break;
+    }
+    case MODEL_OP_ADD: {
+        const uint8_t *b = t->in[1] < 0 ? q->input : q->act[t->in[1]];
+        q->isa->add_u8((size_t)ny, x, b, &t->add, y);
+        break;
+    }
+    case MODEL_OP_BATCHNORM: {
+        const int c_ = t->oc;
+        for (int64_t k = 0; k < ny; k++) {
+            const int c = (int)(k % c_);
+            const int64_t v = (int64_t)(x[k] - t->zp_in) * t->cm[c] + t->cb[c];
+            y[k] = clamp_u8(t->zp_out + rshift_round(v, t->csh), t->lo, t->hi);
+        }
+        break;
+    }
+    default:
+        CCQ_ASSERT(0);
+    }
+    if (q->node_seconds) q->node_seconds[i] += ccq_seconds() - t0;
+}
+
+void qnet_forward(qnet *q, const uint8_t *images, int n_total, int32_t *logits)
+{
+    const model *m = q->m;
+    const size_t per = (size_t)model_numel(m->input);
     for (int base = 0; base < n_total; base += q->mb) {
         const int n = n_total - base < q->mb ? n_total - base : q->mb;
-        /* [C][H][W] -> [H][W][C] */
-        for (int img = 0; img < n; img++) {
-            const uint8_t *src = images + (size_t)(base + img) * C * HW;
-            uint8_t *dst = q->input + (size_t)img * C * HW;
-            if (C == 1)
-                memcpy(dst, src, (size_t)HW);
-            else
-                for (int p = 0; p < HW; p++)
-                    for (int c = 0; c < C; c++) dst[(size_t)p * C + c] = src[(size_t)c * HW + p];
-        }
-        for (int i = 0; i < m->n_nodes; i++) {
-            const qnet_node *t = &q->nodes[i];
-            const uint8_t *x = t->in[0] < 0 ? q->input : q->act[t->in[0]];
-            uint8_t *y = q->act[i];
-            const int64_t ny = (int64_t)n * t->oc * t->oh * t->ow;
-            const double t0 = q->node_seconds ? ccq_seconds() : 0.0;
-            switch (t->op) {
-            case MODEL_OP_CONV2D:
-                run_conv(q, t, x, y, n);
-                break;
-            case MODEL_OP_LINEAR:
-                run_linear(q, t, x, y, n);
-                break;
-            case MODEL_OP_RELU:
-                for (int64_t k = 0; k < ny; k++) y[k] = x[k] > t->zp_in ? x[k] : (uint8_t)t->zp_in;
-                break;
-            case MODEL_OP_MAXPOOL:
-            case MODEL_OP_AVGPOOL:
-                run_pool(t, x, y, n);
-                break;
-            case MODEL_OP_GLOBALAVGPOOL:
-                run_gap(t, x, y, n);
-                break;
-            case MODEL_OP_FLATTEN: {
-                /* NHWC -> the float model's [C][H][W] order */
-                const int hw = t->ih * t->iw, c_ = t->ic;
-                for (int img = 0; img < n; img++) {
-                    const uint8_t *xi = x + (size_t)img * hw * c_;
-                    uint8_t *yi = y + (size_t)img * hw * c_;
-                    for (int p = 0; p < hw; p++)
-                        for (int c = 0; c < c_; c++) yi[(size_t)c * hw + p] = xi[(size_t)p * c_ + c];
-                }
-                break;
-            }
-            case MODEL_OP_ADD: {
-                const uint8_t *b = t->in[1] < 0 ? q->input : q->act[t->in[1]];
-                q->isa->add_u8((size_t)ny, x, b, &t->add, y);
-                break;
-            }
-            case MODEL_OP_BATCHNORM: {
-                const int c_ = t->oc;
-                for (int64_t k = 0; k < ny; k++) {
-                    const int c = (int)(k % c_);
-                    const int64_t v = (int64_t)(x[k] - t->zp_in) * t->cm[c] + t->cb[c];
-                    y[k] = clamp_u8(t->zp_out + rshift_round(v, t->csh), t->lo, t->hi);
-                }
-                break;
-            }
-            default:
-                CCQ_ASSERT(0);
-            }
-            if (q->node_seconds) q->node_seconds[i] += ccq_seconds() - t0;
-        }
+        load_input(q, images + (size_t)base * per, n);
+        for (int i = 0; i < m->n_nodes; i++) run_node(q, i, n);
         memcpy(logits + (size_t)base * m->classes, q->logits, sizeof(int32_t) * (size_t)n * m->classes);
     }
+}
+
+/* ---- forward from a cut ------------------------------------------------------ */
+
+/* Bytes per image of tensor j (-1: the input). */
+static size_t tensor_bytes(const model *m, int j)
+{
+    return (size_t)model_numel(j < 0 ? m->input : m->nodes[j].shape);
+}
+
+size_t qnet_cut(const qnet *q, int start, uint8_t *cross)
+{
+    const model *m = q->m;
+    size_t bytes = 0;
+    memset(cross, 0, (size_t)m->n_nodes + 1);
+    for (int i = start; i < m->n_nodes; i++)
+        for (int k = 0; k < 2; k++) {
+            const int j = q->nodes[i].in[k];
+            if (k >= q->nodes[i].n_in) continue;
+            if (j < start && !cross[j + 1]) cross[j + 1] = 1, bytes += tensor_bytes(m, j);
+        }
+    return bytes;
+}
+
+/* Slack after each cached tensor: the indirect kernels may read up to kr - 1 bytes past a window. */
+enum { CACHE_SLACK = 64 };
+
+void qnet_cache_init(qnet_cache *c, const qnet *q, int cap)
+{
+    const model *m = q->m;
+    memset(c, 0, sizeof *c);
+    uint8_t *cross = ccq_malloc((size_t)m->n_nodes + 1);
+    size_t worst = 0;
+    for (int s = 0; s < m->n_nodes; s++) {
+        size_t b = qnet_cut(q, s, cross);
+        for (int j = -1; j < m->n_nodes; j++)
+            if (cross[j + 1]) b += CACHE_SLACK;
+        if (b > worst) worst = b;
+    }
+    ccq_free(cross);
+    c->cap = cap;
+    c->start = -1;
+    c->bytes = worst * (size_t)cap + CACHE_SLACK;
+    c->slab = ccq_calloc(c->bytes, 1);
+    c->t = ccq_calloc((size_t)m->n_nodes + 1, sizeof(uint8_t *));
+    c->cross = ccq_malloc((size_t)m->n_nodes + 1);
+}
+
+void qnet_cache_free(qnet_cache *c)
+{
+    ccq_free(c->slab), ccq_free(c->t), ccq_free(c->cross);
+    memset(c, 0, sizeof *c);
+}
+
+size_t qnet_cache_bytes_per_image(const qnet *q, int start)
+{
+    uint8_t *cross = ccq_malloc((size_t)q->m->n_nodes + 1);
+    const size_t b = qnet_cut(q, start, cross);
+    ccq_free(cross);
+    return b;
+}
+
+void qnet_cache_fill(qnet *q, qnet_cache *c, int start, const uint8_t *images, int n_total)
+{
+    const model *m = q->m;
+    CCQ_ASSERT(n_total <= c->cap && start >= 0 && start < m->n_nodes);
+    qnet_cut(q, start, c->cross);
+    uint8_t *p = c->slab;
+    for (int j = -1; j < m->n_nodes; j++) {
+        c->t[j + 1] = NULL;
+        if (!c->cross[j + 1]) continue;
+        c->t[j + 1] = p;
+        p += tensor_bytes(m, j) * (size_t)c->cap + CACHE_SLACK;
+    }
+    CCQ_ASSERT((size_t)(p - c->slab) <= c->bytes);
+    c->start = start, c->n = n_total;
+    const size_t per = tensor_bytes(m, -1);
+    for (int base = 0; base < n_total; base += q->mb) {
+        const int n = n_total - base < q->mb ? n_total - base : q->mb;
+        load_input(q, images + (size_t)base * per, n);
+        for (int i = 0; i < start; i++) run_node(q, i, n);
+        for (int j = -1; j < m->n_nodes; j++)
+            if (c->t[j + 1]) {
+                const size_t b = tensor_bytes(m, j);
+                memcpy(c->t[j + 1] + (size_t)base * b, j < 0 ? q->input : q->act[j], b * (size_t)n);
+            }
+    }
+}
+
+void qnet_forward_cached(qnet *q, const qnet_cache *c, int off, int n_total, int32_t *logits)
+{
+    const model *m = q->m;
+    CCQ_ASSERT(c->start >= 0 && off >= 0 && off + n_total <= c->n);
+    uint8_t *input = q->input;
+    for (int base = 0; base < n_total; base += q->mb) {
+        const int n = n_total - base < q->mb ? n_total - base : q->mb;
+        /* the tensors crossing the cut are read where the cache holds them */
+        for (int j = -1; j < m->n_nodes; j++)
+            if (c->t[j + 1]) {
+                uint8_t *src = c->t[j + 1] + (size_t)(off + base) * tensor_bytes(m, j);
+                if (j < 0) q->input = src;
+                else q->act[j] = src;
+            }
+        for (int i = c->start; i < m->n_nodes; i++) run_node(q, i, n);
+        memcpy(logits + (size_t)base * m->classes, q->logits, sizeof(int32_t) * (size_t)n * m->classes);
+    }
+    /* back to the planned buffers */
+    q->input = input;
+    memcpy(q->act, q->act_home, sizeof(uint8_t *) * (size_t)m->n_nodes);
 }

@@ -2,13 +2,17 @@
  * test_group.c: the subcomponent choices on small hand-checked cases:
  * layer round robin (never crossing a layer, wrapping), random (distinct,
  * in range, a function of the stream only), confidence (least confident
- * first, ties by index, frozen weights skipped, 0 when all are frozen).
+ * first, ties by index, frozen weights skipped, 0 when all are frozen; the
+ * bounded selection equal to a full sort on a random state), and
+ * layer_confidence (the Weyl turns, hand-checked; a frozen layer's turn
+ * passing on).
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -99,12 +103,93 @@ static void test_confidence(void **state)
     eda_free(&e);
 }
 
+static void test_confidence_layer(void **state)
+{
+    (void)state;
+    /* the Weyl step for 6 weights: 0.618 * 6 = 3.7 -> 3 (gcd 3), 4 (gcd 2), 5 */
+    assert_int_equal(group_weyl_step(6), 5);
+    assert_int_equal(group_weyl_step(1), 1);
+    const int8_t base[6] = {0, 1, 2, 3, -3, 7}, qmax[6] = {7, 7, 7, 7, 7, 7};
+    const int64_t start[3] = {0, 2, 6}; /* layer 0: weights 0-1; layer 1: weights 2-5 */
+    eda_state e;
+    ccq_err err;
+    assert_int_equal(eda_init(&e, 6, 1, base, qmax, 52429, 0, &err), CCQ_OK);
+    const int64_t idx[3] = {0, 2, 4};
+    const int8_t elite[2 * 3] = {0, 2, -2, 0, 2, -4};
+    eda_update(&e, idx, 3, elite, 2, 32768); /* as in test_confidence: w0, w2 0.9; w4 0.4; w5 52429; w1, w3 52430 */
+    int64_t out[6];
+    /* turns: positions 5 * gen mod 6 = 0, 5, 4, 3, 2, 1 -> layers 0, 1, 1, 1, 1, 0 (2 of 6 turns for 2 of 6 weights) */
+    static const int layer_of_gen[6] = {0, 1, 1, 1, 1, 0};
+    for (int gen = 0; gen < 6; gen++) {
+        const int m = group_confidence_layer(&e, start, 2, EDA_ONE, 3, gen, out);
+        if (layer_of_gen[gen] == 0)
+            expect_seq(out, m, (const int64_t[]){1, 0}, 2);
+        else
+            expect_seq(out, m, (const int64_t[]){4, 5, 3}, 3);
+    }
+    /* freezing at 0.85 leaves weight 1 alone in layer 0 */
+    int m = group_confidence_layer(&e, start, 2, 55706, 3, 0, out);
+    expect_seq(out, m, (const int64_t[]){1}, 1);
+    /* freezing at 52430 freezes all of layer 0: its turn goes to the next layer */
+    m = group_confidence_layer(&e, start, 2, 52430, 3, 0, out);
+    expect_seq(out, m, (const int64_t[]){4, 5}, 2);
+    assert_int_equal(group_confidence_layer(&e, start, 2, 1, 3, 0, out), 0);
+    eda_free(&e);
+}
+
+static int cmp_pair(const void *a, const void *b)
+{
+    const int64_t *x = a, *y = b;
+    if (x[0] != y[0]) return x[0] < y[0] ? -1 : 1;
+    return (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+/* The bounded selection of the G least confident equals sorting every weight, on a random state. */
+static void test_confidence_selection(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    int8_t *base = test_malloc(N), *qmax = test_malloc(N);
+    rng_pcg32 r;
+    rng_init(&r, 20261202, 7);
+    for (int i = 0; i < N; i++) base[i] = (int8_t)((int)rng_bounded(&r, 3) - 1), qmax[i] = 1;
+    eda_state e;
+    ccq_err err;
+    assert_int_equal(eda_init(&e, N, 1, base, qmax, 52429, 0, &err), CCQ_OK);
+    int64_t idx[64];
+    int8_t elite[4 * 64];
+    for (int rep = 0; rep < 200; rep++) { /* random updates make many distinct and many tied confidences */
+        for (int t = 0; t < 64; t++) idx[t] = (int64_t)rng_bounded(&r, N);
+        for (int t = 0; t < 64; t++) idx[t] = (idx[t] / 64) * 64 + t % 64 < N ? (idx[t] / 64) * 64 + t % 64 : t;
+        eda_sample(&e, idx, 64, &r, elite);
+        eda_sample(&e, idx, 64, &r, elite + 64);
+        eda_update(&e, idx, 64, elite, 2, 16384);
+    }
+    int64_t *pairs = test_malloc(sizeof(int64_t) * 2 * N), *out = test_malloc(sizeof(int64_t) * N);
+    static const uint32_t freezes[] = {EDA_ONE, 60000, 52430};
+    static const int Gs[] = {1, 7, 256, N};
+    for (size_t f = 0; f < 3; f++)
+        for (size_t g = 0; g < 4; g++) {
+            int k = 0;
+            for (int w = 0; w < N; w++)
+                if (eda_confidence(&e, w) < freezes[f]) pairs[2 * k] = eda_confidence(&e, w), pairs[2 * k + 1] = w, k++;
+            qsort(pairs, (size_t)k, 2 * sizeof(int64_t), cmp_pair);
+            const int m = group_confidence(&e, freezes[f], Gs[g], out);
+            assert_int_equal(m, k < Gs[g] ? k : Gs[g]);
+            for (int t = 0; t < m; t++) assert_int_equal(out[t], pairs[2 * t + 1]);
+        }
+    test_free(base), test_free(qmax), test_free(pairs), test_free(out);
+    eda_free(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_layer),
         cmocka_unit_test(test_random),
         cmocka_unit_test(test_confidence),
+        cmocka_unit_test(test_confidence_layer),
+        cmocka_unit_test(test_confidence_selection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -184,6 +184,44 @@ static void test_add(void **state)
     test_free(a), test_free(b), test_free(o1), test_free(o2);
 }
 
+/* Patching levels one at a time through packed_offset gives the bytes a fresh pack gives; a value the
+ * layout cannot hold (AVX2's 7-bit layout, |v| > 63) is reported as -1, never written wrongly. */
+static void test_patch(void **state)
+{
+    (void)state;
+    const kern_isa *isa = kern_isa_by_name(g_isa);
+    rng_pcg32 r;
+    rng_init(&r, k_seed, 5);
+    static const int NK[][2] = {{1, 4}, {7, 8}, {16, 36}, {17, 580}, {33, 12}, {64, 144}};
+    for (size_t c = 0; c < sizeof NK / sizeof *NK; c++)
+        for (int bits = 2; bits <= 8; bits += 6) {
+            const int N = NK[c][0], K = NK[c][1], qmax = (1 << (bits - 1)) - 1;
+            const size_t bytes = isa->packed_size(N, K);
+            int8_t *lev = test_malloc((size_t)N * K), *p = test_malloc(bytes), *fresh = test_malloc(bytes);
+            for (int i = 0; i < N * K; i++) lev[i] = (int8_t)((int)rng_bounded(&r, (uint32_t)(2 * qmax + 1)) - qmax);
+            isa->pack(lev, N, K, p);
+            int refused = 0;
+            for (int rep = 0; rep < 3 * N * K; rep++) {
+                const int n = (int)rng_bounded(&r, (uint32_t)N), k = (int)rng_bounded(&r, (uint32_t)K);
+                const int8_t v = (int8_t)((int)rng_bounded(&r, (uint32_t)(2 * qmax + 1)) - qmax);
+                const ptrdiff_t off = isa->packed_offset(p, N, K, n, k, v);
+                lev[(size_t)n * K + k] = v;
+                if (off < 0) {
+                    refused = 1;
+                    isa->pack(lev, N, K, p);
+                } else {
+                    assert_true((size_t)off < bytes);
+                    p[off] = v;
+                }
+            }
+            isa->pack(lev, N, K, fresh);
+            assert_memory_equal(p, fresh, bytes);
+            /* only AVX2 refuses, and only 8-bit values in its 7-bit layout */
+            if (refused) assert_true(strcmp(isa->name, "avx2") == 0 && bits == 8);
+            test_free(lev), test_free(p), test_free(fresh);
+        }
+}
+
 static void test_requant_reference(void **state)
 {
     (void)state;
@@ -220,6 +258,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_conv_layouts),
         cmocka_unit_test(test_traps),
         cmocka_unit_test(test_add),
+        cmocka_unit_test(test_patch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""test_search.py DATA.h5 MODEL.h5: the search's reproducibility contract.
+"""test_search.py DATA.h5 MODEL.h5 [RESNET.h5]: the search's reproducibility contract.
 
 A small search (2-bit lenet, first/last 8-bit) must give a bit-identical
 final model, log and checkpoint for 1, 2, 3 and 4 MPI ranks (the passes of
@@ -7,7 +7,12 @@ a generation are cut into equal shares, so ranks split individuals and
 batches; with lambda = 2 and 4 ranks there are more ranks than items); killed with
 SIGKILL at a random moment and resumed (with another rank count) it must end
 identical to the uninterrupted run; SIGTERM must stop it with exit 7 after a
-checkpoint it can resume from; a checkpoint from another configuration, a
+checkpoint it can resume from (resumed with incremental evaluation switched
+off: exact too). Incremental evaluation on and off give bit-identical
+model, log and checkpoint for every grouping mode on 1 to 4 ranks (with a
+cache small enough to split batches into chunks), with the paired
+acceptance test on the confirmation batch and on the selection batch, on
+both reference models and with the scalar kernels; a checkpoint from another configuration, a
 damaged checkpoint and a bad configuration are refused with one clear line
 and their exit codes, leaving the existing files untouched. Also: the search
 improves the batch fitness it optimises over its round-to-nearest start."""
@@ -24,6 +29,7 @@ import time
 from ccqtest import Checks, ccq_binary, run
 
 data, model = sys.argv[1], sys.argv[2]
+resnet = sys.argv[3] if len(sys.argv) > 3 else None
 ccq = ccq_binary()
 t = Checks("search")
 MPI = ["mpirun", "--oversubscribe", "-np"]
@@ -130,11 +136,67 @@ with tempfile.TemporaryDirectory() as root:
     _, err = p.communicate()
     t.check("SIGTERM: exit 7", p.returncode == 7, f"rc={p.returncode} {err}")
     t.check("SIGTERM: says where the checkpoint is", "stopped on request" in err and "ckpt.h5" in err, err)
-    rc, so, se = search(cfg, 2, ["--resume", os.path.join(d, "ckpt.h5")])
-    t.check("resume after SIGTERM", rc == 0, se[-2000:])
+    rc, so, se = search(cfg, 2, ["--resume", os.path.join(d, "ckpt.h5"), "--set", "run.incremental=false"])
+    t.check("resume after SIGTERM (incremental off)", rc == 0, se[-2000:])
     got = files(d)
     for n in base:
-        t.check(f"SIGTERM and resume: {n} identical", got[n] == base[n])
+        t.check(f"SIGTERM and resume with incremental off: {n} identical", got[n] == base[n])
+
+    # incremental evaluation: on and off, every grouping mode, 1-4 ranks, chunked caches, paired acceptance
+    modes = [("confidence", []), ("layer", ["--set", "search.accept_z=1.5"]),
+             ("random", ["--set", "search.accept_z=1", "--set", "search.confirm_batch=0"]),
+             ("layer_confidence", ["--set", "search.accept_z=0.5"])]
+    for g, extra in modes:
+        extra = ["--set", f"search.group={g}"] + extra
+        runs = {}
+        for inc, np_, cache in (("true", 1, 256), ("false", 1, 256), ("true", 2, 1), ("false", 3, 1), ("true", 4, 256)):
+            d = os.path.join(root, f"inc_{g}_{inc}_{np_}")
+            rc, so, se = search(setup(d, budget=240), np_, extra + ["--set", f"run.incremental={inc}",
+                                                                    "--set", f"run.cache_mb={cache}"])
+            t.check(f"{g}: incremental={inc} on {np_} ranks runs", rc == 0, se[-2000:])
+            runs[(inc, np_)] = files(d)
+        ref_run = runs[("true", 1)]
+        recs_g = [json.loads(l) for l in ref_run["log.jsonl"].decode().splitlines()]
+        t.check(f"{g}: some changes accepted", recs_g[-1]["accepted_total"] > 0, str(recs_g[-1]))
+        if "accept_z" in " ".join(extra):
+            t.check(f"{g}: the paired statistic is logged", any("z" in r for r in recs_g))
+        for key, got in runs.items():
+            for n in ref_run:
+                t.check(f"{g}: incremental={key[0]} on {key[1]} ranks: {n} bit-identical", got[n] == ref_run[n])
+    # a paired test demanding more standard errors accepts less, and every acceptance has its z above the bar
+    d = os.path.join(root, "z3")
+    rc, so, se = search(setup(d, budget=240), 1, ["--set", "search.accept_z=3", "--set", "search.confirm_batch=0"])
+    zr = [json.loads(l) for l in files(d)["log.jsonl"].decode().splitlines()]
+    t.check("accept_z 3: every accepted generation has z > 3, every refused one with a z has z <= 3",
+            all((r["z"] > 3) == bool(r["accepted"]) for r in zr if "z" in r) and any("z" in r for r in zr), str(zr[:3]))
+
+    # the scalar kernels give the same search
+    d = os.path.join(root, "scalar")
+    env = dict(os.environ, CCQ_ISA="scalar")
+    r = subprocess.run([ccq, "search", setup(d), "--set", "search.group=layer_confidence"], capture_output=True,
+                       text=True, env=env)
+    d2 = os.path.join(root, "lc_default_isa")
+    rc, so, se = search(setup(d2), 1, ["--set", "search.group=layer_confidence"])
+    t.check("scalar kernels: runs", r.returncode == 0 and rc == 0, r.stderr[-500:] + se[-500:])
+    for n, v in files(d).items():
+        t.check(f"scalar kernels: {n} identical to the default ISA's", v == files(d2)[n])
+
+    # ResNet-20 (skip connections cross every cut inside a block): on and off, 1 and 2 ranks
+    if resnet:
+        rruns = {}
+        for inc, np_ in (("true", 1), ("false", 1), ("true", 2), ("false", 2)):
+            d = os.path.join(root, f"resnet_{inc}_{np_}")
+            cfg = setup(d, budget=60)
+            rc, so, se = search(cfg, np_, ["--set", f"model.model={resnet}", "--set", "quant.first_last_8=false",
+                                           "--set", "search.group=layer_confidence", "--set", "search.batch=24",
+                                           "--set", "search.confirm_batch=24", "--set", "search.val_images=48",
+                                           "--set", "search.lambda=4", "--set", "search.group_size=32",
+                                           "--set", "search.accept_z=0.5", "--set", f"run.incremental={inc}"])
+            t.check(f"resnet20: incremental={inc} on {np_} ranks runs", rc == 0, se[-2000:])
+            rruns[(inc, np_)] = files(d)
+        for key, got in rruns.items():
+            for n in got:
+                t.check(f"resnet20: incremental={key[0]} on {key[1]} ranks: {n} identical", got[n] == rruns[("true", 1)][n])
 
     # refusals
     other = os.path.join(root, "other")

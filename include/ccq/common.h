@@ -24,6 +24,7 @@ typedef enum {
     CCQ_ERR_FORMAT = 4,   /* a file is not what it claims: not HDF5, truncated, bad layout or values */
     CCQ_ERR_MISMATCH = 5, /* files are each valid but do not fit together (data vs model) */
     CCQ_ERR_LIMIT = 6,    /* a size the engine refuses (too large, out of memory) */
+    CCQ_STOPPED = 7,      /* not an error: ccq search stopped on request after writing its checkpoint */
 } ccq_status;
 
 /* One human-readable line, without trailing newline, naming the file and the problem. */

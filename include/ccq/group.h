@@ -9,7 +9,16 @@
  *   random      G distinct weights drawn from a caller-keyed PCG stream;
  *   confidence  the G least confident weights (largest probability of their
  *               distribution, ties by index) among those below the freezing
- *               threshold (the founding paper's rule).
+ *               threshold (the founding paper's rule);
+ *   layer_confidence
+ *               the same inside one layer, the layer whose turn it is: the
+ *               layer holding weight (gen * s) mod n_w, s the first step at
+ *               or above 0.618 n_w coprime with n_w (a Weyl sequence: each
+ *               layer's share of the generations is proportional to its
+ *               weights, and the turns are interleaved, so a short run
+ *               visits every layer), or the next layer with a weight below
+ *               the freezing threshold. A subcomponent inside one layer lets
+ *               the fitness start at that layer (incremental evaluation).
  * Every function writes the chosen indices to out[0..m) and returns m (0
  * when every weight is frozen). Pure functions of their arguments, so every
  * rank chooses the same subcomponent.
@@ -30,5 +39,11 @@ int group_random(int64_t n_w, int G, rng_pcg32 *rng, int64_t *out);
 
 /* freeze: confidence (Q16) at or above which a weight is never chosen. */
 int group_confidence(const eda_state *e, uint32_t freeze, int G, int64_t *out);
+
+/* gen: the generation (the turn is a function of it alone). */
+int group_confidence_layer(const eda_state *e, const int64_t *layer_start, int n_layers, uint32_t freeze, int G,
+                           int64_t gen, int64_t *out);
+/* The Weyl step s for n_w weights (exposed for tests). */
+int64_t group_weyl_step(int64_t n_w);
 
 #endif

@@ -72,6 +72,11 @@ typedef struct {
     size_t (*packed_size)(int N, int K);
     /* levels: [N][K] row-major int8; out: packed_size bytes. */
     void (*pack)(const int8_t *levels, int N, int K, int8_t *out);
+    /* Byte offset of level (n, k) inside `packed` (N channels of K levels, as
+     * written by pack), so that one level can be patched in place; -1 when
+     * the packed layout cannot hold the value v there (AVX2's 7-bit layout
+     * and |v| > 63): the caller then packs the whole matrix again. */
+    ptrdiff_t (*packed_offset)(const int8_t *packed, int N, int K, int n, int k, int8_t v);
     void (*gemm_u8)(const kern_a *a, int N, const int8_t *B, const kern_rq *rq, uint8_t *C, size_t ldc);
     void (*gemm_i32)(const kern_a *a, int N, const int8_t *B, const kern_rq *rq, int32_t *C, size_t ldc);
     /* Multiply-accumulates per second of this ISA's core u8 x s8 instruction

@@ -33,6 +33,7 @@ typedef struct {
     uint8_t *slab; /* every activation buffer and scratch area */
     uint8_t *input;
     uint8_t **act; /* act[i]: node i's output, mb * numel bytes, NHWC */
+    uint8_t **act_home; /* the planned act[] (qnet_forward_cached points act[] into a cache meanwhile) */
     uint8_t *col;  /* im2col rows */
     size_t col_bytes;
     uint8_t *pad;  /* one padded input image */
@@ -50,7 +51,42 @@ void qnet_free(qnet *q);
  * search changed them). O(weights of that node). */
 void qnet_update_levels(qnet *q, int node);
 
+/* Sets one level of conv/linear node `node` in place: w indexes the node's
+ * levels in the model's order ([oc][ic][kh][kw], [oc][in]), v is the new
+ * level. O(1) (the packed byte and the channel's bias term are patched)
+ * unless the ISA's packed layout cannot hold v, then O(weights of the node).
+ * The model's own levels array is the caller's to keep in step. */
+void qnet_set_level(qnet *q, int node, int64_t w, int8_t v);
+
 /* Runs n images ([n][C][H][W] uint8), writing n * classes int32 logits. */
 void qnet_forward(qnet *q, const uint8_t *images, int n, int32_t *logits);
+
+/* ---- Forward from a cut (incremental evaluation) ----------------------------
+ * Nodes run in index order (a topological order), so "start at node s" means:
+ * the tensors made by nodes < s that nodes >= s read (skip inputs included;
+ * the input image counts as tensor -1) are the cut. qnet_cache_fill runs the
+ * nodes before s once and keeps the cut for up to `cap` images;
+ * qnet_forward_cached then runs only nodes >= s from it. For the same levels
+ * of nodes < s, forward_cached gives exactly the logits qnet_forward gives
+ * (integer arithmetic, nothing else is read), which the search relies on to
+ * evaluate many variants of nodes >= s against one prefix. */
+typedef struct {
+    int start, n, cap;  /* cut before node `start`; images held; capacity */
+    size_t bytes;       /* memory held (the worst cut of the model for cap images) */
+    uint8_t *slab;
+    uint8_t **t;        /* [n_nodes + 1]: t[j + 1] = tensor j of the cut ([cap][numel]), NULL if not in it */
+    uint8_t *cross;     /* [n_nodes + 1] scratch */
+} qnet_cache;
+
+/* Marks in cross[j + 1] the tensors j (-1: input) crossing the cut before
+ * `start`; returns their bytes per image. */
+size_t qnet_cut(const qnet *q, int start, uint8_t *cross);
+size_t qnet_cache_bytes_per_image(const qnet *q, int start);
+void qnet_cache_init(qnet_cache *c, const qnet *q, int cap);
+void qnet_cache_free(qnet_cache *c);
+/* Runs nodes [0, start) over n <= cap images and keeps the cut. */
+void qnet_cache_fill(qnet *q, qnet_cache *c, int start, const uint8_t *images, int n);
+/* Runs nodes [start, n_nodes) for cached images [off, off + n), writing n * classes logits. */
+void qnet_forward_cached(qnet *q, const qnet_cache *c, int off, int n, int32_t *logits);
 
 #endif

@@ -1,0 +1,62 @@
+/*
+ * step.h: one generation of the search, the loop's whole body:
+ *   1. choose a subcomponent (group_: confidence | layer | random |
+ *      layer_confidence);
+ *   2. sample lambda individuals from the EDA, each from its own stream keyed
+ *      by (seed, generation, individual);
+ *   3. evaluate them and the context on the generation's fitness batch
+ *      (feval_items on this rank's share; the integer sums are added over
+ *      ranks, never weights);
+ *   4. move the distributions toward the mu best (ties by individual);
+ *   5. accept the best into the context if it passes the acceptance rule:
+ *      its fitness below the context's on the batch, then, with a
+ *      confirmation batch, also there; with accept_z > 0, a paired test on
+ *      the per-image differences (of the confirmation batch if there is one,
+ *      else of the selection batch): the mean gain must exceed accept_z
+ *      standard errors, decided in exact integer arithmetic, so every rank
+ *      decides the same.
+ * The driver (cc_) owns the state, the checkpoints, validation and the log.
+ */
+#ifndef CCQ_STEP_H
+#define CCQ_STEP_H
+
+#include <stdint.h>
+
+#include "ccq/cclog.h"
+#include "ccq/cfg.h"
+#include "ccq/dist.h"
+#include "ccq/eda.h"
+#include "ccq/feval.h"
+#include "ccq/genome.h"
+
+typedef struct {
+    const cfg_search *cfg;
+    const dist_ctx *d;
+    genome *g;
+    eda_state *eda;
+    feval *ev;
+    const int32_t *pool; /* the fitness pool: train image indices */
+    int pool_n;
+    /* counters (checkpointed by the driver) */
+    int64_t gen, evals, accepted, cursor;
+    /* scratch */
+    int64_t *sub;
+    int8_t *elite, *ind;
+    int *items;
+    int64_t *out, *order;
+} step_state;
+
+void step_init(step_state *s, const cfg_search *cfg, const dist_ctx *d, genome *g, eda_state *eda, feval *ev,
+               const int32_t *pool, int pool_n);
+void step_free(step_state *s);
+
+/* Runs one generation and describes it in *rec (validation fields unset).
+ * Returns 0 without doing anything when every weight is frozen. */
+int step_run(step_state *s, cclog_rec *rec);
+
+/* The paired test: does a summed difference sd (candidate minus context,
+ * lower is better) with summed squares sd2 over n images show a gain larger
+ * than z standard errors? z2_q16 = round(z^2 * 2^16). Exact integers. */
+int step_paired_gain(int64_t sd, int64_t sd2, int64_t n, int64_t z2_q16);
+
+#endif

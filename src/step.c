@@ -1,0 +1,163 @@
+/*
+ * step.c: one generation of the search (see step.h). Everything that
+ * decides a result is integer and keyed by (seed, generation, individual).
+ */
+#include "ccq/step.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ccq/fit.h"
+#include "ccq/group.h"
+#include "ccq/rng.h"
+
+/* Purposes of the keyed random streams (third key word); KEY_DATA (2) is the driver's. */
+enum { KEY_INDIVIDUAL = 1, KEY_GROUP = 3 };
+
+static int max_sub(const cfg_search *cfg, int64_t n_w) { return (int)(cfg->group_size < n_w ? cfg->group_size : n_w); }
+
+void step_init(step_state *s, const cfg_search *cfg, const dist_ctx *d, genome *g, eda_state *eda, feval *ev,
+               const int32_t *pool, int pool_n)
+{
+    memset(s, 0, sizeof *s);
+    s->cfg = cfg, s->d = d, s->g = g, s->eda = eda, s->ev = ev, s->pool = pool, s->pool_n = pool_n;
+    const int G = max_sub(cfg, g->n_w), lambda = (int)cfg->lambda;
+    s->sub = ccq_malloc(sizeof(int64_t) * (size_t)(G > 0 ? G : 1));
+    s->ind = ccq_malloc((size_t)(G > 0 ? G : 1));
+    s->elite = ccq_malloc((size_t)(G > 0 ? G : 1) * (size_t)cfg->mu);
+    s->items = ccq_malloc(sizeof(int) * ((size_t)lambda + 1));
+    s->out = ccq_malloc(sizeof(int64_t) * (3 * ((size_t)lambda + 1) + 1));
+    s->order = ccq_malloc(sizeof(int64_t) * 2 * (size_t)lambda);
+}
+
+void step_free(step_state *s)
+{
+    ccq_free(s->sub), ccq_free(s->ind), ccq_free(s->elite), ccq_free(s->items), ccq_free(s->out), ccq_free(s->order);
+    memset(s, 0, sizeof *s);
+}
+
+/* Fills s->sub; returns its size (0: every weight frozen). */
+static int choose(step_state *s)
+{
+    const cfg_search *c = s->cfg;
+    const genome *g = s->g;
+    const int G = max_sub(c, g->n_w);
+    const uint32_t freeze = (uint32_t)llround(c->freeze * EDA_ONE);
+    switch (c->group) {
+    case CFG_GROUP_LAYER:
+        return group_layer(g->layer_start, g->n_layers, G, &s->cursor, s->sub);
+    case CFG_GROUP_RANDOM: {
+        rng_pcg32 r;
+        rng_init_keyed(&r, c->seed, (uint64_t)s->gen, 0, KEY_GROUP);
+        return group_random(g->n_w, G, &r, s->sub);
+    }
+    case CFG_GROUP_LAYER_CONFIDENCE:
+        return group_confidence_layer(s->eda, g->layer_start, g->n_layers, freeze, G, s->gen, s->sub);
+    default:
+        return group_confidence(s->eda, freeze, G, s->sub);
+    }
+}
+
+static void sample(void *arg, int k, int m, int8_t *out)
+{
+    const step_state *s = arg;
+    rng_pcg32 r;
+    rng_init_keyed(&r, s->cfg->seed, (uint64_t)s->gen, (uint64_t)k + 1, KEY_INDIVIDUAL);
+    eda_sample(s->eda, s->sub, m, &r, out);
+}
+
+int step_paired_gain(int64_t sd, int64_t sd2, int64_t n, int64_t z2_q16)
+{
+    if (sd >= 0 || n < 2) return 0;
+    /* -mean > z * sqrt(var / n), var = (sd2 - sd^2 / n) / (n - 1), squared and times n^2 (n - 1):
+     *   sd^2 (n - 1) 2^16 > z2_q16 (n sd2 - sd^2) */
+    const __int128 lhs = (__int128)sd * sd * (n - 1) * 65536;
+    const __int128 rhs = (__int128)z2_q16 * ((__int128)n * sd2 - (__int128)sd * sd);
+    return lhs > rhs;
+}
+
+/* The paired statistic as a number, for the log only: mean gain / standard error. */
+static double z_report(int64_t sd, int64_t sd2, int64_t n)
+{
+    const double var_n = ((double)n * (double)sd2 - (double)sd * (double)sd) / ((double)n * (n - 1));
+    return var_n > 0 ? -(double)sd / n / sqrt(var_n / n) : 0.0;
+}
+
+static int cmp_fit(const void *a, const void *b)
+{
+    const int64_t *x = a, *y = b; /* (fitness, individual) */
+    if (x[0] != y[0]) return x[0] < y[0] ? -1 : 1;
+    return x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
+static double report(const cfg_search *c, int64_t f, int64_t n)
+{
+    /* nats per image for xent/distill, error rate for accuracy */
+    return c->fitness == CFG_FIT_ACCURACY ? (double)f / n : (double)f / FIT_ONE / n;
+}
+
+/* Evaluates items[0..n) on the gathered batch over all ranks: s->out as feval_items, summed. */
+static void evaluate(step_state *s, int n, int m, int paired)
+{
+    feval_items(s->ev, s->items, n, s->sub, m, sample, s, paired, s->d->rank, s->d->size, s->out);
+    dist_allreduce_sum(s->d, s->out, 3 * n + 1);
+}
+
+int step_run(step_state *s, cclog_rec *rec)
+{
+    const cfg_search *c = s->cfg;
+    const int lambda = (int)c->lambda, mu = (int)(c->mu < c->lambda ? c->mu : c->lambda), B = (int)c->batch;
+    const int64_t z2 = llround(c->accept_z * c->accept_z * 65536.0);
+    const int paired = z2 > 0;
+    memset(rec, 0, sizeof *rec);
+    const int m = choose(s);
+    if (m == 0) return 0;
+    feval_gather(s->ev, s->pool, s->pool_n, s->gen * (int64_t)B, B);
+    s->items[0] = -1;
+    for (int k = 0; k < lambda; k++) s->items[k + 1] = k;
+    /* with a confirmation batch the paired test is made there, not on the selection batch */
+    evaluate(s, lambda + 1, m, paired && c->confirm_batch == 0);
+    s->evals += lambda + 1;
+    const int64_t *fit = s->out, ctx = fit[0], ctx_correct = fit[lambda + 1];
+    int64_t sum = 0;
+    for (int k = 0; k < lambda; k++) {
+        s->order[2 * k] = fit[k + 1], s->order[2 * k + 1] = k;
+        sum += fit[k + 1];
+    }
+    qsort(s->order, (size_t)lambda, 2 * sizeof(int64_t), cmp_fit);
+    const int best = (int)s->order[1];
+    const int64_t best_fit = s->order[0];
+    int64_t sd = s->out[lambda + 2 + best + 1], sd2 = s->out[2 * (lambda + 1) + 1 + best + 1];
+    for (int e = 0; e < mu; e++) sample(s, (int)s->order[2 * e + 1], m, s->elite + (size_t)e * m);
+    eda_update(s->eda, s->sub, m, s->elite, mu, (uint32_t)llround(c->alpha * EDA_ONE));
+
+    int accept = best_fit < ctx;
+    int64_t n_test = B;
+    if (accept && c->confirm_batch > 0) {
+        const int C = (int)c->confirm_batch;
+        feval_gather(s->ev, s->pool, s->pool_n, s->pool_n / 2 + s->gen * (int64_t)C, C);
+        s->items[0] = -1, s->items[1] = best;
+        evaluate(s, 2, m, paired);
+        s->evals += 2;
+        rec->has_confirm = 1;
+        rec->confirm_context = report(c, s->out[0], C), rec->confirm_best = report(c, s->out[1], C);
+        accept = s->out[1] < s->out[0];
+        sd = s->out[3 + 1], sd2 = s->out[2 * 2 + 1 + 1], n_test = C;
+    }
+    if (accept && paired) {
+        rec->has_z = 1, rec->z = z_report(sd, sd2, n_test);
+        accept = step_paired_gain(sd, sd2, n_test, z2);
+    }
+    if (accept) {
+        sample(s, best, m, s->ind);
+        genome_set(s->g, s->sub, m, s->ind);
+        s->accepted++;
+    }
+    s->gen++;
+    rec->gen = s->gen, rec->size = m, rec->accepted = accept;
+    rec->context = report(c, ctx, B), rec->best = report(c, best_fit, B);
+    rec->mean = report(c, sum, (int64_t)B * lambda), rec->context_acc = (double)ctx_correct / B;
+    rec->evaluations = s->evals, rec->accepted_total = s->accepted, rec->budget = c->budget;
+    return 1;
+}
