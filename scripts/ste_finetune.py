@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """ste_finetune.py QUANT.h5 DATA.h5 OUT.h5 [--epochs E] [--steps N] [--batch B]
-[--lr LR] [--radius R] [--init float|center] [--val-images V]
-[--eval-every K] [--seed S] [--threads T]: a short straight-through-estimator (STE) fine-tune of the
-weight levels of a quantized ccq model file, in PyTorch: the gradient-based
-baseline a user would otherwise pick, to compare with ccq's gradient-free
-search on the same model, bits, data and labels.
+[--lr LR] [--schedule cosine|constant] [--warmup W] [--radius R]
+[--init float|center] [--val-images V] [--eval-every K] [--seed S]
+[--threads T] [--curve CURVE.json]: a short straight-through-estimator (STE)
+fine-tune of the weight levels of a quantized ccq model file, in PyTorch: the
+gradient-based baseline a user would otherwise pick, to compare with ccq's
+gradient-free search on the same model, bits, data and labels
+(scripts/ste_sweep.py runs it over a grid of learning rates and epochs).
 
 Every conv2d/linear node gets a latent float tensor v in units of its
 per-channel scale (w = s * v) which starts inside the bin of the file's level
@@ -27,7 +29,10 @@ every rounding (identity), are cut by the activations' clamps, and v is
 clipped after each step to [lo - 0.5, hi + 0.5], so it never drifts beyond
 the levels it can reach. Loss: cross-entropy with the labels, Adam on v
 (its learning rate is in levels per step, the same for every layer whatever
-its scale).
+its scale). The rate follows --schedule over the run's T steps (see lr_at):
+cosine (default) lr_t = lr * 0.5 * (1 + cos(pi * t / T)) for the 0-based
+step t, constant lr_t = lr; --warmup W replaces the first W steps' rates by
+a linear ramp lr * (t + 1) / W, and the cosine then spans the other T - W.
 
 The LAST --val-images images of the train split are held out (not trained
 on); the fine-tune trains on the rest, in a seeded random order, and
@@ -39,12 +44,33 @@ copy of QUANT.h5 with new levels, written atomically (OUT.h5.tmp, then
 renamed). One summary line reports the steps, the wall-clock seconds of the
 fine-tune (training and validation passes, not loading or writing), the
 chosen checkpoint's validation figures and how many levels changed.
+
+--curve CURVE.json records the run for accuracy-against-time plots: the
+settings and, at the start and at every validation point, a record
+{step, epoch, seconds, lr, val_xent, val_acc, best_step, best_val_xent,
+test_acc}: epoch = step / steps per epoch; seconds = the fine-tune's
+wall-clock so far (training and validation passes only, as in the summary);
+lr = the schedule's rate for the next step; val_xent and val_acc (a fraction)
+of the current levels; best_step and best_val_xent of the checkpoint chosen
+so far (the one OUT.h5 would hold if the run stopped here); test_acc (a
+fraction) = the TEST split accuracy of that chosen checkpoint, measured by the
+real engine: its levels written to a temporary model file by the same writer
+as OUT.h5 and run by `ccq eval TMP.h5 --data DATA.h5 --json` (the binary:
+$CCQ_BIN, else ROOT/build/ccq), re-measured only when the choice changed. The test
+evaluations and the curve's writing are excluded from `seconds` and never
+influence a choice (validation alone chooses). With --val-images 0 the
+chosen checkpoint is the current levels and the val fields are null. The
+file is rewritten atomically (CURVE.json.tmp, then renamed) at every record
+and ends with "done": true.
 """
 import argparse
+import json
 import math
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 import time
 
 import h5py
@@ -59,6 +85,74 @@ import ccq_sim  # noqa: E402
 def die(msg):
     print(f"ste_finetune: {msg}", file=sys.stderr)
     sys.exit(1)
+
+
+def lr_at(t, total, lr, schedule="cosine", warmup=0):
+    """The learning rate of 0-based step t of a run of `total` steps: a linear
+    warm-up lr * (t + 1) / warmup over the first `warmup` steps, then lr
+    (constant) or lr * 0.5 * (1 + cos(pi * u)), u = (t - warmup) / (total -
+    warmup) clipped to [0, 1] (cosine: lr at t = 0, lr / 2 half-way, 0 at
+    t = total)."""
+    if warmup > 0 and t < warmup:
+        return lr * (t + 1) / warmup
+    if schedule == "constant":
+        return lr
+    span = total - warmup
+    u = 1.0 if span <= 0 else min(max((t - warmup) / span, 0.0), 1.0)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * u))
+
+
+def ccq_binary():
+    """The ccq binary for test evaluations: $CCQ_BIN, else ROOT/build/ccq."""
+    b = os.environ.get("CCQ_BIN") or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                  "build", "ccq")
+    if not (os.path.isfile(b) and os.access(b, os.X_OK)):
+        die(f"{b}: no ccq binary (set CCQ_BIN or build ROOT/build/ccq); --curve needs it")
+    return b
+
+
+def write_levels(src, dst, lat, levels):
+    """dst = a copy of the model file src with each latent node's levels
+    replaced by levels[i], written atomically (dst.tmp, then renamed).
+    Returns (levels changed, levels in total) against src. OSError on failure
+    (no dst.tmp left)."""
+    tmp = dst + ".tmp"
+    changed = total = 0
+    try:
+        shutil.copy(src, tmp)
+        with h5py.File(tmp, "r+") as f:
+            for i, L in lat.items():
+                d = f[f"nodes/{L.key}/levels"]
+                old = d[...]
+                new = levels[i].numpy().astype(np.int8).reshape(old.shape)
+                changed += int((new != old).sum())
+                total += new.size
+                d[...] = new
+        os.replace(tmp, dst)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return changed, total
+
+
+def write_json(path, obj):
+    """Atomically: path.tmp, then renamed."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def test_accuracy(ccq, model, data):
+    """The engine's accuracy (a fraction) on the test split."""
+    p = subprocess.run([ccq, "eval", model, "--data", data, "--json"], capture_output=True, text=True)
+    if p.returncode != 0:
+        lines = p.stderr.strip().splitlines()
+        die(f"{ccq} eval {model}: failed ({lines[-1] if lines else f'exit {p.returncode}'})")
+    r = json.loads(p.stdout)
+    return r["correct"] / r["images"]
 
 
 def load(path):
@@ -147,7 +241,12 @@ def main():
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps; overrides --epochs (0: copy)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.01,
-                    help="Adam learning rate, in levels (latent weights / their scale) per step; default 0.01")
+                    help="Adam's peak learning rate, in levels (latent weights / their scale) per step; "
+                         "default 0.01")
+    ap.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                    help="learning rate over the run's steps: cosine from lr to 0 (default) or constant")
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="linear warm-up steps before the schedule (default 0)")
     ap.add_argument("--radius", type=int, default=1,
                     help="each level stays within +-R of its start (clipped to the grid); 0: the whole grid")
     ap.add_argument("--init", choices=("float", "center"), default="float",
@@ -160,9 +259,14 @@ def main():
                     help="validation every K steps (default 0: at the end of each epoch); always at the last step")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="PyTorch threads (default 0: all cores)")
+    ap.add_argument("--curve", default=None,
+                    help="write a JSON curve: validation and the chosen checkpoint's test accuracy "
+                         "(ccq eval) against wall-clock")
     a = ap.parse_args()
-    if a.batch < 1 or a.radius < 0 or a.val_images < 0 or (a.steps is not None and a.steps < 0) or a.epochs < 0:
-        die("--batch must be >= 1; --radius, --val-images, --steps and --epochs >= 0")
+    if (a.batch < 1 or a.radius < 0 or a.val_images < 0 or (a.steps is not None and a.steps < 0) or a.epochs < 0
+            or a.warmup < 0 or a.lr < 0):
+        die("--batch must be >= 1; --radius, --val-images, --steps, --epochs, --warmup and --lr >= 0")
+    ccq = ccq_binary() if a.curve else None
     torch.set_num_threads(a.threads if a.threads > 0 else max(1, os.cpu_count() or 1))
     torch.manual_seed(a.seed)
     net = load(a.qmodel)
@@ -176,24 +280,61 @@ def main():
     every = a.eval_every if a.eval_every > 0 else per_epoch
 
     lat = {i: Latent(nd, a.radius, a.init) for i, nd in enumerate(net["nodes"]) if nd["op"] in ("conv2d", "linear")}
-    opt = torch.optim.Adam([L.v for L in lat.values()], lr=a.lr)
+    opt = torch.optim.Adam([L.v for L in lat.values()], lr=lr_at(0, steps, a.lr, a.schedule, a.warmup))
     rng = np.random.default_rng(a.seed)
 
-    t0 = time.perf_counter()
     best = None  # (val loss, val acc, step, {node: levels})
     start_val = None
+    curve = None
+    if a.curve:
+        curve = {"start": a.qmodel, "data": a.data, "out": a.out, "steps": steps, "steps_per_epoch": per_epoch,
+                 "epochs": steps / per_epoch, "batch": a.batch, "lr": a.lr, "schedule": a.schedule,
+                 "warmup": a.warmup, "radius": a.radius, "init": a.init, "val_images": a.val_images,
+                 "train_images": ntr, "seed": a.seed, "threads": torch.get_num_threads(), "ccq": ccq,
+                 "done": False, "records": []}
+        tmpdir = tempfile.TemporaryDirectory(prefix="ste_curve_")
+        tmp_model = os.path.join(tmpdir.name, "chosen.h5")
+    test = {"step": None, "acc": None}  # the chosen checkpoint's last measured test accuracy
+
+    def record(step, vl, va, secs):
+        """One curve record; its cost is excluded from the clock by the caller."""
+        if best[2] != test["step"]:
+            try:
+                write_levels(a.qmodel, tmp_model, lat, best[3])
+            except OSError as e:
+                die(f"{tmp_model}: cannot write ({e})")
+            test["step"], test["acc"] = best[2], test_accuracy(ccq, tmp_model, a.data)
+        nan = lambda v: None if v is None or math.isnan(v) else v  # noqa: E731  (JSON has no NaN)
+        curve["records"].append({
+            "step": step, "epoch": step / per_epoch, "seconds": secs,
+            "lr": lr_at(step, steps, a.lr, a.schedule, a.warmup),
+            "val_xent": nan(vl), "val_acc": None if va is None else round(va / 100.0, 10),
+            "best_step": best[2], "best_val_xent": nan(best[0]), "test_acc": test["acc"]})
+        try:
+            write_json(a.curve, curve)
+        except OSError as e:
+            die(f"{a.curve}: cannot write ({e})")
+
+    clock = {"secs": 0.0, "since": time.perf_counter()}  # the fine-tune's own time, bookkeeping excluded
 
     def checkpoint(step):
         nonlocal best, start_val
+        vl = va = None
         if a.val_images == 0:
-            if step == steps:
+            # no validation: the current levels are the choice (the last step's, in the end)
+            if step == steps or curve is not None:
                 best = (float("nan"), float("nan"), step, {i: L.levels() for i, L in lat.items()})
-            return
-        vl, va = evaluate(net, lat, xv, yv)
-        if start_val is None:
-            start_val = (vl, va)
-        if best is None or vl < best[0]:
-            best = (vl, va, step, {i: L.levels() for i, L in lat.items()})
+        else:
+            vl, va = evaluate(net, lat, xv, yv)
+            if start_val is None:
+                start_val = (vl, va)
+            if best is None or vl < best[0]:
+                best = (vl, va, step, {i: L.levels() for i, L in lat.items()})
+        if curve is not None:
+            now = time.perf_counter()
+            clock["secs"] += now - clock["since"]
+            record(step, vl, va, clock["secs"])
+            clock["since"] = time.perf_counter()
 
     checkpoint(0)
     order, pos = rng.permutation(ntr), 0
@@ -206,39 +347,37 @@ def main():
         loss = F.cross_entropy(logits, torch.from_numpy(y[idx]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step - 1, steps, a.lr, a.schedule, a.warmup)
         opt.step()
         for L in lat.values():
             L.clip()
         if step % every == 0 or step == steps:
             checkpoint(step)
-    secs = time.perf_counter() - t0
+    secs = clock["secs"] + time.perf_counter() - clock["since"]
 
-    tmp = a.out + ".tmp"
-    changed = total = 0
     try:
-        shutil.copy(a.qmodel, tmp)
-        with h5py.File(tmp, "r+") as f:
-            for i, L in lat.items():
-                d = f[f"nodes/{L.key}/levels"]
-                old = d[...]
-                new = best[3][i].numpy().astype(np.int8).reshape(old.shape)
-                changed += int((new != old).sum())
-                total += new.size
-                d[...] = new
-        os.replace(tmp, a.out)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(e, OSError):
-            die(f"{a.out}: cannot write ({e})")
-        raise
+        changed, total = write_levels(a.qmodel, a.out, lat, best[3])
+    except OSError as e:
+        die(f"{a.out}: cannot write ({e})")
+    if curve is not None:
+        curve["done"] = True
+        curve["seconds"] = secs
+        curve["levels_changed"], curve["levels"] = changed, total
+        try:
+            write_json(a.curve, curve)
+        except OSError as e:
+            die(f"{a.curve}: cannot write ({e})")
+        tmpdir.cleanup()
     if a.val_images:
         val = (f"val ({a.val_images} held-out train images) CE {best[0]:.4f} acc {best[1]:.2f}% at step {best[2]} "
                f"(start CE {start_val[0]:.4f} acc {start_val[1]:.2f}%)")
     else:
         val = "no validation (last step kept)"
-    print(f"ste_finetune: wrote {a.out}: {steps} steps (batch {a.batch}, lr {a.lr:g}, radius {a.radius}, "
-          f"init {a.init}) in {secs:.1f} s; {val}; {changed} of {total} levels changed")
+    test_s = f"; test acc (ccq eval) {100 * test['acc']:.2f}%" if curve is not None else ""
+    print(f"ste_finetune: wrote {a.out}: {steps} steps (batch {a.batch}, lr {a.lr:g} {a.schedule}"
+          f"{f', warmup {a.warmup}' if a.warmup else ''}, radius {a.radius}, init {a.init}) in {secs:.1f} s; "
+          f"{val}; {changed} of {total} levels changed{test_s}")
 
 
 if __name__ == "__main__":
