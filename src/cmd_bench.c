@@ -13,19 +13,60 @@
 #include "ccq/qnet.h"
 #include "ccq/quant.h"
 
+/* Per conv/linear layer: one generation (the context and L individuals) evaluated from that layer
+ * on (the prefix once, then L + 1 forward passes from the cut) against L + 1 whole forward passes
+ * (t_full: the best whole pass of the batch). Best of a few repetitions each. */
+static void bench_cuts(qnet *q, const model *m, const data_split *d, int L, double t_full, int json)
+{
+    qnet_cache c;
+    qnet_cache_init(&c, q, d->n);
+    int32_t *lg = ccq_malloc(sizeof(int32_t) * (size_t)d->n * m->classes);
+    const double full = (double)(L + 1) * t_full;
+    if (json) printf("{\"cuts\": [");
+    else printf("generation of %d individuals + context on %d images: whole network %.3f s (%.1f evaluations/s)\n", L,
+                d->n, full, (L + 1) / full);
+    int first = 1;
+    for (int i = 0; i < m->n_nodes; i++) {
+        if (!m->nodes[i].levels) continue;
+        double best = 1e30;
+        for (int rep = 0; rep < 3; rep++) {
+            const double t0 = ccq_seconds();
+            qnet_cache_fill(q, &c, i, d->images, d->n);
+            for (int k = 0; k <= L; k++) qnet_forward_cached(q, &c, 0, d->n, lg);
+            const double dt = ccq_seconds() - t0;
+            if (dt < best) best = dt;
+        }
+        const size_t per = qnet_cache_bytes_per_image(q, i);
+        if (json)
+            printf("%s{\"node\": %d, \"name\": \"%s\", \"weights\": %lld, \"seconds\": %.4f, \"seconds_full\": %.4f, "
+                   "\"speedup\": %.3f, \"cache_bytes_per_image\": %zu}",
+                   first ? "" : ", ", i, m->nodes[i].name, (long long)m->nodes[i].n_weight, best, full, full / best, per);
+        else
+            printf("  %3d %-24.24s %7lld weights: %.3f s, %.1f evaluations/s, %.2fx, cache %zu B/image\n", i,
+                   m->nodes[i].name, (long long)m->nodes[i].n_weight, best, (L + 1) / best, full / best, per);
+        first = 0;
+    }
+    if (json) printf("], \"individuals\": %d, \"images\": %d, \"cache_bytes\": %zu}\n", L, d->n, c.bytes);
+    ccq_free(lg);
+    qnet_cache_free(&c);
+}
+
 ccq_status cmd_bench(int argc, char **argv, ccq_err *err)
 {
     const char *mpath = NULL, *dpath = NULL;
-    long long wbits = 0, batch = 256, mb = 8, ms = 2000;
+    long long wbits = 0, batch = 256, mb = 8, ms = 2000, cuts = 0;
     int layers = 0, json = 0, ceiling = 0;
     ccq_status st;
     for (int i = 0; i < argc; i++) {
         const char *s = argv[i];
         if (strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0) {
             printf("usage: ccq bench MODEL.h5 --data DATA.h5 [--wbits B] [--batch N] [--mb N] [--ms T] [--layers]\n"
-                   "                 [--ceiling] [--json]\n"
+                   "                 [--ceiling] [--cuts L] [--json]\n"
                    "  times qnet_forward on the first N test images (default 256) for about T ms (default 2000);\n"
-                   "  --layers adds per-node time; --ceiling measures the ISA's u8 x s8 MAC ceiling.\n"
+                   "  --layers adds per-node time; --ceiling measures the ISA's u8 x s8 MAC ceiling;\n"
+                   "  --cuts L times, for a subcomponent in each conv/linear layer, a generation of L individuals\n"
+                   "  and the context (L + 1 evaluations of the batch) evaluated incrementally (the prefix once,\n"
+                   "  L + 1 forward passes from the layer) against L + 1 whole forward passes.\n"
                    "  CCQ_ISA selects the kernels.\n");
             return CCQ_OK;
         }
@@ -36,7 +77,7 @@ ccq_status cmd_bench(int argc, char **argv, ccq_err *err)
         } else if (strcmp(s, "--ceiling") == 0) {
             ceiling = 1;
         } else if (!strcmp(s, "--data") || !strcmp(s, "--wbits") || !strcmp(s, "--batch") || !strcmp(s, "--mb") ||
-                   !strcmp(s, "--ms")) {
+                   !strcmp(s, "--ms") || !strcmp(s, "--cuts")) {
             if (i + 1 >= argc) return ccq_fail(err, CCQ_ERR_USAGE, "bench: %s needs a value", s);
             const char *v = argv[++i];
             if (!strcmp(s, "--data")) dpath = v;
@@ -44,6 +85,7 @@ ccq_status cmd_bench(int argc, char **argv, ccq_err *err)
             else if (!strcmp(s, "--batch") && (st = cmd_parse_int("bench", s, v, 1, 100000, &batch, err))) return st;
             else if (!strcmp(s, "--mb") && (st = cmd_parse_int("bench", s, v, 1, 4096, &mb, err))) return st;
             else if (!strcmp(s, "--ms") && (st = cmd_parse_int("bench", s, v, 1, 3600000, &ms, err))) return st;
+            else if (!strcmp(s, "--cuts") && (st = cmd_parse_int("bench", s, v, 1, 4096, &cuts, err))) return st;
         } else if (s[0] == '-') {
             return ccq_fail(err, CCQ_ERR_USAGE, "bench: unknown flag '%s'", s);
         } else if (!mpath) {
@@ -124,6 +166,7 @@ ccq_status cmd_bench(int argc, char **argv, ccq_err *err)
                    m->nodes[i].name, 1000.0 * ns[i] / reps,
                    ns[i] > 0 ? (double)model_node_macs(m, i) * reps * d.n / ns[i] * 1e-9 : 0.0);
     }
+    if (cuts) bench_cuts(&q, m, &d, (int)cuts, best, json);
     ccq_free(ns);
     ccq_free(lg);
     qnet_free(&q);

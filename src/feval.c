@@ -113,72 +113,42 @@ int64_t feval_context(feval *e, int off, int n, int64_t *correct)
 void feval_items(feval *e, const int *items, int n_items, const int64_t *sub, int m, feval_sample_fn sample,
                  void *arg, int paired, int rank, int size, int64_t *out)
 {
-    const int N = e->n, classes = e->fit->classes;
+    const int classes = e->fit->classes;
     memset(out, 0, sizeof(int64_t) * (3 * (size_t)n_items + 1));
-    const int64_t T = (int64_t)n_items * N, lo = T * rank / size, hi = T * (rank + 1) / size;
-    if (lo >= hi) return;
-    const int it0 = (int)(lo / N), it1 = (int)((hi - 1) / N);
-    /* images this rank touches: one item's window, or (spanning items) the whole batch */
-    const int ia = it0 == it1 ? (int)(lo - (int64_t)it0 * N) : 0, ib = it0 == it1 ? (int)(hi - (int64_t)it0 * N) : N;
+    /* this rank's images, every item on them: the prefix is computed once over all ranks */
+    const int ia = (int)((int64_t)e->n * rank / size), ib = (int)((int64_t)e->n * (rank + 1) / size);
     const int start = genome_first_node(e->g, sub, m);
     genome_get(e->g, sub, m, e->saved);
     for (int c0 = ia; c0 < ib; c0 += e->cap) {
-        const int c1 = ib - c0 < e->cap ? ib : c0 + e->cap;
-        /* the context's per-image fitness is needed on [u0, u1): where its own item or a paired item overlaps */
-        int u0 = c1, u1 = c0;
-        for (int it = it0; it <= it1; it++) {
-            const int a = (int)(lo > (int64_t)it * N ? lo - (int64_t)it * N : 0);
-            const int b = (int)(hi < (int64_t)(it + 1) * N ? hi - (int64_t)it * N : N);
-            const int x0 = a > c0 ? a : c0, x1 = b < c1 ? b : c1;
-            if (x0 >= x1 || (items[it] >= 0 && !paired)) continue;
-            if (x0 < u0) u0 = x0;
-            if (x1 > u1) u1 = x1;
-        }
-        int any = 0;
-        for (int it = it0; it <= it1 && !any; it++) {
-            const int a = (int)(lo > (int64_t)it * N ? lo - (int64_t)it * N : 0);
-            const int b = (int)(hi < (int64_t)(it + 1) * N ? hi - (int64_t)it * N : N);
-            any = (a > c0 ? a : c0) < (b < c1 ? b : c1);
-        }
-        if (!any) continue;
+        const int k = ib - c0 < e->cap ? ib - c0 : e->cap;
         if (e->incremental) {
             const double t = ccq_seconds();
-            qnet_cache_fill(e->g->q, &e->cache, start, e->img + (size_t)c0 * image_bytes(e), c1 - c0);
+            qnet_cache_fill(e->g->q, &e->cache, start, e->img + (size_t)c0 * image_bytes(e), k);
             e->t_forward += ccq_seconds() - t;
         }
-        if (u0 < u1) {
-            forward(e, e->incremental, c0, u0, u1 - u0);
-            for (int j = u0; j < u1; j++) {
-                const int32_t *lg = e->logits + (size_t)(j - u0) * classes;
-                e->ctx_img[j] = image_fitness(e, lg, j);
-                e->ctx_ok[j] = (uint8_t)fit_correct(e->fit, lg, 1, &e->lab[j]);
-            }
+        /* the context first: every item is compared with it image by image */
+        forward(e, e->incremental, c0, c0, k);
+        for (int j = 0; j < k; j++) {
+            const int32_t *lg = e->logits + (size_t)j * classes;
+            e->ctx_img[c0 + j] = image_fitness(e, lg, c0 + j);
+            e->ctx_ok[c0 + j] = (uint8_t)fit_correct(e->fit, lg, 1, &e->lab[c0 + j]);
         }
-        for (int it = it0; it <= it1; it++) {
-            const int a = (int)(lo > (int64_t)it * N ? lo - (int64_t)it * N : 0);
-            const int b = (int)(hi < (int64_t)(it + 1) * N ? hi - (int64_t)it * N : N);
-            const int x0 = a > c0 ? a : c0, x1 = b < c1 ? b : c1;
-            if (x0 >= x1) continue;
+        for (int it = 0; it < n_items; it++) {
             if (items[it] < 0) {
-                /* the context: its values were computed above */
-                for (int j = x0; j < x1; j++) out[it] += e->ctx_img[j], out[n_items] += e->ctx_ok[j];
+                for (int j = c0; j < c0 + k; j++) out[it] += e->ctx_img[j], out[n_items] += e->ctx_ok[j];
                 continue;
             }
             sample(arg, items[it], m, e->ind);
             genome_set(e->g, sub, m, e->ind);
-            forward(e, e->incremental, c0, x0, x1 - x0);
+            forward(e, e->incremental, c0, c0, k);
             int64_t f = 0, sd = 0, sd2 = 0;
-            for (int j = x0; j < x1; j++) {
-                const int64_t v = image_fitness(e, e->logits + (size_t)(j - x0) * classes, j);
-                f += v;
-                if (paired) {
-                    const int64_t dd = v - e->ctx_img[j];
-                    sd += dd, sd2 += dd * dd;
-                }
+            for (int j = 0; j < k; j++) {
+                const int64_t v = image_fitness(e, e->logits + (size_t)j * classes, c0 + j);
+                const int64_t dd = v - e->ctx_img[c0 + j];
+                f += v, sd += dd, sd2 += dd * dd;
             }
             out[it] += f;
-            out[n_items + 1 + it] += sd;
-            out[2 * n_items + 1 + it] += sd2;
+            if (paired) out[n_items + 1 + it] += sd, out[2 * n_items + 1 + it] += sd2;
             genome_set(e->g, sub, m, e->saved);
         }
     }

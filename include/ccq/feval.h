@@ -6,10 +6,11 @@
  * A batch is gathered from the train split by position in a pool (an index
  * permutation), with the teacher's probabilities when the fitness is
  * distillation. feval_items evaluates the context and individuals (variants
- * of the context inside one subcomponent) on it. Their (item x image)
- * passes are cut into `size` contiguous equal shares and this rank computes
- * share `rank`, returning integer partial sums that the caller adds over
- * ranks: the totals do not depend on the rank count.
+ * of the context inside one subcomponent) on it. The batch's images are cut
+ * into `size` contiguous equal shares and this rank evaluates every item on
+ * share `rank` (so the context's prefix, below, is computed once over all
+ * ranks, not once per rank), returning integer partial sums that the caller
+ * adds over ranks: the totals do not depend on the rank count.
  *
  * Incremental evaluation (exact): every variant differs from the context
  * only at and after the earliest node its subcomponent touches, so the
