@@ -1,13 +1,21 @@
 #!/usr/bin/env python3
-"""bench_search.py [--quick]: the search's speed, written to
-results/search_speed.md: evaluations per second (one evaluation = one
-forward pass of a fitness batch, the unit of run.budget) in total and per
-rank, on 1 and 2 ranks, for both reference models at w4a8, and the share of
-rank 0's time spent in the integer forward pass (the rest: sampling,
-repacking changed layers, fitness arithmetic, the EDA update, MPI, logs,
-validation passes count as forward). Figures come from the timing side file
-(LOG.time) of short real searches with the shipped configurations. Run it
-alone on the machine: it measures wall-clock."""
+"""bench_search.py [--quick]: the search's speed with incremental evaluation on
+and off, written to results/search_speed.md:
+
+1. per layer position of ResNet-20 (2-bit, batch 1,024, one rank): a
+   generation of 32 individuals and the context evaluated from the layer on
+   (the prefix once, 33 passes from the layer) against 33 whole forward
+   passes (`ccq bench --cuts 32`), with the cache's bytes per image;
+2. averaged over real searches with the shipped configurations (2 ranks;
+   ResNet-20 and lenet at w2a8 from their round-to-nearest start, which
+   costs the same per evaluation as any start): evaluations/s from the
+   timing side file, incremental on and off in the same run of this
+   script, and the cache's memory;
+3. the off/on pair must give bit-identical logs (checked here too, not
+   only in the tests).
+
+One evaluation = one forward pass of a fitness batch (the unit of
+run.budget). Run it alone on the machine: it measures wall-clock."""
 import json
 import os
 import subprocess
@@ -19,18 +27,26 @@ from bench_report import commit, cpu_model  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CCQ = os.path.join(ROOT, "build", "ccq")
-RUNS = [("lenet", "configs/lenet_w4a8.ini", 3000), ("resnet20", "configs/resnet20_w4a8.ini", 400)]
+DATA = os.path.join(ROOT, "build", "data", "fashion-mnist.h5")
+RUNS = [("resnet20", "configs/resnet20_w2a8.ini", 2400), ("lenet", "configs/lenet_w2a8.ini", 6000)]
 
 
-def search(cfg, np_, budget, d):
+def rel(c):
+    return os.path.relpath(c, ROOT) if c.startswith(ROOT) else c
+
+
+def search(cfg, np_, budget, d, inc):
     cmd = ["mpirun", "--oversubscribe", "-np", str(np_), CCQ] if np_ > 1 else [CCQ]
-    cmd += ["search", os.path.join(ROOT, cfg), "--set", f"run.budget={budget}", "--set", f"run.output={d}/m.h5",
+    # the float model: the [quant] keys give the round-to-nearest start (same cost per evaluation as GPTQ's)
+    name = os.path.basename(cfg).split("_")[0]
+    cmd += ["search", os.path.join(ROOT, cfg), "--set", f"model.model=results/models/{name}.h5",
+            "--set", f"run.budget={budget}", "--set", f"run.incremental={inc}", "--set", f"run.output={d}/m.h5",
             "--set", f"run.log={d}/log.jsonl", "--set", f"run.checkpoint={d}/ckpt.h5"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if r.returncode:
         sys.exit(f"bench_search: {' '.join(cmd)} failed: {r.stderr.strip()[-500:]}")
     last = [json.loads(l) for l in open(f"{d}/log.jsonl.time")][-1]
-    return last, " ".join(os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in cmd)
+    return last, open(f"{d}/log.jsonl").read(), " ".join(rel(c) for c in cmd)
 
 
 def main():
@@ -38,28 +54,68 @@ def main():
     os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
     os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
     quick = "--quick" in sys.argv
-    rows, cmds = [], []
-    for name, cfg, budget in RUNS:
-        if quick:
-            budget //= 10
-        for np_ in (1, 2):
-            with tempfile.TemporaryDirectory() as d:
-                t, cmd = search(cfg, np_, budget, d)
-            cmds.append(cmd)
-            rate = t["evaluations_per_s"]
-            rows.append(f"| {name} w4a8 | {np_} | {rate:.1f} | {rate / np_:.1f} | {100 * t['forward_share_rank0']:.1f}% "
-                        f"| {t['elapsed']:.1f} s |")
+    cmds = []
+    # 1. per layer
+    bcmd = [CCQ, "bench", os.path.join(ROOT, "results/models/resnet20.h5"), "--data", DATA, "--wbits", "2",
+            "--batch", "256" if quick else "1024", "--ms", "500" if quick else "3000", "--cuts", "32", "--json"]
+    r = subprocess.run(bcmd, capture_output=True, text=True)
+    if r.returncode:
+        sys.exit(f"bench_search: {' '.join(bcmd)} failed: {r.stderr.strip()}")
+    lines = r.stdout.strip().splitlines()
+    whole, cuts = json.loads(lines[0]), json.loads(lines[1])
+    cmds.append(" ".join(rel(c) for c in bcmd))
+    n_w = sum(c["weights"] for c in cuts["cuts"])
+    # what a layer-at-a-time search spends: layers visited in proportion to their weights
+    t_mix = sum(c["weights"] / n_w * c["seconds"] for c in cuts["cuts"])
+    t_full = cuts["cuts"][0]["seconds_full"]
+    rows = []
+    for np_ in (2,):
+        for name, cfg, budget in RUNS:
+            if quick:
+                budget //= 10
+            res = {}
+            for inc in ("false", "true"):
+                with tempfile.TemporaryDirectory() as d:
+                    t, log, cmd = search(cfg, np_, budget, d, inc)
+                res[inc] = (t, log)
+                cmds.append(cmd)
+                print(f"bench_search: {name} incremental={inc}: {t['evaluations_per_s']:.1f} evaluations/s", flush=True)
+            same = res["true"][1] == res["false"][1]
+            if not same:
+                sys.exit(f"bench_search: {name}: the logs with incremental on and off differ")
+            off, on = res["false"][0], res["true"][0]
+            rows.append(f"| {name} w2a8 ({os.path.basename(cfg)}) | {np_} | {budget} | {off['evaluations_per_s']:.1f} | "
+                        f"{on['evaluations_per_s']:.1f} | **{on['evaluations_per_s'] / off['evaluations_per_s']:.2f}x** | "
+                        f"{on['cache_bytes'] / 2**20:.1f} MiB | {off['elapsed']:.1f} s / {on['elapsed']:.1f} s | "
+                        f"{'identical' if same else 'DIFFERENT'} |")
             print(rows[-1], flush=True)
     out = os.path.join(ROOT, "results", "search_speed.md")
     with open(out + ".tmp", "w") as f:
-        f.write("# Search speed\n\n")
-        f.write(f"Measured by `scripts/bench_search.py` (commit {commit(ROOT)}, CPU {cpu_model()}, "
-                f"{os.cpu_count()} cores), the shipped configs (batch 1,024 images, lambda 32, confirmation on "
-                "4,096 images), one evaluation = one forward pass of a batch (a confirmation pass of 4,096 images also counts as "
-                "one).\n\n")
-        f.write("| model | ranks | evaluations/s | per rank | rank 0 time in the forward pass | wall-clock of the run |\n")
-        f.write("|---|---|---|---|---|---|\n")
-        f.write("\n".join(rows) + "\n\nCommands:\n\n```\n" + "\n".join(cmds) + "\n```\n")
+        f.write("# Search speed: incremental evaluation\n\n")
+        f.write(f"Measured by `scripts/bench_search.py{' --quick' if quick else ''}` (commit {commit(ROOT)}, CPU "
+                f"{cpu_model()}, {os.cpu_count()} cores, {whole['isa']} kernels). One evaluation = one forward pass of a "
+                "fitness batch, the unit of `run.budget`. Incremental evaluation is exact: every pair of runs below "
+                "wrote the same log byte for byte (checked by this script; the `search` test checks model, log and "
+                "checkpoint for every grouping mode on 1-4 ranks).\n\n")
+        f.write("## Averaged over real searches (shipped configurations, 2 ranks, same run of this script)\n\n")
+        f.write("| search | ranks | evaluations | evaluations/s, incremental off | on | speed-up | cache memory per "
+                "rank | wall-clock off / on | logs |\n|---|---|---|---|---|---|---|---|---|\n")
+        f.write("\n".join(rows) + "\n\n")
+        f.write(f"## Per layer position, ResNet-20 at 2 bits, one rank, batch {cuts['images']}\n\n")
+        f.write(f"A generation of {cuts['individuals']} individuals and the context ({cuts['individuals'] + 1} "
+                f"evaluations) whose subcomponent lies in the layer: the prefix up to the layer once, then "
+                f"{cuts['individuals'] + 1} passes from the layer, against {cuts['individuals'] + 1} whole passes "
+                f"({t_full:.3f} s, {(cuts['individuals'] + 1) / t_full:.1f} evaluations/s). Best of 3.\n\n")
+        f.write("| node | layer | weights | seconds per generation | evaluations/s | speed-up | cache bytes per image |\n"
+                "|---|---|---|---|---|---|---|\n")
+        for c in cuts["cuts"]:
+            f.write(f"| {c['node']} | `{c['name']}` | {c['weights']} | {c['seconds']:.3f} | "
+                    f"{(cuts['individuals'] + 1) / c['seconds']:.1f} | {c['speedup']:.2f}x | {c['cache_bytes_per_image']} |\n")
+        f.write(f"\nWeighted by each layer's share of the weights (how often `layer_confidence` visits it): "
+                f"{t_mix:.3f} s per generation, **{t_full / t_mix:.2f}x** the whole-network cost. The cache "
+                f"for the worst cut of {cuts['images']} images: {cuts['cache_bytes'] / 2**20:.1f} MiB "
+                "(`run.cache_mb` bounds it; a smaller bound splits the batch into chunks, same results).\n\n")
+        f.write("Commands:\n\n```\n" + "\n".join(cmds) + "\n```\n")
     os.replace(out + ".tmp", out)
     print(f"bench_search: wrote {out}")
 

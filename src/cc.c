@@ -50,6 +50,7 @@ typedef struct {
     cclog log;
     int64_t val_correct; /* the context's correct validation predictions at the last validation */
     int64_t last_val;    /* the context's validation fitness at the last validation */
+    int64_t val_sumsq;   /* and the sum of the squares of its per-image values */
 } cc_state;
 
 static double fitness_report(const cc_state *s, int64_t f, int n)
@@ -62,14 +63,15 @@ static double fitness_report(const cc_state *s, int64_t f, int n)
 static int64_t validate(cc_state *s)
 {
     const int chunk = (int)s->cfg.batch, chunks = (s->n_val + chunk - 1) / chunk;
-    int64_t v[2] = {0, 0}; /* fitness, correct */
+    int64_t v[3] = {0, 0, 0}; /* fitness, correct, sum of squares */
     for (int c = s->d->rank; c < chunks; c += s->d->size) {
         const int n = s->n_val - c * chunk < chunk ? s->n_val - c * chunk : chunk;
         feval_gather(&s->ev, s->perm, s->n_val, (int64_t)c * chunk, n);
-        v[0] += feval_context(&s->ev, 0, n, &v[1]);
+        v[0] += feval_context(&s->ev, 0, n, &v[1], &v[2]);
     }
-    dist_allreduce_sum(s->d, v, 2);
+    dist_allreduce_sum(s->d, v, 3);
     s->val_correct = v[1];
+    s->val_sumsq = v[2];
     return v[0];
 }
 
@@ -279,6 +281,10 @@ ccq_status cc_run(const cfg_search *cfg, const char *resume, const dist_ctx *d, 
                 rec.val = fitness_report(&s, s.last_val, s.n_val);
                 rec.val_acc = (double)s.val_correct / s.n_val;
                 rec.best_val = fitness_report(&s, s.best_val, s.n_val);
+                /* standard error of the validation mean (reports only) */
+                const double mean = (double)s.last_val / s.n_val;
+                const double var = s.n_val > 1 ? ((double)s.val_sumsq - mean * (double)s.last_val) / (s.n_val - 1) : 0.0;
+                rec.val_se = fitness_report(&s, 1, 1) * sqrt(var > 0 ? var / s.n_val : 0.0);
             }
         }
         if (d->rank == 0) cclog_generation(&s.log, &rec, d->size, s.ev.t_forward, feval_cache_bytes(&s.ev));

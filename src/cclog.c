@@ -50,7 +50,8 @@ void cclog_generation(cclog *l, const cclog_rec *r, int ranks, double forward_s,
     fprintf(l->log, ", \"evaluations\": %lld, \"accepted_total\": %lld", (long long)r->evaluations,
             (long long)r->accepted_total);
     if (r->has_val)
-        fprintf(l->log, ", \"val\": %.6f, \"val_acc\": %.6f, \"best_val\": %.6f", r->val, r->val_acc, r->best_val);
+        fprintf(l->log, ", \"val\": %.6f, \"val_se\": %.6f, \"val_acc\": %.6f, \"best_val\": %.6f", r->val, r->val_se,
+                r->val_acc, r->best_val);
     fprintf(l->log, "}\n");
     const double el = ccq_seconds() - l->t0;
     const double rate = (double)(r->evaluations - l->evals0) / (el > 0 ? el : 1);

@@ -98,13 +98,17 @@ static void forward(feval *e, int cached, int c0, int off, int n)
     e->t_forward += ccq_seconds() - t;
 }
 
-int64_t feval_context(feval *e, int off, int n, int64_t *correct)
+int64_t feval_context(feval *e, int off, int n, int64_t *correct, int64_t *sumsq)
 {
     int64_t f = 0;
     for (int c0 = off; c0 < off + n; c0 += e->cap) {
         const int k = off + n - c0 < e->cap ? off + n - c0 : e->cap;
         forward(e, 0, 0, c0, k);
-        for (int j = 0; j < k; j++) f += image_fitness(e, e->logits + (size_t)j * e->fit->classes, c0 + j);
+        for (int j = 0; j < k; j++) {
+            const int64_t v = image_fitness(e, e->logits + (size_t)j * e->fit->classes, c0 + j);
+            f += v;
+            if (sumsq) *sumsq += v * v;
+        }
         if (correct) *correct += fit_correct(e->fit, e->logits, k, e->lab + c0);
     }
     return f;

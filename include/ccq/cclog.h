@@ -31,7 +31,7 @@ typedef struct {
     int has_z;
     double z; /* the paired test's statistic of the candidate: its mean gain in standard errors */
     int has_val;
-    double val, val_acc, best_val;
+    double val, val_acc, best_val, val_se; /* val_se: standard error of val (over the validation images) */
 } cclog_rec;
 
 /* Opens LOG and LOG.time for writing, or (resume_bytes >= 0) cuts LOG back

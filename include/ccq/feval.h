@@ -72,8 +72,9 @@ void feval_free(feval *e);
 void feval_gather(feval *e, const int32_t *pool, int pool_n, int64_t pos, int n);
 
 /* The context's fitness on gathered images [off, off + n) (whole network);
- * adds its correct predictions to *correct. */
-int64_t feval_context(feval *e, int off, int n, int64_t *correct);
+ * adds its correct predictions to *correct and (if given) the sum of the
+ * squares of its per-image fitness to *sumsq. */
+int64_t feval_context(feval *e, int off, int n, int64_t *correct, int64_t *sumsq);
 
 /* Writes individual `item` (>= 0) of the current generation: m levels for the subcomponent. */
 typedef void (*feval_sample_fn)(void *arg, int item, int m, int8_t *out);
