@@ -108,14 +108,26 @@ int64_t group_weyl_step(int64_t n_w)
     }
 }
 
-int group_confidence_layer(const eda_state *e, const int64_t *layer_start, int n_layers, uint32_t freeze, int G,
-                           int64_t gen, int64_t *out)
+int64_t group_turn_share(int64_t n_weights, int turns)
 {
-    const int64_t n_w = layer_start[n_layers];
-    if (n_w == 0) return 0;
-    const int64_t pos = (int64_t)(((unsigned __int128)(uint64_t)gen * (uint64_t)group_weyl_step(n_w)) % (uint64_t)n_w);
+    if (turns == GROUP_TURNS_EQUAL) return 1;
+    if (turns == GROUP_TURNS_WEIGHTS) return n_weights;
+    int64_t r = 0; /* GROUP_TURNS_SQRT: floor(sqrt(n)), in integers */
+    while ((r + 1) * (r + 1) <= n_weights) r++;
+    return r;
+}
+
+int group_confidence_layer(const eda_state *e, const int64_t *layer_start, int n_layers, int turns, uint32_t freeze,
+                           int G, int64_t gen, int64_t *out)
+{
+    int64_t total = 0;
+    for (int l = 0; l < n_layers; l++) total += group_turn_share(layer_start[l + 1] - layer_start[l], turns);
+    if (total == 0) return 0;
+    const int64_t pos = (int64_t)(((unsigned __int128)(uint64_t)gen * (uint64_t)group_weyl_step(total)) % (uint64_t)total);
     int l = 0;
-    while (layer_start[l + 1] <= pos) l++;
+    for (int64_t acc = group_turn_share(layer_start[1] - layer_start[0], turns); acc <= pos;
+         acc += group_turn_share(layer_start[l + 1] - layer_start[l], turns))
+        l++;
     for (int tried = 0; tried < n_layers; tried++) {
         const int m = least_confident(e, layer_start[l], layer_start[l + 1], freeze, G, out);
         if (m > 0) return m;

@@ -53,7 +53,7 @@ static int choose(step_state *s)
         return group_random(g->n_w, G, &r, s->sub);
     }
     case CFG_GROUP_LAYER_CONFIDENCE:
-        return group_confidence_layer(s->eda, g->layer_start, g->n_layers, freeze, G, s->gen, s->sub);
+        return group_confidence_layer(s->eda, g->layer_start, g->n_layers, (int)c->layer_turns, freeze, G, s->gen, s->sub);
     default:
         return group_confidence(s->eda, freeze, G, s->sub);
     }

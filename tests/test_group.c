@@ -121,19 +121,30 @@ static void test_confidence_layer(void **state)
     /* turns: positions 5 * gen mod 6 = 0, 5, 4, 3, 2, 1 -> layers 0, 1, 1, 1, 1, 0 (2 of 6 turns for 2 of 6 weights) */
     static const int layer_of_gen[6] = {0, 1, 1, 1, 1, 0};
     for (int gen = 0; gen < 6; gen++) {
-        const int m = group_confidence_layer(&e, start, 2, EDA_ONE, 3, gen, out);
+        const int m = group_confidence_layer(&e, start, 2, GROUP_TURNS_WEIGHTS, EDA_ONE, 3, gen, out);
         if (layer_of_gen[gen] == 0)
             expect_seq(out, m, (const int64_t[]){1, 0}, 2);
         else
             expect_seq(out, m, (const int64_t[]){4, 5, 3}, 3);
     }
+    /* equal turns: shares 1 and 1, step 1: layers 0, 1, 0, 1 ...; sqrt turns: shares 1 and 2, step 1: 0, 1, 1, 0 ... */
+    assert_int_equal(group_turn_share(4, GROUP_TURNS_SQRT), 2);
+    assert_int_equal(group_turn_share(8, GROUP_TURNS_SQRT), 2);
+    assert_int_equal(group_turn_share(9, GROUP_TURNS_SQRT), 3);
+    assert_int_equal(group_turn_share(9, GROUP_TURNS_EQUAL), 1);
+    for (int gen = 0; gen < 6; gen++) {
+        int m = group_confidence_layer(&e, start, 2, GROUP_TURNS_EQUAL, EDA_ONE, 3, gen, out);
+        assert_int_equal(m, gen % 2 == 0 ? 2 : 3);
+        m = group_confidence_layer(&e, start, 2, GROUP_TURNS_SQRT, EDA_ONE, 3, gen, out);
+        assert_int_equal(m, gen % 3 == 0 ? 2 : 3);
+    }
     /* freezing at 0.85 leaves weight 1 alone in layer 0 */
-    int m = group_confidence_layer(&e, start, 2, 55706, 3, 0, out);
+    int m = group_confidence_layer(&e, start, 2, GROUP_TURNS_WEIGHTS, 55706, 3, 0, out);
     expect_seq(out, m, (const int64_t[]){1}, 1);
     /* freezing at 52430 freezes all of layer 0: its turn goes to the next layer */
-    m = group_confidence_layer(&e, start, 2, 52430, 3, 0, out);
+    m = group_confidence_layer(&e, start, 2, GROUP_TURNS_WEIGHTS, 52430, 3, 0, out);
     expect_seq(out, m, (const int64_t[]){4, 5}, 2);
-    assert_int_equal(group_confidence_layer(&e, start, 2, 1, 3, 0, out), 0);
+    assert_int_equal(group_confidence_layer(&e, start, 2, GROUP_TURNS_WEIGHTS, 1, 3, 0, out), 0);
     eda_free(&e);
 }
 

@@ -11,13 +11,15 @@
  *               distribution, ties by index) among those below the freezing
  *               threshold (the founding paper's rule);
  *   layer_confidence
- *               the same inside one layer, the layer whose turn it is: the
- *               layer holding weight (gen * s) mod n_w, s the first step at
- *               or above 0.618 n_w coprime with n_w (a Weyl sequence: each
- *               layer's share of the generations is proportional to its
- *               weights, and the turns are interleaved, so a short run
- *               visits every layer), or the next layer with a weight below
- *               the freezing threshold. A subcomponent inside one layer lets
+ *               the same inside one layer, the layer whose turn it is: each
+ *               layer l has a share S_l of the turns (its weights, the
+ *               integer square root of them, or 1: `turns`); generation g
+ *               goes to the layer holding position (g * s) mod sum(S), s the
+ *               first step at or above 0.618 sum(S) coprime with it (a Weyl
+ *               sequence: the shares hold over any stretch of generations
+ *               and the turns are interleaved, so a short run visits every
+ *               layer), or to the next layer with a weight below the
+ *               freezing threshold. A subcomponent inside one layer lets
  *               the fitness start at that layer (incremental evaluation).
  * Every function writes the chosen indices to out[0..m) and returns m (0
  * when every weight is frozen). Pure functions of their arguments, so every
@@ -40,10 +42,14 @@ int group_random(int64_t n_w, int G, rng_pcg32 *rng, int64_t *out);
 /* freeze: confidence (Q16) at or above which a weight is never chosen. */
 int group_confidence(const eda_state *e, uint32_t freeze, int G, int64_t *out);
 
-/* gen: the generation (the turn is a function of it alone). */
-int group_confidence_layer(const eda_state *e, const int64_t *layer_start, int n_layers, uint32_t freeze, int G,
-                           int64_t gen, int64_t *out);
-/* The Weyl step s for n_w weights (exposed for tests). */
-int64_t group_weyl_step(int64_t n_w);
+enum { GROUP_TURNS_WEIGHTS = 0, GROUP_TURNS_SQRT = 1, GROUP_TURNS_EQUAL = 2 };
+
+/* gen: the generation (the turn is a function of it alone); turns: GROUP_TURNS_*. */
+int group_confidence_layer(const eda_state *e, const int64_t *layer_start, int n_layers, int turns, uint32_t freeze,
+                           int G, int64_t gen, int64_t *out);
+/* The Weyl step s for a total of n (exposed for tests). */
+int64_t group_weyl_step(int64_t n);
+/* A layer's share of the turns. */
+int64_t group_turn_share(int64_t n_weights, int turns);
 
 #endif
