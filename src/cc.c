@@ -75,15 +75,38 @@ static int64_t validate(cc_state *s)
     return v[0];
 }
 
-static void check_validation(cc_state *s)
+/* run.snapshots: the model kept so far (best on validation), as OUTPUT with .gGEN before .h5. */
+static ccq_status write_snapshot(cc_state *s, ccq_err *err)
 {
-    if (s->n_val == 0) return;
+    ccq_status st = CCQ_OK;
+    if (s->d->rank == 0) {
+        char path[CFG_PATH_MAX + 32];
+        const char *o = s->cfg.output;
+        const size_t n = strlen(o);
+        const int stem = n > 3 && !strcmp(o + n - 3, ".h5") ? (int)n - 3 : (int)n;
+        snprintf(path, sizeof path, "%.*s.g%06lld.h5", stem, o, (long long)s->st.gen);
+        model snap;
+        model_copy(&snap, &s->m);
+        for (int l = 0; l < s->g.n_layers; l++)
+            memcpy(snap.nodes[s->g.layer_node[l]].levels, s->best_levels + s->g.layer_start[l],
+                   (size_t)(s->g.layer_start[l + 1] - s->g.layer_start[l]));
+        st = model_save(&snap, path, err);
+        model_free(&snap);
+    }
+    return (ccq_status)dist_bcast_int(s->d, (int)st);
+}
+
+static ccq_status check_validation(cc_state *s, ccq_err *err)
+{
+    if (s->n_val == 0) return CCQ_OK;
     const int64_t v = validate(s);
     s->last_val = v;
     if (v < s->best_val) {
         s->best_val = v;
         genome_save_all(&s->g, s->best_levels);
+        if (s->cfg.snapshots) return write_snapshot(s, err);
     }
+    return CCQ_OK;
 }
 
 /* ---- checkpoints ------------------------------------------------------------ */
@@ -266,7 +289,7 @@ ccq_status cc_run(const cfg_search *cfg, const char *resume, const dist_ctx *d, 
         if ((st = (ccq_status)dist_bcast_int(d, d->rank == 0 ? (int)cclog_open(&s.log, cfg->log, -1, err) : 0)))
             goto done;
         s.best_val = INT64_MAX;
-        check_validation(&s);
+        if ((st = check_validation(&s, err))) goto done;
     }
     cclog_mark(&s.log, s.st.evals);
     s.ev.t_forward = 0;
@@ -275,7 +298,7 @@ ccq_status cc_run(const cfg_search *cfg, const char *resume, const dist_ctx *d, 
         cclog_rec rec;
         if (!step_run(&s.st, &rec)) break; /* every weight frozen */
         if (s.st.gen % cfg->checkpoint_every == 0) {
-            check_validation(&s);
+            if ((st = check_validation(&s, err))) goto done;
             if (s.n_val) {
                 rec.has_val = 1;
                 rec.val = fitness_report(&s, s.last_val, s.n_val);
@@ -294,7 +317,7 @@ ccq_status cc_run(const cfg_search *cfg, const char *resume, const dist_ctx *d, 
             break;
         }
     }
-    if (!stopped) check_validation(&s);
+    if (!stopped && (st = check_validation(&s, err))) goto done;
     if ((st = write_checkpoint(&s, err))) goto done;
     if (stopped) {
         if (d->rank == 0)

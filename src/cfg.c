@@ -62,6 +62,7 @@ static const cfg_entry k_table[] = {
     {"run", "micro_batch", T_INT, 1, 4096, "8", F(micro_batch), NULL},
     {"run", "incremental", T_BOOL, 0, 1, "true", F(incremental), NULL},
     {"run", "cache_mb", T_INT, 1, 1e6, "256", F(cache_mb), NULL},
+    {"run", "snapshots", T_BOOL, 0, 1, "false", F(snapshots), NULL},
 };
 #undef F
 

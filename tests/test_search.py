@@ -165,8 +165,14 @@ with tempfile.TemporaryDirectory() as root:
                 t.check(f"{g}: incremental={key[0]} on {key[1]} ranks: {n} bit-identical", got[n] == ref_run[n])
     # a paired test demanding more standard errors accepts less, and every acceptance has its z above the bar
     d = os.path.join(root, "z3")
-    rc, so, se = search(setup(d, budget=240), 1, ["--set", "search.accept_z=3", "--set", "search.confirm_batch=0"])
+    rc, so, se = search(setup(d, budget=240), 1, ["--set", "search.accept_z=3", "--set", "search.confirm_batch=0",
+                                                  "--set", "run.snapshots=true"])
     zr = [json.loads(l) for l in files(d)["log.jsonl"].decode().splitlines()]
+    snaps = sorted(f for f in os.listdir(d) if f.startswith("out.g") and f.endswith(".h5"))
+    improved = [r["gen"] for r in zr if "val" in r and r["val"] == r["best_val"]]
+    t.check("snapshots: one per validation improvement after the start, the last equal to the output",
+            snaps and snaps[0] == "out.g000000.h5" and all(f"out.g{g:06d}.h5" in snaps for g in improved)
+            and open(os.path.join(d, snaps[-1]), "rb").read() == files(d)["out.h5"], f"{snaps} {improved}")
     t.check("accept_z 3: every accepted generation has z > 3, every refused one with a z has z <= 3",
             all((r["z"] > 3) == bool(r["accepted"]) for r in zr if "z" in r) and any("z" in r for r in zr), str(zr[:3]))
 

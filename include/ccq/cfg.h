@@ -38,6 +38,7 @@ typedef struct {
     char output[CFG_PATH_MAX], log[CFG_PATH_MAX], checkpoint[CFG_PATH_MAX];
     int64_t budget, checkpoint_every, micro_batch; /* budget: evaluations; it says where a run stops, not what it does */
     int64_t incremental, cache_mb; /* speed only: the results are the same bit for bit either way */
+    int64_t snapshots;
 } cfg_search;
 
 /* Every key at its default. */
