@@ -64,6 +64,7 @@ file is rewritten atomically (CURVE.json.tmp, then renamed) at every record
 and ends with "done": true.
 """
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -85,6 +86,23 @@ import ccq_sim  # noqa: E402
 def die(msg):
     print(f"ste_finetune: {msg}", file=sys.stderr)
     sys.exit(1)
+
+
+def keep_freed_memory():
+    """glibc only (elsewhere a no-op): keep freed heap memory for reuse rather
+    than hand it back to the kernel. Every step allocates and frees the same
+    tens of MB of activations (the CPU tensors are not cached); glibc's
+    defaults return them (large blocks are mmap'ed, the heap's top is
+    trimmed), so each step page-faults them back in, a large share of a
+    step's and of a validation pass's time. Sizes up to 32 MB (glibc's
+    maximum) then come from the heap, whose top is never trimmed."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+    mallopt(-1, 2 ** 31 - 1)  # M_TRIM_THRESHOLD: (almost) never
 
 
 def lr_at(t, total, lr, schedule="cosine", warmup=0):
@@ -181,6 +199,49 @@ def ste_round(v):
     return v + (ccq_sim._round(v) - v).detach()
 
 
+class SteRequant(torch.autograd.Function):
+    """The training forward's requantization s * clamp(round(y / s), lo, hi)
+    (ccq_sim.run's fq), on two temporaries. It rounds half to even
+    (torch.round), unlike the engine's half away from zero only on exact .5
+    ties: the training forward only, never validation or a reported figure.
+    Backward: straight through the rounding, cut by the clamp (gradient *
+    [lo <= round(y / s) <= hi], inclusive, as torch.clamp's); only that mask
+    is saved, as float32 (a boolean one costs more than it saves: converting
+    it and torch.where are slow on the CPU)."""
+
+    @staticmethod
+    def forward(ctx, y, s, lo, hi):
+        t = torch.div(y, s)
+        t.round_()
+        c = t.clamp(lo, hi)
+        ctx.save_for_backward(torch.eq(c, t, out=t))  # the mask, 1.0 or 0.0, over t
+        return c.mul_(s)
+
+    @staticmethod
+    def backward(ctx, g):
+        m, = ctx.saved_tensors
+        return g * m, None, None, None
+
+
+class SteWeight(torch.autograd.Function):
+    """A latent's weight s * clamp(round(v), lo, hi), rounding half away from
+    zero (exactly the levels written); backward straight through the rounding,
+    cut by the clamp: where(lo <= round(v) <= hi, gradient * s, 0)."""
+
+    @staticmethod
+    def forward(ctx, v, lo, hi, s):
+        r = ccq_sim._round(v)
+        m = r.ge(lo)
+        m.logical_and_(r.le(hi))
+        ctx.save_for_backward(m, s)
+        return torch.clamp(r, lo, hi).mul_(s)
+
+    @staticmethod
+    def backward(ctx, g):
+        m, s = ctx.saved_tensors
+        return torch.where(m, g * s, 0.0), None, None, None
+
+
 class Latent:
     """The trainable weights of one conv2d/linear node, in levels."""
 
@@ -201,31 +262,60 @@ class Latent:
         else:
             v = start.clone()
         self.v = v.requires_grad_(True)
+        self.vlo, self.vhi = self.lo - 0.5, self.hi + 0.5  # clip()'s bounds
 
     def levels(self):
         return torch.clamp(ccq_sim._round(self.v.detach()), self.lo, self.hi)
 
     def weight(self, ste=True):
-        q = torch.clamp(ste_round(self.v), self.lo, self.hi) if ste else self.levels()
-        return q * self.s
+        return SteWeight.apply(self.v, self.lo, self.hi, self.s) if ste else self.levels() * self.s
 
     def clip(self):
         with torch.no_grad():
-            self.v.copy_(torch.clamp(self.v, self.lo - 0.5, self.hi + 0.5))
+            self.v.clamp_(self.vlo, self.vhi)
 
 
-def forward(net, lat, x, train):
-    w = {i: L.weight(ste=train) for i, L in lat.items()}
-    return ccq_sim.run(net, x, weights=w, rnd=ste_round if train else ccq_sim._round,
-                       dtype=torch.float32, tensor=True)
+def _cache(net, train):
+    """ccq_sim.run's cache of the net's constant tensors, kept in the net,
+    apart for training and for validation (whose are made in inference mode,
+    which autograd cannot save)."""
+    return net.setdefault("ste_cache_train" if train else "ste_cache_eval", {})
+
+
+def forward(net, lat, x, train, weights=None):
+    """The quantized forward of uint8 images x in float32: train=True the
+    straight-through one (SteWeight, SteRequant: torch.round, implicit conv
+    padding), else the exact simulation (ccq_sim.run's, the levels'
+    weights; weights, if given, are those)."""
+    if train:
+        w = {i: L.weight() for i, L in lat.items()}
+        return ccq_sim.run(net, x, weights=w, fq=SteRequant.apply, dtype=torch.float32, tensor=True,
+                           cache=_cache(net, True))
+    w = weights if weights is not None else {i: L.weight(ste=False) for i, L in lat.items()}
+    return ccq_sim.run(net, x, weights=w, dtype=torch.float32, tensor=True, cache=_cache(net, False))
+
+
+def train_step(net, lat, opt, x, y, lr):
+    """One optimizer step on uint8 images x with labels y (int64 numpy) at
+    learning rate lr; v clipped after it."""
+    logits = forward(net, lat, x, train=True)
+    loss = F.cross_entropy(logits, torch.from_numpy(y))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.step()
+    for L in lat.values():
+        L.clip()
 
 
 def evaluate(net, lat, x, y, batch=500):
     """Mean cross-entropy and accuracy (%) of the quantized forward."""
     loss, correct = 0.0, 0
-    with torch.no_grad():
+    with torch.inference_mode():
+        w = {i: L.weight(ste=False) for i, L in lat.items()}
         for j in range(0, len(x), batch):
-            logits = forward(net, lat, x[j:j + batch], train=False)
+            logits = forward(net, lat, x[j:j + batch], train=False, weights=w)
             t = torch.from_numpy(y[j:j + batch])
             loss += float(F.cross_entropy(logits, t, reduction="sum"))
             correct += int((logits.argmax(1) == t).sum())
@@ -267,6 +357,7 @@ def main():
             or a.warmup < 0 or a.lr < 0):
         die("--batch must be >= 1; --radius, --val-images, --steps, --epochs, --warmup and --lr >= 0")
     ccq = ccq_binary() if a.curve else None
+    keep_freed_memory()
     torch.set_num_threads(a.threads if a.threads > 0 else max(1, os.cpu_count() or 1))
     torch.manual_seed(a.seed)
     net = load(a.qmodel)
@@ -343,15 +434,7 @@ def main():
             order, pos = rng.permutation(ntr), 0
         idx = np.sort(order[pos:pos + a.batch])  # sorted: cheaper gathers, same batch
         pos += a.batch
-        logits = forward(net, lat, x[idx], train=True)
-        loss = F.cross_entropy(logits, torch.from_numpy(y[idx]))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step - 1, steps, a.lr, a.schedule, a.warmup)
-        opt.step()
-        for L in lat.values():
-            L.clip()
+        train_step(net, lat, opt, x[idx], y[idx], lr_at(step - 1, steps, a.lr, a.schedule, a.warmup))
         if step % every == 0 or step == steps:
             checkpoint(step)
     secs = clock["secs"] + time.perf_counter() - clock["since"]
