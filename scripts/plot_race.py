@@ -37,7 +37,7 @@ def test_acc(model, data):
     r = subprocess.run([ccq, "eval", model, "--data", data, "--json"], capture_output=True, text=True)
     if r.returncode:
         die(f"{model}: ccq eval failed: {r.stderr.strip()}")
-    return json.loads(r.stdout)["accuracy"]
+    return json.loads(r.stdout)["accuracy"] / 100.0  # ccq eval reports percent; curves hold fractions
 
 
 def search_curve(d, data):
