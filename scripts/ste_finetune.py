@@ -23,7 +23,10 @@ q = clamp(round(v), lo, hi), rounding half away from zero, with [lo, hi] the
 b-bit symmetric grid [-qmax, qmax] (qmax = 2^(b-1) - 1) intersected with
 [start - R, start + R] (as ccq's search.radius; R = 0: the whole grid); every
 requantizing activation rounded onto its uint8 grid with the file's scales
-and zero points; the file's biases (int32 at the accumulator's scale),
+and zero points (in the training forward half to even, torch.round, for
+speed: it differs only on exact .5 ties; validation, the checkpoint's choice
+and every reported figure use the exact simulation, half away from zero);
+the file's biases (int32 at the accumulator's scale),
 weight scales and activation scales fixed. Gradients pass straight through
 every rounding (identity), are cut by the activations' clamps, and v is
 clipped after each step to [lo - 0.5, hi + 0.5], so it never drifts beyond
