@@ -221,6 +221,12 @@ static ccq_status setup(cc_state *s, const cfg_search *cfg, const dist_ctx *d, c
     genome_qmax(&s->g, qmax);
     st = eda_init(&s->eda, s->g.n_w, (int)cfg->radius, base, qmax, (uint32_t)llround(cfg->p_center * EDA_ONE),
                   (uint32_t)llround(cfg->p_min * EDA_ONE), err);
+    if (!st && cfg->prior == CFG_PRIOR_FLOAT) {
+        int32_t *pos = ccq_malloc(sizeof(int32_t) * (size_t)s->g.n_w);
+        genome_float_pos(&s->g, pos);
+        eda_prior_float(&s->eda, pos, (uint32_t)llround(cfg->p_center * EDA_ONE));
+        ccq_free(pos);
+    }
     s->best_levels = base;
     ccq_free(qmax);
     if (st) return st;
@@ -249,7 +255,7 @@ static ccq_status setup(cc_state *s, const cfg_search *cfg, const dist_ctx *d, c
     const feval_kind kind = cfg->fitness == CFG_FIT_ACCURACY  ? FEVAL_ACCURACY
                             : cfg->fitness == CFG_FIT_DISTILL ? FEVAL_DISTILL
                                                               : FEVAL_XENT;
-    const int G = (int)(cfg->group_size < s->g.n_w ? cfg->group_size : s->g.n_w);
+    const int G = step_max_sub(cfg, &s->g);
     feval_init(&s->ev, &s->g, &s->fit, &s->train, &s->fm, kind, (int)cfg->incremental,
                cap > maxb ? maxb : (int)cap, maxb, G);
     step_init(&s->st, &s->cfg, d, &s->g, &s->eda, &s->ev, s->perm + s->n_val, s->n_fit);

@@ -24,6 +24,7 @@ typedef struct {
 
 static const char *const k_group[] = {"confidence", "layer", "random", "layer_confidence", NULL};
 static const char *const k_turns[] = {"weights", "sqrt", "equal", NULL};
+static const char *const k_prior[] = {"flat", "float", NULL};
 static const char *const k_fitness[] = {"xent", "accuracy", "distill", NULL};
 static const char *const k_act[] = {"percentile", "minmax", NULL};
 static const char *const k_wscale[] = {"maxabs", "mse", NULL};
@@ -45,9 +46,11 @@ static const cfg_entry k_table[] = {
     {"search", "alpha", T_DOUBLE, 0, 1, "0.3", F(alpha), NULL},
     {"search", "p_center", T_DOUBLE, 0.01, 1, "0.8", F(p_center), NULL},
     {"search", "p_min", T_DOUBLE, 0, 0.1, "0.005", F(p_min), NULL},
+    {"search", "prior", T_ENUM, 0, 0, "flat", F(prior), k_prior},
     {"search", "group", T_ENUM, 0, 0, "confidence", F(group), k_group},
     {"search", "layer_turns", T_ENUM, 0, 0, "weights", F(layer_turns), k_turns},
     {"search", "group_size", T_INT, 1, 1e6, "256", F(group_size), NULL},
+    {"search", "group_fraction", T_DOUBLE, 0, 1, "0", F(group_fraction), NULL},
     {"search", "freeze", T_DOUBLE, 0.5, 1, "0.98", F(freeze), NULL},
     {"search", "fitness", T_ENUM, 0, 0, "xent", F(fitness), k_fitness},
     {"search", "batch", T_INT, 1, 1e6, "1024", F(batch), NULL},

@@ -5,6 +5,7 @@
  */
 #include "ccq/eda.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static int in_grid(const eda_state *e, int64_t i, int j)
@@ -41,6 +42,36 @@ ccq_status eda_init(eda_state *e, int64_t n, int r, const int8_t *base, const in
         p[r] = EDA_ONE - used;
     }
     return CCQ_OK;
+}
+
+void eda_prior_float(eda_state *e, const int32_t *pos, uint32_t p_center)
+{
+    const int64_t one = 65536; /* Q16 level units, as pos */
+    const uint32_t cap = EDA_ONE - p_center / 4 - (uint32_t)e->width * e->p_min; /* > 0: eda_init's bounds */
+    for (int64_t i = 0; i < e->n; i++) {
+        uint32_t *p = e->p + i * e->width;
+        int others = 0;
+        for (int j = 0; j < e->width; j++) others += j != e->r && in_grid(e, i, j);
+        if (!others) continue;
+        const uint64_t b = (EDA_ONE - p_center) / (uint32_t)others;
+        uint64_t raw[2 * EDA_MAX_R + 1] = {0}, total = 0;
+        for (int j = 0; j < e->width; j++) {
+            if (j == e->r || !in_grid(e, i, j)) continue;
+            const int64_t level = e->base[i] - e->r + j, d = llabs((int64_t)pos[i] - level * one);
+            int64_t t = 3 * one / 2 - d;
+            t = t < 0 ? 0 : t > one ? one : t;
+            raw[j] = (3 * b * (uint64_t)t * (uint64_t)t) >> 32;
+            total += raw[j];
+        }
+        uint32_t used = 0;
+        for (int j = 0; j < e->width; j++) {
+            if (j == e->r || !in_grid(e, i, j)) continue;
+            uint32_t v = (uint32_t)(total > cap ? raw[j] * cap / total : raw[j]);
+            if (v < e->p_min) v = e->p_min;
+            p[j] = v, used += v;
+        }
+        p[e->r] = EDA_ONE - used;
+    }
 }
 
 void eda_free(eda_state *e)

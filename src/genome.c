@@ -3,6 +3,7 @@
  */
 #include "ccq/genome.h"
 
+#include <math.h>
 #include <string.h>
 
 void genome_init(genome *g, model *m, qnet *q)
@@ -84,4 +85,18 @@ void genome_qmax(const genome *g, int8_t *out)
     for (int l = 0; l < g->n_layers; l++)
         memset(out + g->layer_start[l], model_qmax(g->m->nodes[g->layer_node[l]].bits),
                (size_t)(g->layer_start[l + 1] - g->layer_start[l]));
+}
+
+void genome_float_pos(const genome *g, int32_t *out)
+{
+    for (int l = 0; l < g->n_layers; l++) {
+        const model_node *nd = &g->m->nodes[g->layer_node[l]];
+        const int64_t per = nd->n_weight / nd->shape.c;
+        for (int64_t w = 0; w < nd->n_weight; w++) {
+            /* one IEEE division and one rounding: the same integer on every rank and host */
+            const double v = (double)nd->weight[w] / (double)nd->wscale[w / per];
+            const double q = v * GENOME_POS_ONE;
+            out[g->layer_start[l] + w] = (int32_t)(q > 1e9 ? 1e9 : q < -1e9 ? -1e9 : llround(q));
+        }
+    }
 }

@@ -117,8 +117,15 @@ int64_t group_turn_share(int64_t n_weights, int turns)
     return r;
 }
 
+int group_layer_size(int G, int64_t n, uint32_t frac_q16)
+{
+    const int64_t f = (int64_t)(((uint64_t)n * frac_q16 + 65535) >> 16);
+    const int64_t g = f > G ? f : G;
+    return (int)(g < n ? g : n);
+}
+
 int group_confidence_layer(const eda_state *e, const int64_t *layer_start, int n_layers, int turns, uint32_t freeze,
-                           int G, int64_t gen, int64_t *out)
+                           int G, uint32_t frac_q16, int64_t gen, int64_t *out)
 {
     int64_t total = 0;
     for (int l = 0; l < n_layers; l++) total += group_turn_share(layer_start[l + 1] - layer_start[l], turns);
@@ -129,7 +136,8 @@ int group_confidence_layer(const eda_state *e, const int64_t *layer_start, int n
          acc += group_turn_share(layer_start[l + 1] - layer_start[l], turns))
         l++;
     for (int tried = 0; tried < n_layers; tried++) {
-        const int m = least_confident(e, layer_start[l], layer_start[l + 1], freeze, G, out);
+        const int64_t n = layer_start[l + 1] - layer_start[l];
+        const int m = least_confident(e, layer_start[l], layer_start[l + 1], freeze, group_layer_size(G, n, frac_q16), out);
         if (m > 0) return m;
         l = l + 1 < n_layers ? l + 1 : 0; /* every weight of this layer is frozen: the next one */
     }

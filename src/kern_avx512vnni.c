@@ -9,7 +9,10 @@
  * vpdpbusd sums the four u8*s8 products into int32 without intermediate
  * saturation, so it is exact for 8-bit weights. Tiles of 6 rows x 64,
  * 12 x 32 and 12 x 16 channels keep 24 accumulators in flight (see below);
- * requantization is vectorised to give bit for bit what kern_requant gives.
+ * a block of 16 channels over rows 16 bytes apart (a stride-1 convolution
+ * over 16 input channels) takes the pixel-quad tile instead, which reads the
+ * same packing with 4 rows x 4 channels per vector. Requantization is
+ * vectorised to give bit for bit what kern_requant gives.
  */
 #include <immintrin.h>
 #include <string.h>
@@ -35,21 +38,38 @@ static ptrdiff_t vnni_packed_offset(const int8_t *packed, int N, int K, int n, i
     return (ptrdiff_t)(n / NB) * NB * K + ((ptrdiff_t)(k / 4) * NB + n % NB) * 4 + k % 4;
 }
 
-/* v = sign(acc) * min((|acc| * mult + 2^(shift-1)) >> shift, 2^31 - 1) on 16 lanes. */
-static inline __m512i requant16(__m512i acc, __m512i mult, __m512i shift)
+/* Per-channel requantization constants of 16 lanes, hoisted out of a tile:
+ * the multiplier, shift and rounding term 2^(shift-1) of the even and odd
+ * dwords, each in the 64-bit lanes that vpmuludq and vpsrlvq read. */
+typedef struct {
+    __m512i mult_e, mult_o, shift_e, shift_o, round_e, round_o;
+} rq_consts;
+
+static inline rq_consts rq_consts_of(__m512i mult, __m512i shift)
 {
-    const __m512i one = _mm512_set1_epi64(1), lim = _mm512_set1_epi64(INT32_MAX);
-    const __m512i lo32 = _mm512_set1_epi64(0xffffffff);
+    const __m512i one = _mm512_set1_epi64(1);
+    rq_consts k;
+    k.mult_e = mult;
+    k.mult_o = _mm512_srli_epi64(mult, 32);
+    k.shift_e = _mm512_and_si512(shift, _mm512_set1_epi64(0xffffffff));
+    k.shift_o = _mm512_srli_epi64(shift, 32);
+    k.round_e = _mm512_sllv_epi64(one, _mm512_sub_epi64(k.shift_e, one));
+    k.round_o = _mm512_sllv_epi64(one, _mm512_sub_epi64(k.shift_o, one));
+    return k;
+}
+
+/* v = sign(acc) * min((|acc| * mult + 2^(shift-1)) >> shift, 2^31 - 1) on 16 lanes. */
+static inline __m512i requant16(__m512i acc, const rq_consts *k)
+{
+    const __m512i lim = _mm512_set1_epi64(INT32_MAX);
     const __mmask16 neg = _mm512_cmplt_epi32_mask(acc, _mm512_setzero_si512());
     const __m512i a = _mm512_abs_epi32(acc);
-    const __m512i se = _mm512_and_si512(shift, lo32), so = _mm512_srli_epi64(shift, 32);
-    __m512i pe = _mm512_mul_epu32(a, mult);
-    __m512i po = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), _mm512_srli_epi64(mult, 32));
-    pe = _mm512_add_epi64(pe, _mm512_sllv_epi64(one, _mm512_sub_epi64(se, one)));
-    po = _mm512_add_epi64(po, _mm512_sllv_epi64(one, _mm512_sub_epi64(so, one)));
-    pe = _mm512_min_epu64(_mm512_srlv_epi64(pe, se), lim);
-    po = _mm512_min_epu64(_mm512_srlv_epi64(po, so), lim);
-    const __m512i q = _mm512_or_si512(pe, _mm512_slli_epi64(po, 32));
+    __m512i pe = _mm512_add_epi64(_mm512_mul_epu32(a, k->mult_e), k->round_e);
+    __m512i po = _mm512_add_epi64(_mm512_mul_epu32(_mm512_srli_epi64(a, 32), k->mult_o), k->round_o);
+    pe = _mm512_min_epu64(_mm512_srlv_epi64(pe, k->shift_e), lim);
+    po = _mm512_min_epu64(_mm512_srlv_epi64(po, k->shift_o), lim);
+    /* odd dwords take the low dword of po's 64-bit lanes */
+    const __m512i q = _mm512_mask_shuffle_epi32(pe, 0xaaaa, po, _MM_PERM_CDAB);
     return _mm512_mask_sub_epi32(q, neg, _mm512_setzero_si512(), q);
 }
 
@@ -80,7 +100,8 @@ static inline __m512i bcast4(const uint8_t *p)
 #define R6(X) X(0) X(1) X(2) X(3) X(4) X(5)
 
 typedef struct {
-    __m512i bias, mult, shift;
+    __m512i bias;
+    rq_consts k;
     __mmask16 mask;
     int c0;
 } blk;
@@ -92,14 +113,14 @@ static inline blk load_blk(const kern_rq *rq, int c0, int N)
     b.c0 = c0;
     b.mask = left >= NB ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
     b.bias = _mm512_maskz_loadu_epi32(b.mask, rq->bias + c0);
-    b.mult = _mm512_maskz_loadu_epi32(b.mask, rq->mult + c0);
-    b.shift = _mm512_mask_loadu_epi32(_mm512_set1_epi32(1), b.mask, rq->shift + c0);
+    b.k = rq_consts_of(_mm512_maskz_loadu_epi32(b.mask, rq->mult + c0),
+                       _mm512_mask_loadu_epi32(_mm512_set1_epi32(1), b.mask, rq->shift + c0));
     return b;
 }
 
 static inline void finish(__m512i acc, const blk *b, int row, const kern_rq *rq, void *C, size_t ldc, int i32)
 {
-    const __m512i v = requant16(acc, b->mult, b->shift);
+    const __m512i v = requant16(acc, &b->k);
     if (i32)
         _mm512_mask_storeu_epi32((int32_t *)C + (size_t)row * ldc + b->c0, b->mask, v);
     else
@@ -223,6 +244,145 @@ static void tile_12x1(const kern_a *A, int m0, int mr, int n0, int N, const int8
 #undef FIN
 }
 
+/* 16 channels as pixel quads: the tile for a block of exactly 16 output
+ * channels when A is a stride-16 window (a 3x3 convolution over 16 input
+ * channels, stride 1), where tile_12x1 spends one broadcast per vpdpbusd.
+ *
+ * Layout: a quad is 4 rows m..m+3 with rows[m + i] == rows[m] + 16 i, so one
+ * 64-byte load at rows[m] + s * seg_stride + k holds bytes k..k+15 of the
+ * segment s of the 4 rows, row i in 128-bit lane i. An in-lane dword shuffle
+ * selects k-group j (4 bytes) in every dword of its lane; the 16 weight bytes
+ * of k-group j for channels 4c..4c+3 (bytes 16c..16c+15 of the packed
+ * 64-byte k-group vector) broadcast to every lane; vpdpbusd then accumulates
+ * row i, channel 4c + d in lane i, dword d of accumulator c. One shuffle
+ * feeds four vpdpbusd (channel groups c = 0..3) and each weight vector is
+ * shared by the 6 quads of the tile: 24 rows, 24 accumulators. In-lane packs
+ * (32 -> 16 -> 8 bits) of the 4 accumulators of a quad give, in lane i, the
+ * 16 output bytes of row i in channel order. */
+#define QN(X) X(0) X(1) X(2) X(3) X(4) X(5)
+enum { QUADS = 6 };
+
+/* 16 bytes at p in every 128-bit lane. */
+static inline __m512i bcast16(const void *p) { return _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)p)); }
+
+static inline int quad_ok(const kern_a *A, int m)
+{
+    const uint8_t *r = A->rows[m];
+    return A->rows[m + 1] == r + 16 && A->rows[m + 2] == r + 32 && A->rows[m + 3] == r + 48;
+}
+
+/* Requantizes, clamps and stores the 4 accumulators of one quad (rows
+ * m..m+3, 16 channels). The clamp is done on int16 after the packs:
+ * packs_epi32 saturates v to int16 and adds_epi16 saturates zp + v, and
+ * since lo, hi lie in [0, 255] and zp >= 0, clamp(sat16(zp + sat16(v)))
+ * equals clamp(zp + v) for every int32 v. */
+static inline void finish_quad(__m512i c0, __m512i c1, __m512i c2, __m512i c3, const rq_consts *k,
+                               const kern_rq *rq, uint8_t *C, size_t ldc)
+{
+    const __m512i zp = _mm512_set1_epi16((int16_t)rq->zp);
+    const __m512i lo = _mm512_set1_epi16((int16_t)rq->lo), hi = _mm512_set1_epi16((int16_t)rq->hi);
+#define RQ(i) requant16(c##i, &k[i])
+#define CLAMP(v) _mm512_min_epi16(_mm512_max_epi16(_mm512_adds_epi16(v, zp), lo), hi)
+    const __m512i v01 = CLAMP(_mm512_packs_epi32(RQ(0), RQ(1))), v23 = CLAMP(_mm512_packs_epi32(RQ(2), RQ(3)));
+#undef CLAMP
+#undef RQ
+    const __m512i v = _mm512_packus_epi16(v01, v23);
+    if (ldc == NB) {
+        _mm512_storeu_si512(C, v);
+    } else {
+        _mm_storeu_si128((__m128i *)C, _mm512_castsi512_si128(v));
+        _mm_storeu_si128((__m128i *)(C + ldc), _mm512_extracti32x4_epi32(v, 1));
+        _mm_storeu_si128((__m128i *)(C + 2 * ldc), _mm512_extracti32x4_epi32(v, 2));
+        _mm_storeu_si128((__m128i *)(C + 3 * ldc), _mm512_extracti32x4_epi32(v, 3));
+    }
+}
+
+/* nq (1..QUADS) quads from row m0, 16 channels from n0 (N - n0 >= 16), u8
+ * output. Assumes seg_len % 16 == 0 and quad_ok for each quad. Quads past nq
+ * repeat the last valid one and are not stored. */
+static void tile_quads(const kern_a *A, int m0, int nq, int n0, const int8_t *B, const rq_consts *kc,
+                       const kern_rq *rq, uint8_t *C, size_t ldc)
+{
+    const int K = A->nseg * A->seg_len;
+#define DECL(q) __m512i c##q##_0, c##q##_1, c##q##_2, c##q##_3;
+    QN(DECL)
+#undef DECL
+    {
+        const __m512i b0 = bcast16(rq->bias + n0), b1 = bcast16(rq->bias + n0 + 4),
+                      b2 = bcast16(rq->bias + n0 + 8), b3 = bcast16(rq->bias + n0 + 12);
+#define INIT(q) c##q##_0 = b0, c##q##_1 = b1, c##q##_2 = b2, c##q##_3 = b3;
+        QN(INIT)
+#undef INIT
+    }
+    const int8_t *w = B + (size_t)(n0 / NB) * NB * K;
+    for (int s = 0; s < A->nseg; s++) {
+#define QPTR(q) const uint8_t *a##q = A->rows[m0 + 4 * ((q) < nq ? (q) : nq - 1)] + s * A->seg_stride;
+        QN(QPTR)
+#undef QPTR
+        for (int k = 0; k < A->seg_len; k += 16, w += 16 * NB) {
+#define STEP(q, j)                                                                                               \
+    {                                                                                                            \
+        const __m512i x = _mm512_shuffle_epi32(_mm512_loadu_si512(a##q + k), (_MM_PERM_ENUM)((j) * 0x55));      \
+        c##q##_0 = _mm512_dpbusd_epi32(c##q##_0, x, w0);                                                         \
+        c##q##_1 = _mm512_dpbusd_epi32(c##q##_1, x, w1);                                                         \
+        c##q##_2 = _mm512_dpbusd_epi32(c##q##_2, x, w2);                                                         \
+        c##q##_3 = _mm512_dpbusd_epi32(c##q##_3, x, w3);                                                         \
+    }
+#define STEP0(q) STEP(q, 0)
+#define STEP1(q) STEP(q, 1)
+#define STEP2(q) STEP(q, 2)
+#define STEP3(q) STEP(q, 3)
+#define KGROUP(j)                                                                                                \
+    {                                                                                                            \
+        const __m512i w0 = bcast16(w + (j) * 4 * NB), w1 = bcast16(w + (j) * 4 * NB + 16),                       \
+                      w2 = bcast16(w + (j) * 4 * NB + 32), w3 = bcast16(w + (j) * 4 * NB + 48);                  \
+        QN(STEP##j)                                                                                              \
+    }
+            KGROUP(0) KGROUP(1) KGROUP(2) KGROUP(3)
+#undef KGROUP
+#undef STEP0
+#undef STEP1
+#undef STEP2
+#undef STEP3
+#undef STEP
+        }
+    }
+#define FIN(q)                                                                                                   \
+    if ((q) < nq)                                                                                                \
+        finish_quad(c##q##_0, c##q##_1, c##q##_2, c##q##_3, kc, rq, C + (size_t)(m0 + 4 * (q)) * ldc + n0, ldc);
+    QN(FIN)
+#undef FIN
+}
+
+/* The last 16-channel block (or the last 1..15 channels): quads where the rows
+ * allow, tile_12x1 elsewhere (up to the next break in the row steps, so that
+ * quads realign to the start of each run of stride-16 rows). */
+static void block_16(const kern_a *A, int n0, int N, const int8_t *B, const kern_rq *rq, void *C, size_t ldc, int i32)
+{
+    const int quads = !i32 && N - n0 >= NB && A->seg_len % 16 == 0;
+    rq_consts kc[4];
+    if (quads)
+        for (int c = 0; c < 4; c++)
+            kc[c] = rq_consts_of(bcast16(rq->mult + n0 + 4 * c), bcast16(rq->shift + n0 + 4 * c));
+    int m = 0;
+    while (m < A->M) {
+        int mr = A->M - m < 12 ? A->M - m : 12;
+        if (quads) {
+            int nq = 0;
+            while (nq < QUADS && m + 4 * nq + 4 <= A->M && quad_ok(A, m + 4 * nq)) nq++;
+            if (nq) {
+                tile_quads(A, m, nq, n0, B, kc, rq, (uint8_t *)C, ldc);
+                m += 4 * nq;
+                continue;
+            }
+            mr = 1;
+            while (mr < 3 && m + mr < A->M && A->rows[m + mr] == A->rows[m + mr - 1] + 16) mr++;
+        }
+        tile_12x1(A, m, mr, n0, N, B, rq, C, ldc, i32);
+        m += mr;
+    }
+}
+
 static void gemm(const kern_a *A, int N, const int8_t *B, const kern_rq *rq, void *C, size_t ldc, int i32)
 {
     int n0 = 0;
@@ -230,8 +390,7 @@ static void gemm(const kern_a *A, int N, const int8_t *B, const kern_rq *rq, voi
         for (int m = 0; m < A->M; m += 6) tile_6x4(A, m, A->M - m < 6 ? A->M - m : 6, n0, N, B, rq, C, ldc, i32);
     for (; n0 + 2 * NB <= N; n0 += 2 * NB)
         for (int m = 0; m < A->M; m += 12) tile_12x2(A, m, A->M - m < 12 ? A->M - m : 12, n0, N, B, rq, C, ldc, i32);
-    for (; n0 < N; n0 += NB)
-        for (int m = 0; m < A->M; m += 12) tile_12x1(A, m, A->M - m < 12 ? A->M - m : 12, n0, N, B, rq, C, ldc, i32);
+    for (; n0 < N; n0 += NB) block_16(A, n0, N, B, rq, C, ldc, i32);
 }
 
 static void vnni_gemm_u8(const kern_a *A, int N, const int8_t *B, const kern_rq *rq, uint8_t *C, size_t ldc)

@@ -15,6 +15,18 @@
 /* Purposes of the keyed random streams (third key word); KEY_DATA (2) is the driver's. */
 enum { KEY_INDIVIDUAL = 1, KEY_GROUP = 3 };
 
+static uint32_t frac_q16(const cfg_search *cfg) { return (uint32_t)llround(cfg->group_fraction * 65536.0); }
+
+int step_max_sub(const cfg_search *cfg, const genome *g)
+{
+    int G = (int)(cfg->group_size < g->n_w ? cfg->group_size : g->n_w);
+    if (cfg->group == CFG_GROUP_LAYER_CONFIDENCE)
+        for (int l = 0; l < g->n_layers; l++) {
+            const int gl = group_layer_size(G, g->layer_start[l + 1] - g->layer_start[l], frac_q16(cfg));
+            if (gl > G) G = gl;
+        }
+    return G;
+}
 static int max_sub(const cfg_search *cfg, int64_t n_w) { return (int)(cfg->group_size < n_w ? cfg->group_size : n_w); }
 
 void step_init(step_state *s, const cfg_search *cfg, const dist_ctx *d, genome *g, eda_state *eda, feval *ev,
@@ -22,7 +34,7 @@ void step_init(step_state *s, const cfg_search *cfg, const dist_ctx *d, genome *
 {
     memset(s, 0, sizeof *s);
     s->cfg = cfg, s->d = d, s->g = g, s->eda = eda, s->ev = ev, s->pool = pool, s->pool_n = pool_n;
-    const int G = max_sub(cfg, g->n_w), lambda = (int)cfg->lambda;
+    const int G = step_max_sub(cfg, g), lambda = (int)cfg->lambda;
     s->sub = ccq_malloc(sizeof(int64_t) * (size_t)(G > 0 ? G : 1));
     s->ind = ccq_malloc((size_t)(G > 0 ? G : 1));
     s->elite = ccq_malloc((size_t)(G > 0 ? G : 1) * (size_t)cfg->mu);
@@ -53,7 +65,8 @@ static int choose(step_state *s)
         return group_random(g->n_w, G, &r, s->sub);
     }
     case CFG_GROUP_LAYER_CONFIDENCE:
-        return group_confidence_layer(s->eda, g->layer_start, g->n_layers, (int)c->layer_turns, freeze, G, s->gen, s->sub);
+        return group_confidence_layer(s->eda, g->layer_start, g->n_layers, (int)c->layer_turns, freeze, G, frac_q16(c),
+                                      s->gen, s->sub);
     default:
         return group_confidence(s->eda, freeze, G, s->sub);
     }

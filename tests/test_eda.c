@@ -1,7 +1,8 @@
 /*
  * test_eda.c: fixed-point categorical distributions: initialisation at the
  * grid's edges, sampling frequencies, the PBIL update on a hand-checked case,
- * floors and exact sums under repeated updates, and determinism.
+ * floors and exact sums under repeated updates, determinism, and the float
+ * prior on hand-computed rows.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -41,6 +42,34 @@ static void test_init_edges(void **state)
     assert_int_equal(eda_init(&e, 4, 0, base, qmax, 52429, 0, &err), CCQ_ERR_USAGE);
     assert_int_equal(eda_init(&e, 4, 1, base, qmax, 0, 0, &err), CCQ_ERR_USAGE);
     assert_int_equal(eda_init(&e, 4, 1, base, qmax, 52429, 8000, &err), CCQ_ERR_USAGE);
+}
+
+/* The float prior on hand-computed rows: b = (65536 - 52429) / others, t in Q16. */
+static void test_prior_float(void **state)
+{
+    (void)state;
+    const int8_t base[4] = {0, 0, 1, 0}, qmax[4] = {1, 1, 1, 1};
+    const int32_t pos[4] = {0, 32768, 65536, -131072}; /* on its level, halfway up, on level 1, at -2 */
+    eda_state e;
+    ccq_err err;
+    assert_int_equal(eda_init(&e, 4, 1, base, qmax, 52429, 328, &err), CCQ_OK);
+    eda_prior_float(&e, pos, 52429);
+    for (int i = 0; i < 4; i++) assert_int_equal(row_sum(&e, i), EDA_ONE);
+    /* t = 1/2 on both sides: 3 * 6553 / 4 = 4914 each */
+    assert_int_equal(e.p[0], 4914), assert_int_equal(e.p[2], 4914), assert_int_equal(e.p[1], 55708);
+    /* halfway to +1: t = 1 there (3 * 6553), 0 towards -1 (the floor) */
+    assert_int_equal(e.p[3 + 2], 19659), assert_int_equal(e.p[3 + 0], 328), assert_int_equal(e.p[3 + 1], 45549);
+    /* the edge of the 2-bit grid: one other candidate, b = 13107, t = 1/2 */
+    assert_int_equal(e.p[6 + 0], 9830), assert_int_equal(e.p[6 + 2], 0), assert_int_equal(e.p[6 + 1], 55706);
+    /* beyond the bin (a GPTQ level two steps from its float weight): -1 at distance 1 */
+    assert_int_equal(e.p[9 + 0], 4914), assert_int_equal(e.p[9 + 2], 328);
+    eda_free(&e);
+    /* the cap: centre 0.1, so b = 29491 and 3b exceeds what the start may give away */
+    assert_int_equal(eda_init(&e, 4, 1, base, qmax, 6554, 328, &err), CCQ_OK);
+    eda_prior_float(&e, pos, 6554);
+    assert_int_equal(e.p[3 + 2], 65536 - 1638 - 3 * 328), assert_int_equal(e.p[3 + 0], 328);
+    assert_int_equal(e.p[3 + 1], 1638 + 2 * 328);
+    eda_free(&e);
 }
 
 static void test_sampling(void **state)
@@ -149,7 +178,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_init_edges),       cmocka_unit_test(test_sampling),
         cmocka_unit_test(test_update_hand),      cmocka_unit_test(test_update_converges),
-        cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_deterministic),    cmocka_unit_test(test_prior_float),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

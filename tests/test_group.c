@@ -121,7 +121,7 @@ static void test_confidence_layer(void **state)
     /* turns: positions 5 * gen mod 6 = 0, 5, 4, 3, 2, 1 -> layers 0, 1, 1, 1, 1, 0 (2 of 6 turns for 2 of 6 weights) */
     static const int layer_of_gen[6] = {0, 1, 1, 1, 1, 0};
     for (int gen = 0; gen < 6; gen++) {
-        const int m = group_confidence_layer(&e, start, 2, GROUP_TURNS_WEIGHTS, EDA_ONE, 3, gen, out);
+        const int m = group_confidence_layer(&e, start, 2, GROUP_TURNS_WEIGHTS, EDA_ONE, 3, 0, gen, out);
         if (layer_of_gen[gen] == 0)
             expect_seq(out, m, (const int64_t[]){1, 0}, 2);
         else
@@ -133,18 +133,27 @@ static void test_confidence_layer(void **state)
     assert_int_equal(group_turn_share(9, GROUP_TURNS_SQRT), 3);
     assert_int_equal(group_turn_share(9, GROUP_TURNS_EQUAL), 1);
     for (int gen = 0; gen < 6; gen++) {
-        int m = group_confidence_layer(&e, start, 2, GROUP_TURNS_EQUAL, EDA_ONE, 3, gen, out);
+        int m = group_confidence_layer(&e, start, 2, GROUP_TURNS_EQUAL, EDA_ONE, 3, 0, gen, out);
         assert_int_equal(m, gen % 2 == 0 ? 2 : 3);
-        m = group_confidence_layer(&e, start, 2, GROUP_TURNS_SQRT, EDA_ONE, 3, gen, out);
+        m = group_confidence_layer(&e, start, 2, GROUP_TURNS_SQRT, EDA_ONE, 3, 0, gen, out);
         assert_int_equal(m, gen % 3 == 0 ? 2 : 3);
     }
     /* freezing at 0.85 leaves weight 1 alone in layer 0 */
-    int m = group_confidence_layer(&e, start, 2, GROUP_TURNS_WEIGHTS, 55706, 3, 0, out);
+    int m = group_confidence_layer(&e, start, 2, GROUP_TURNS_WEIGHTS, 55706, 3, 0, 0, out);
     expect_seq(out, m, (const int64_t[]){1}, 1);
     /* freezing at 52430 freezes all of layer 0: its turn goes to the next layer */
-    m = group_confidence_layer(&e, start, 2, GROUP_TURNS_WEIGHTS, 52430, 3, 0, out);
+    m = group_confidence_layer(&e, start, 2, GROUP_TURNS_WEIGHTS, 52430, 3, 0, 0, out);
     expect_seq(out, m, (const int64_t[]){4, 5}, 2);
-    assert_int_equal(group_confidence_layer(&e, start, 2, GROUP_TURNS_WEIGHTS, 1, 3, 0, out), 0);
+    assert_int_equal(group_confidence_layer(&e, start, 2, GROUP_TURNS_WEIGHTS, 1, 3, 0, 0, out), 0);
+    /* group_fraction: half of a layer, at least G = 1: 2 of layer 1's 4 weights, 1 of layer 0's 2 */
+    m = group_confidence_layer(&e, start, 2, GROUP_TURNS_WEIGHTS, EDA_ONE, 1, 32768, 1, out);
+    expect_seq(out, m, (const int64_t[]){4, 5}, 2);
+    m = group_confidence_layer(&e, start, 2, GROUP_TURNS_WEIGHTS, EDA_ONE, 1, 32768, 0, out);
+    expect_seq(out, m, (const int64_t[]){1}, 1);
+    assert_int_equal(group_layer_size(256, 36864, 6554), 3687); /* 3686.6 rounded up */
+    assert_int_equal(group_layer_size(256, 2304, 6554), 256);   /* 230.5: G is the floor */
+    assert_int_equal(group_layer_size(256, 144, 6554), 144);    /* never more than the layer */
+    assert_int_equal(group_layer_size(3, 10, 0), 3);
     eda_free(&e);
 }
 

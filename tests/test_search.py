@@ -12,7 +12,8 @@ off: exact too). Incremental evaluation on and off give bit-identical
 model, log and checkpoint for every grouping mode on 1 to 4 ranks (with a
 cache small enough to split batches into chunks), with the paired
 acceptance test on the confirmation batch and on the selection batch, on
-both reference models and with the scalar kernels; a checkpoint from another configuration, a
+both reference models and with the scalar kernels (and with the float prior,
+which must change the search, and subcomponents sized by layer); a checkpoint from another configuration, a
 damaged checkpoint and a bad configuration are refused with one clear line
 and their exit codes, leaving the existing files untouched. Also: the search
 improves the batch fitness it optimises over its round-to-nearest start."""
@@ -145,7 +146,8 @@ with tempfile.TemporaryDirectory() as root:
     # incremental evaluation: on and off, every grouping mode, 1-4 ranks, chunked caches, paired acceptance
     modes = [("confidence", []), ("layer", ["--set", "search.accept_z=1.5"]),
              ("random", ["--set", "search.accept_z=1", "--set", "search.confirm_batch=0"]),
-             ("layer_confidence", ["--set", "search.accept_z=0.5"])]
+             ("layer_confidence", ["--set", "search.accept_z=0.5", "--set", "search.prior=float",
+                                  "--set", "search.group_fraction=0.05"])]
     for g, extra in modes:
         extra = ["--set", f"search.group={g}"] + extra
         runs = {}
@@ -163,6 +165,12 @@ with tempfile.TemporaryDirectory() as root:
         for key, got in runs.items():
             for n in ref_run:
                 t.check(f"{g}: incremental={key[0]} on {key[1]} ranks: {n} bit-identical", got[n] == ref_run[n])
+        if "search.prior=float" in extra:
+            d = os.path.join(root, f"inc_{g}_flat")
+            flat = [a if a != "search.prior=float" else "search.prior=flat" for a in extra]
+            rc, so, se = search(setup(d, budget=240), 1, flat)
+            t.check(f"{g}: the float prior changes the search (the log differs from the flat prior's)",
+                    rc == 0 and files(d)["log.jsonl"] != ref_run["log.jsonl"], se[-500:])
     # a paired test demanding more standard errors accepts less, and every acceptance has its z above the bar
     d = os.path.join(root, "z3")
     rc, so, se = search(setup(d, budget=240), 1, ["--set", "search.accept_z=3", "--set", "search.confirm_batch=0",

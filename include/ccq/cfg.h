@@ -19,6 +19,7 @@
 #define CFG_PATH_MAX 512
 
 typedef enum { CFG_GROUP_CONFIDENCE, CFG_GROUP_LAYER, CFG_GROUP_RANDOM, CFG_GROUP_LAYER_CONFIDENCE } cfg_group;
+typedef enum { CFG_PRIOR_FLAT, CFG_PRIOR_FLOAT } cfg_prior;
 typedef enum { CFG_FIT_XENT, CFG_FIT_ACCURACY, CFG_FIT_DISTILL } cfg_fitness;
 typedef enum { CFG_ACT_PERCENTILE, CFG_ACT_MINMAX } cfg_act_rule;
 typedef enum { CFG_WSCALE_MAXABS, CFG_WSCALE_MSE } cfg_wscale;
@@ -32,8 +33,8 @@ typedef struct {
     double percentile;
     /* [search] */
     uint64_t seed;
-    int64_t radius, lambda, mu, group, layer_turns, group_size, fitness, batch, confirm_batch, val_images;
-    double alpha, p_center, p_min, freeze, accept_z;
+    int64_t radius, lambda, mu, group, layer_turns, prior, group_size, fitness, batch, confirm_batch, val_images;
+    double alpha, p_center, p_min, freeze, accept_z, group_fraction;
     /* [run] */
     char output[CFG_PATH_MAX], log[CFG_PATH_MAX], checkpoint[CFG_PATH_MAX];
     int64_t budget, checkpoint_every, micro_batch; /* budget: evaluations; it says where a run stops, not what it does */

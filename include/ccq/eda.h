@@ -38,6 +38,18 @@ ccq_status eda_init(eda_state *e, int64_t n, int r, const int8_t *base, const in
                     uint32_t p_min, ccq_err *err);
 void eda_free(eda_state *e);
 
+/* The float prior: reshapes every row after eda_init from where the weight's
+ * float value lies on the grid, pos[i] (Q16 level units, as
+ * genome_float_pos). A candidate level l other than the start gets
+ *   3 * b * t^2,  t = clamp(1.5 - |pos - l|, 0, 1),  b = (1 - p_center) / others
+ * (others: the in-grid candidates besides the start), so a weight lying
+ * halfway to l or beyond gets 3b, one on its own level gets 0, and over
+ * float values spread evenly within the start's bin the expected off-start
+ * mass is about eda_init's 1 - p_center; the off-start total is capped at
+ * 1 - p_center / 4 - width * p_min, then every in-grid candidate is floored at p_min and
+ * the start takes the rest. Integer arithmetic only. */
+void eda_prior_float(eda_state *e, const int32_t *pos, uint32_t p_center);
+
 /* Draws a level for each of the m weights idx[0..m) from one stream. */
 void eda_sample(const eda_state *e, const int64_t *idx, int m, rng_pcg32 *rng, int8_t *out);
 

@@ -43,6 +43,12 @@ void genome_set(genome *g, const int64_t *idx, int n, const int8_t *v);
 void genome_save_all(const genome *g, int8_t *out);
 void genome_load_all(genome *g, const int8_t *v);
 
+/* Each weight's float value (the model's folded weight) in units of its
+ * channel's scale, i.e. where it lies on the level grid, in Q16 (clipped to
+ * +-1e9): [n_w]. What the float prior of the search reads. */
+#define GENOME_POS_ONE 65536
+void genome_float_pos(const genome *g, int32_t *out);
+
 /* Largest level magnitude of each weight's layer, [n_w]. */
 void genome_qmax(const genome *g, int8_t *out);
 

@@ -44,9 +44,13 @@ int group_confidence(const eda_state *e, uint32_t freeze, int G, int64_t *out);
 
 enum { GROUP_TURNS_WEIGHTS = 0, GROUP_TURNS_SQRT = 1, GROUP_TURNS_EQUAL = 2 };
 
-/* gen: the generation (the turn is a function of it alone); turns: GROUP_TURNS_*. */
+/* gen: the generation (the turn is a function of it alone); turns: GROUP_TURNS_*. The layer
+ * whose turn it is gives group_layer_size(G, its weights, frac_q16) weights. */
 int group_confidence_layer(const eda_state *e, const int64_t *layer_start, int n_layers, int turns, uint32_t freeze,
-                           int G, int64_t gen, int64_t *out);
+                           int G, uint32_t frac_q16, int64_t gen, int64_t *out);
+/* The subcomponent size in a layer of n weights: the larger of G and frac_q16 / 2^16 of the layer
+ * (rounded up; frac_q16 = 0: G), at most n. */
+int group_layer_size(int G, int64_t n, uint32_t frac_q16);
 /* The Weyl step s for a total of n (exposed for tests). */
 int64_t group_weyl_step(int64_t n);
 /* A layer's share of the turns. */

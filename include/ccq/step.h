@@ -50,6 +50,10 @@ void step_init(step_state *s, const cfg_search *cfg, const dist_ctx *d, genome *
                const int32_t *pool, int pool_n);
 void step_free(step_state *s);
 
+/* The largest subcomponent a generation can choose (search.group_size, and with layer_confidence
+ * the largest layer's share by search.group_fraction): what the scratch buffers hold. */
+int step_max_sub(const cfg_search *cfg, const genome *g);
+
 /* Runs one generation and describes it in *rec (validation fields unset).
  * Returns 0 without doing anything when every weight is frozen. */
 int step_run(step_state *s, cclog_rec *rec);
