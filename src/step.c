@@ -16,10 +16,11 @@
 enum { KEY_INDIVIDUAL = 1, KEY_GROUP = 3 };
 
 static uint32_t frac_q16(const cfg_search *cfg) { return (uint32_t)llround(cfg->group_fraction * 65536.0); }
+static int max_sub(const cfg_search *cfg, int64_t n_w) { return (int)(cfg->group_size < n_w ? cfg->group_size : n_w); }
 
 int step_max_sub(const cfg_search *cfg, const genome *g)
 {
-    int G = (int)(cfg->group_size < g->n_w ? cfg->group_size : g->n_w);
+    int G = max_sub(cfg, g->n_w);
     if (cfg->group == CFG_GROUP_LAYER_CONFIDENCE)
         for (int l = 0; l < g->n_layers; l++) {
             const int gl = group_layer_size(G, g->layer_start[l + 1] - g->layer_start[l], frac_q16(cfg));
@@ -27,7 +28,6 @@ int step_max_sub(const cfg_search *cfg, const genome *g)
         }
     return G;
 }
-static int max_sub(const cfg_search *cfg, int64_t n_w) { return (int)(cfg->group_size < n_w ? cfg->group_size : n_w); }
 
 void step_init(step_state *s, const cfg_search *cfg, const dist_ctx *d, genome *g, eda_state *eda, feval *ev,
                const int32_t *pool, int pool_n)
