@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""plot_race.py OUT.png --title T [--search DIR=LABEL]... [--ste CURVE.json=LABEL]... [--ref ACC=LABEL]...:
+"""plot_race.py OUT.png --title T [--search DIR=LABEL]... [--ste CURVE.json=LABEL]... [--ref ACC=LABEL]...
+[--keep OLD.json=LABEL[->NEW]]...:
 test accuracy against wall-clock for ccq searches and STE fine-tunes from the
 same start, and a JSON of the curves beside OUT.png (OUT.json).
 
@@ -11,7 +12,9 @@ on validation) by `ccq eval`. An STE curve is ste_finetune.py's --curve
 file (seconds of training and validation; test accuracy of the levels
 chosen so far on validation, by `ccq eval`). Both curves are step
 functions: what a user stopping at that moment would ship. The test split
-never chose anything."""
+never chose anything. --keep takes the curve labelled LABEL from an earlier
+OUT.json (a run whose directory is gone), renamed NEW if given, so earlier measurements stay on the
+plot beside new ones."""
 import argparse
 import json
 import os
@@ -72,8 +75,20 @@ def main():
     ap.add_argument("--search", action="append", default=[])
     ap.add_argument("--ste", action="append", default=[])
     ap.add_argument("--ref", action="append", default=[])
+    ap.add_argument("--keep", action="append", default=[])
     a = ap.parse_args()
     curves = []
+    for k in a.keep:
+        p, _, label = k.partition("=")
+        label, _, new = label.partition("->")
+        try:
+            old = json.load(open(p))
+        except (OSError, ValueError) as e:
+            die(f"{p}: cannot read earlier curves ({e})")
+        got = [c for c in old if c.get("label") == label]
+        if not got:
+            die(f"{p}: no curve labelled {label!r}")
+        curves += [dict(c, label=new or label) for c in got]
     for s in a.search:
         d, _, label = s.partition("=")
         curves.append({"kind": "search", "label": label or d, "points": search_curve(d, a.data)})

@@ -46,6 +46,7 @@ void cclog_generation(cclog *l, const cclog_rec *r, int ranks, double forward_s,
     fprintf(l->log, ", \"context_acc\": %.6f", r->context_acc);
     if (r->has_confirm)
         fprintf(l->log, ", \"confirm_context\": %.6f, \"confirm_best\": %.6f", r->confirm_context, r->confirm_best);
+    if (r->has_combined) fprintf(l->log, ", \"combined\": %.6f, \"combined_won\": %d", r->combined, r->combined_won);
     if (r->has_z) fprintf(l->log, ", \"z\": %.4f", r->z);
     fprintf(l->log, ", \"evaluations\": %lld, \"accepted_total\": %lld", (long long)r->evaluations,
             (long long)r->accepted_total);

@@ -54,6 +54,7 @@ static const cfg_entry k_table[] = {
     {"search", "freeze", T_DOUBLE, 0.5, 1, "0.98", F(freeze), NULL},
     {"search", "fitness", T_ENUM, 0, 0, "xent", F(fitness), k_fitness},
     {"search", "batch", T_INT, 1, 1e6, "1024", F(batch), NULL},
+    {"search", "combine", T_BOOL, 0, 1, "false", F(combine), NULL},
     {"search", "confirm_batch", T_INT, 0, 1e6, "0", F(confirm_batch), NULL},
     {"search", "accept_z", T_DOUBLE, 0, 10, "0", F(accept_z), NULL},
     {"search", "val_images", T_INT, 0, 1e6, "5000", F(val_images), NULL},

@@ -41,11 +41,14 @@ void step_init(step_state *s, const cfg_search *cfg, const dist_ctx *d, genome *
     s->items = ccq_malloc(sizeof(int) * ((size_t)lambda + 1));
     s->out = ccq_malloc(sizeof(int64_t) * (3 * ((size_t)lambda + 1) + 1));
     s->order = ccq_malloc(sizeof(int64_t) * 2 * (size_t)lambda);
+    s->all = ccq_malloc((size_t)(G > 0 ? G : 1) * (size_t)lambda);
+    s->combo = ccq_malloc((size_t)(G > 0 ? G : 1));
 }
 
 void step_free(step_state *s)
 {
     ccq_free(s->sub), ccq_free(s->ind), ccq_free(s->elite), ccq_free(s->items), ccq_free(s->out), ccq_free(s->order);
+    ccq_free(s->all), ccq_free(s->combo);
     memset(s, 0, sizeof *s);
 }
 
@@ -75,6 +78,10 @@ static int choose(step_state *s)
 static void sample(void *arg, int k, int m, int8_t *out)
 {
     const step_state *s = arg;
+    if (k == (int)s->cfg->lambda) { /* the combination (search.combine) */
+        memcpy(out, s->combo, (size_t)m);
+        return;
+    }
     rng_pcg32 r;
     rng_init_keyed(&r, s->cfg->seed, (uint64_t)s->gen, (uint64_t)k + 1, KEY_INDIVIDUAL);
     eda_sample(s->eda, s->sub, m, &r, out);
@@ -102,6 +109,37 @@ static int cmp_fit(const void *a, const void *b)
     const int64_t *x = a, *y = b; /* (fitness, individual) */
     if (x[0] != y[0]) return x[0] < y[0] ? -1 : 1;
     return x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
+int step_combine(const int8_t *all, const int64_t *fit, int lambda, int m, int64_t ctx, int8_t *combo)
+{
+    int moved = 0;
+    for (int t = 0; t < m; t++) {
+        const int8_t c = combo[t];
+        int8_t best_v = c;
+        int64_t best_sum = 0, best_n = 0;
+        for (int v = -128; v < 128; v++) {
+            if (v == c) continue;
+            int64_t n = 0, sum = 0;
+            for (int k = 0; k < lambda; k++)
+                if (all[(size_t)k * m + t] == v) n++, sum += fit[k];
+            if (n < 2 || !((__int128)sum < (__int128)ctx * n)) continue;
+            if (best_n == 0 || (__int128)sum * best_n < (__int128)best_sum * n)
+                best_v = (int8_t)v, best_sum = sum, best_n = n;
+        }
+        moved += best_v != c;
+        combo[t] = best_v;
+    }
+    return moved;
+}
+
+/* search.combine: s->combo from this generation's individuals (fit[k + 1] is individual k's). */
+static int combine(step_state *s, int m, int64_t ctx, const int64_t *fit)
+{
+    const int lambda = (int)s->cfg->lambda;
+    for (int k = 0; k < lambda; k++) sample(s, k, m, s->all + (size_t)k * m);
+    genome_get(s->g, s->sub, m, s->combo);
+    return step_combine(s->all, fit + 1, lambda, m, ctx, s->combo);
 }
 
 static double report(const cfg_search *c, int64_t f, int64_t n)
@@ -139,9 +177,20 @@ int step_run(step_state *s, cclog_rec *rec)
         sum += fit[k + 1];
     }
     qsort(s->order, (size_t)lambda, 2 * sizeof(int64_t), cmp_fit);
-    const int best = (int)s->order[1];
-    const int64_t best_fit = s->order[0];
+    int best = (int)s->order[1];
+    int64_t best_fit = s->order[0];
     int64_t sd = s->out[lambda + 2 + best + 1], sd2 = s->out[2 * (lambda + 1) + 1 + best + 1];
+    if (c->combine && combine(s, m, ctx, fit) > 0) {
+        /* the combination on the same batch, beside the context (the paired sums need it) */
+        s->items[0] = -1, s->items[1] = lambda;
+        evaluate(s, 2, m, paired && c->confirm_batch == 0);
+        s->evals += 2;
+        rec->has_combined = 1, rec->combined = report(c, s->out[1], B);
+        if (s->out[1] < best_fit) {
+            best = lambda, best_fit = s->out[1], rec->combined_won = 1;
+            sd = s->out[3 + 1], sd2 = s->out[2 * 2 + 1 + 1];
+        }
+    }
     for (int e = 0; e < mu; e++) sample(s, (int)s->order[2 * e + 1], m, s->elite + (size_t)e * m);
     eda_update(s->eda, s->sub, m, s->elite, mu, (uint32_t)llround(c->alpha * EDA_ONE));
 

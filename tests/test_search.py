@@ -13,7 +13,7 @@ model, log and checkpoint for every grouping mode on 1 to 4 ranks (with a
 cache small enough to split batches into chunks), with the paired
 acceptance test on the confirmation batch and on the selection batch, on
 both reference models and with the scalar kernels (and with the float prior,
-which must change the search, and subcomponents sized by layer); a checkpoint from another configuration, a
+which must change the search, subcomponents sized by layer, and the combination candidate); a checkpoint from another configuration, a
 damaged checkpoint and a bad configuration are refused with one clear line
 and their exit codes, leaving the existing files untouched. Also: the search
 improves the batch fitness it optimises over its round-to-nearest start."""
@@ -144,7 +144,7 @@ with tempfile.TemporaryDirectory() as root:
         t.check(f"SIGTERM and resume with incremental off: {n} identical", got[n] == base[n])
 
     # incremental evaluation: on and off, every grouping mode, 1-4 ranks, chunked caches, paired acceptance
-    modes = [("confidence", []), ("layer", ["--set", "search.accept_z=1.5"]),
+    modes = [("confidence", ["--set", "search.combine=true"]), ("layer", ["--set", "search.accept_z=1.5"]),
              ("random", ["--set", "search.accept_z=1", "--set", "search.confirm_batch=0"]),
              ("layer_confidence", ["--set", "search.accept_z=0.5", "--set", "search.prior=float",
                                   "--set", "search.group_fraction=0.05"])]
@@ -162,6 +162,9 @@ with tempfile.TemporaryDirectory() as root:
         t.check(f"{g}: some changes accepted", recs_g[-1]["accepted_total"] > 0, str(recs_g[-1]))
         if "accept_z" in " ".join(extra):
             t.check(f"{g}: the paired statistic is logged", any("z" in r for r in recs_g))
+        if "search.combine=true" in extra:
+            t.check(f"{g}: the combination is evaluated, and chosen at least once",
+                    any("combined" in r for r in recs_g) and any(r.get("combined_won") for r in recs_g))
         for key, got in runs.items():
             for n in ref_run:
                 t.check(f"{g}: incremental={key[0]} on {key[1]} ranks: {n} bit-identical", got[n] == ref_run[n])

@@ -28,6 +28,9 @@ typedef struct {
     double context, best, mean, context_acc;
     int has_confirm;
     double confirm_context, confirm_best;
+    int has_combined;
+    double combined; /* search.combine: the combination's batch fitness (the candidate if it beat the best) */
+    int combined_won;
     int has_z;
     double z; /* the paired test's statistic of the candidate: its mean gain in standard errors */
     int has_val;

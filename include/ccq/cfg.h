@@ -33,7 +33,7 @@ typedef struct {
     double percentile;
     /* [search] */
     uint64_t seed;
-    int64_t radius, lambda, mu, group, layer_turns, prior, group_size, fitness, batch, confirm_batch, val_images;
+    int64_t radius, lambda, mu, group, layer_turns, prior, combine, group_size, fitness, batch, confirm_batch, val_images;
     double alpha, p_center, p_min, freeze, accept_z, group_fraction;
     /* [run] */
     char output[CFG_PATH_MAX], log[CFG_PATH_MAX], checkpoint[CFG_PATH_MAX];

@@ -42,6 +42,7 @@ typedef struct {
     /* scratch */
     int64_t *sub;
     int8_t *elite, *ind;
+    int8_t *all, *combo; /* search.combine: every individual's levels [lambda][G], the combination [G] */
     int *items;
     int64_t *out, *order;
 } step_state;
@@ -49,6 +50,14 @@ typedef struct {
 void step_init(step_state *s, const cfg_search *cfg, const dist_ctx *d, genome *g, eda_state *eda, feval *ev,
                const int32_t *pool, int pool_n);
 void step_free(step_state *s);
+
+/* search.combine: one more candidate from a generation's lambda individuals. all[k * m + t] is
+ * individual k's level of weight t, fit[k] its batch fitness (lower is better), ctx the context's;
+ * combo holds the context's levels on entry. Weight t moves to the level v (other than its
+ * context level) drawn by at least two individuals whose mean fitness is below ctx, the lowest
+ * such mean if several (the lower level on ties): integer comparisons of sums only
+ * (sum_a n_b < sum_b n_a). Returns how many weights moved. */
+int step_combine(const int8_t *all, const int64_t *fit, int lambda, int m, int64_t ctx, int8_t *combo);
 
 /* The largest subcomponent a generation can choose (search.group_size, and with layer_confidence
  * the largest layer's share by search.group_fraction): what the scratch buffers hold. */
