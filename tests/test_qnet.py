@@ -5,7 +5,8 @@ For each float model and weight width, `ccq quantize` writes the quantized
 model and `ccq eval` runs it; then:
   - a float simulation of the same quantized network (scripts/ccq_sim.py:
     same scales, same rounding) agrees on the argmax of at least 99.5% of
-    the first 1,000 test images;
+    the first 500 test images (the simulation, in numpy, is most of this
+    test's time);
   - the int32 logits are identical for every kernel ISA the CPU has and for
     micro-batch sizes 1, 7 and 64 (and so for any batch composition);
   - a quantized model file evaluates to the same logits as quantizing in
@@ -27,8 +28,9 @@ data, models = sys.argv[1], sys.argv[2:]
 ccq = ccq_binary()
 t = Checks("qnet")
 N = 1000
+N_SIM = 500
 with h5py.File(data, "r") as f:
-    images = f["test/images"][:N]
+    images = f["test/images"][:N_SIM]
 
 
 def ccq_logits(args, env=None, n=N):
@@ -58,8 +60,8 @@ for mpath in models:
             if ref is None:
                 continue
             sim = ccq_sim.run(ccq_sim.load(qpath), images)
-            agree = (sim.argmax(1) == ref.argmax(1)).mean() * 100
-            print(f"{label}: simulation agrees on {agree:.1f}% of {N} argmaxes; engine accuracy {info['accuracy']:.2f}%")
+            agree = (sim.argmax(1) == ref[:N_SIM].argmax(1)).mean() * 100
+            print(f"{label}: simulation agrees on {agree:.1f}% of {N_SIM} argmaxes; engine accuracy {info['accuracy']:.2f}%")
             t.check(f"{label}: simulation agreement >= 99.5%", agree >= 99.5, f"{agree:.2f}%")
             mem, _ = ccq_logits([mpath, "--wbits", str(bits)] + (["--first-last-8"] if fl8 else []))
             t.check(f"{label}: file and in-memory quantization agree", mem is not None and np.array_equal(mem, ref))
