@@ -118,14 +118,18 @@ int step_combine(const int8_t *all, const int64_t *fit, int lambda, int m, int64
         const int8_t c = combo[t];
         int8_t best_v = c;
         int64_t best_sum = 0, best_n = 0;
-        for (int v = -128; v < 128; v++) {
-            if (v == c) continue;
+        /* only the levels some individual drew, each once (at its first drawer j) */
+        for (int j = 0; j < lambda; j++) {
+            const int8_t v = all[(size_t)j * m + t];
+            int seen = v == c;
+            for (int k = 0; k < j && !seen; k++) seen = all[(size_t)k * m + t] == v;
+            if (seen) continue;
             int64_t n = 0, sum = 0;
-            for (int k = 0; k < lambda; k++)
+            for (int k = j; k < lambda; k++)
                 if (all[(size_t)k * m + t] == v) n++, sum += fit[k];
             if (n < 2 || !((__int128)sum < (__int128)ctx * n)) continue;
-            if (best_n == 0 || (__int128)sum * best_n < (__int128)best_sum * n)
-                best_v = (int8_t)v, best_sum = sum, best_n = n;
+            const __int128 a = (__int128)sum * best_n, b = (__int128)best_sum * n;
+            if (best_n == 0 || a < b || (a == b && v < best_v)) best_v = v, best_sum = sum, best_n = n;
         }
         moved += best_v != c;
         combo[t] = best_v;
