@@ -11,7 +11,7 @@ pkgs=(
   openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
   libinih-dev libcmocka-dev
   dataset-fashion-mnist
-  python3 python3-torch python3-onnx python3-h5py python3-numpy python3-matplotlib
+  python3 python3-torch python3-onnx python3-h5py python3-numpy python3-matplotlib python3-pil
   libopenblas0-pthread
 )
 
