@@ -22,7 +22,7 @@ static void shape_str(char *buf, size_t n, model_shape s)
 
 static void inspect_model(const model *m)
 {
-    char sh[64], ins[32], attrs[96];
+    char sh[64], ins[64], attrs[96];
     printf("ccq model  %s (%s), format version %d\n", m->name, m->path, MODEL_VERSION);
     shape_str(sh, sizeof sh, m->input);
     printf("input      %s uint8, normalised (x/255 - mean) / std per channel:", sh);
@@ -35,10 +35,9 @@ static void inspect_model(const model *m)
     for (int i = 0; i < m->n_nodes; i++) {
         const model_node *nd = &m->nodes[i];
         shape_str(sh, sizeof sh, nd->shape);
-        if (nd->n_in == 2)
-            snprintf(ins, sizeof ins, "%d,%d", nd->in[0], nd->in[1]);
-        else
-            snprintf(ins, sizeof ins, "%d", nd->in[0]);
+        ins[0] = '\0';
+        for (int j = 0; j < nd->n_in; j++)
+            snprintf(ins + strlen(ins), sizeof ins - strlen(ins), "%s%d", j ? "," : "", nd->in[j]);
         attrs[0] = '\0';
         if (nd->op == MODEL_OP_CONV2D || nd->op == MODEL_OP_MAXPOOL || nd->op == MODEL_OP_AVGPOOL)
             snprintf(attrs, sizeof attrs, "k%dx%d s%d,%d p%d,%d,%d,%d%s", nd->kernel[0], nd->kernel[1], nd->stride[0],

@@ -5,6 +5,7 @@
  * the ISA the compiler picks (fp contraction is off in the build).
  */
 #include "ccq/fnet.h"
+#include "ccq/op.h"
 
 #include <float.h>
 #include <math.h>
@@ -90,14 +91,20 @@ static void gemm_bias(const float *a, const float *b, const float *bias, float *
 
 void fnet_conv2d(const model_node *nd, model_shape in, const float *x, float *y, float *col)
 {
-    const int K = in.c * nd->kernel[0] * nd->kernel[1];
+    const int G = nd->groups > 0 ? nd->groups : 1;
+    const int cig = in.c / G, cog = nd->shape.c / G;
+    const int K = cig * nd->kernel[0] * nd->kernel[1];
     const int64_t P = (int64_t)nd->shape.h * nd->shape.w;
     const float *b = x;
     if (!conv_is_pointwise(nd)) {
         im2col(nd, in, x, col);
         b = col;
     }
-    gemm_bias(nd->weight, b, nd->bias, y, nd->shape.c, K, P);
+    /* group g: output channels [g cog, (g + 1) cog) over the rows of its cig input channels
+     * (im2col's rows are (ci, ky, kx), so a group's K rows are contiguous) */
+    for (int g = 0; g < G; g++)
+        gemm_bias(nd->weight + (int64_t)g * cog * K, b + (int64_t)g * K * P, nd->bias ? nd->bias + g * cog : NULL,
+                  y + (int64_t)g * cog * P, cog, K, P);
 }
 
 void fnet_batchnorm(const model_node *nd, const float *x, float *y)
@@ -184,7 +191,8 @@ void fnet_init(fnet *net, const model *m)
     int64_t total = model_numel(m->input), col = 0;
     for (int i = 0; i < m->n_nodes; i++) {
         total += model_numel(m->nodes[i].shape);
-        int64_t c = fnet_col_size(&m->nodes[i], model_in_shape(m, i, 0));
+        const op_traits *ot = op_get(m->nodes[i].op);
+        const int64_t c = ot->fscratch ? ot->fscratch(m, i) : 0;
         if (c > col) col = c;
     }
     net->m = m;
@@ -211,29 +219,15 @@ void fnet_free(fnet *net)
 const float *fnet_forward(fnet *net, const uint8_t *image)
 {
     const model *m = net->m;
+    const float *x[MODEL_MAX_IN];
     fnet_normalise(m, image, net->input);
     for (int i = 0; i < m->n_nodes; i++) {
         const model_node *nd = &m->nodes[i];
-        const model_shape in = model_in_shape(m, i, 0);
-        const float *x = nd->in[0] < 0 ? net->input : net->out[nd->in[0]];
+        for (int j = 0; j < nd->n_in; j++) x[j] = nd->in[j] < 0 ? net->input : net->out[nd->in[j]];
         float *y = net->out[i];
-        switch (nd->op) {
-        case MODEL_OP_CONV2D: fnet_conv2d(nd, in, x, y, net->col); break;
-        case MODEL_OP_BATCHNORM: fnet_batchnorm(nd, x, y); break;
-        case MODEL_OP_RELU: fnet_relu(x, y, model_numel(in)); break;
-        case MODEL_OP_MAXPOOL: fnet_maxpool(nd, in, x, y); break;
-        case MODEL_OP_AVGPOOL: fnet_avgpool(nd, in, x, y); break;
-        case MODEL_OP_GLOBALAVGPOOL: fnet_globalavgpool(in, x, y); break;
-        case MODEL_OP_LINEAR: fnet_linear(nd, in, x, y); break;
-        case MODEL_OP_FLATTEN: memcpy(y, x, sizeof(float) * (size_t)model_numel(in)); break;
-        case MODEL_OP_ADD: {
-            const float *b = nd->in[1] < 0 ? net->input : net->out[nd->in[1]];
-            fnet_add(x, b, y, model_numel(in));
-            break;
-        }
-        default: CCQ_ASSERT(0);
-        }
+        op_get(nd->op)->ffwd(m, i, x, y, net->col);
         if (nd->relu) fnet_relu(y, y, model_numel(nd->shape));
+        if (nd->has_clip && nd->op != MODEL_OP_CLIP) op_clip_float(y, model_numel(nd->shape), nd->clip[0], nd->clip[1]);
     }
     return net->out[m->output];
 }

@@ -11,16 +11,7 @@
 #include <string.h>
 
 #include "ccq/h5io.h"
-
-static const char *const k_op_names[MODEL_OP_COUNT] = {
-    [MODEL_OP_CONV2D] = "conv2d",   [MODEL_OP_BATCHNORM] = "batchnorm",
-    [MODEL_OP_RELU] = "relu",       [MODEL_OP_MAXPOOL] = "maxpool",
-    [MODEL_OP_AVGPOOL] = "avgpool", [MODEL_OP_GLOBALAVGPOOL] = "globalavgpool",
-    [MODEL_OP_LINEAR] = "linear",   [MODEL_OP_FLATTEN] = "flatten",
-    [MODEL_OP_ADD] = "add",
-};
-
-const char *model_op_name(model_op op) { return op < MODEL_OP_COUNT ? k_op_names[op] : "?"; }
+#include "ccq/op.h"
 
 int64_t model_numel(model_shape s) { return (int64_t)s.c * s.h * s.w; }
 
@@ -57,266 +48,83 @@ static void shape_str(char *buf, size_t n, model_shape s)
         snprintf(buf, n, "[%d,%d,%d]", s.c, s.h, s.w);
 }
 
-/* Context for error messages: "PATH: /nodes/0003 (conv1): ..." */
-typedef struct {
-    const h5io_file *f;
-    char obj[64];
-    const model_node *nd;
-} node_ctx;
-
-#define NODE_FAIL(ctx, err, st, fmt, ...)                                                         \
-    ccq_fail(err, st, "%s: %s (%s %s): " fmt, (ctx)->f->path, (ctx)->obj, model_op_name((ctx)->nd->op), \
-             (ctx)->nd->name, __VA_ARGS__)
-
-static ccq_status check_finite(const node_ctx *c, const char *what, const float *v, int64_t n, ccq_err *err)
-{
-    for (int64_t i = 0; i < n; i++)
-        if (!isfinite(v[i]))
-            return NODE_FAIL(c, err, CCQ_ERR_FORMAT, "%s has a non-finite value (%g) at element %lld", what,
-                             (double)v[i], (long long)i);
-    return CCQ_OK;
-}
-
-/* Reads a float dataset of the given shape into a fresh buffer, checked finite. */
-static ccq_status read_floats(const node_ctx *c, const char *name, int rank, const hsize_t *dims, float **out,
-                              ccq_err *err)
-{
-    int64_t n = 1;
-    for (int i = 0; i < rank; i++) n *= (int64_t)dims[i];
-    if (n > MODEL_MAX_WEIGHTS)
-        return NODE_FAIL(c, err, CCQ_ERR_LIMIT, "%s has %lld elements, more than the %lld ccq accepts", name,
-                         (long long)n, (long long)MODEL_MAX_WEIGHTS);
-    float *buf = ccq_malloc(sizeof(float) * (size_t)n);
-    ccq_status st = h5io_dset_read(c->f, c->obj, name, H5T_NATIVE_FLOAT, rank, dims, -1, buf, err);
-    if (!st) st = check_finite(c, name, buf, n, err);
-    if (st) {
-        ccq_free(buf);
-        return st;
-    }
-    *out = buf;
-    return CCQ_OK;
-}
-
-static ccq_status read_int_attrs(const node_ctx *c, const char *name, int *out, int n, int min, int max,
-                                 ccq_err *err)
-{
-    int64_t v[8];
-    ccq_status st = h5io_attr_ints_n(c->f, c->obj, name, v, n, err);
-    if (st) return st;
-    for (int i = 0; i < n; i++) {
-        if (v[i] < min || v[i] > max)
-            return NODE_FAIL(c, err, CCQ_ERR_FORMAT, "attribute %s = %lld is outside [%d, %d]", name,
-                             (long long)v[i], min, max);
-        out[i] = (int)v[i];
-    }
-    return CCQ_OK;
-}
-
-static ccq_status load_window(const node_ctx *c, model_node *nd, model_shape in, int conv, ccq_err *err)
-{
-    ccq_status st;
-    if ((st = read_int_attrs(c, "kernel", nd->kernel, 2, 1, MODEL_MAX_DIM, err))) return st;
-    if ((st = read_int_attrs(c, "stride", nd->stride, 2, 1, MODEL_MAX_DIM, err))) return st;
-    if ((st = read_int_attrs(c, "pad", nd->pad, 4, 0, MODEL_MAX_DIM, err))) return st;
-    if (conv) {
-        if ((st = read_int_attrs(c, "dilation", nd->dilation, 2, 1, MODEL_MAX_DIM, err))) return st;
-        nd->ceil_mode = 0;
-    } else {
-        nd->dilation[0] = nd->dilation[1] = 1;
-        if ((st = read_int_attrs(c, "ceil_mode", &nd->ceil_mode, 1, 0, 1, err))) return st;
-        for (int a = 0; a < 2; a++)
-            if (nd->pad[a] >= nd->kernel[a] || nd->pad[a + 2] >= nd->kernel[a])
-                return NODE_FAIL(c, err, CCQ_ERR_FORMAT, "%s", "padding must be smaller than the kernel");
-    }
-    if (in.rank != 3) return NODE_FAIL(c, err, CCQ_ERR_FORMAT, "%s", "needs a [C,H,W] input");
-    int oh = model_window_out(in.h, nd->kernel[0], nd->stride[0], nd->pad[0], nd->pad[2], nd->dilation[0],
-                              nd->ceil_mode);
-    int ow = model_window_out(in.w, nd->kernel[1], nd->stride[1], nd->pad[1], nd->pad[3], nd->dilation[1],
-                              nd->ceil_mode);
-    if (oh < 1 || ow < 1)
-        return NODE_FAIL(c, err, CCQ_ERR_FORMAT, "window does not fit the %dx%d input", in.h, in.w);
-    nd->shape = (model_shape){3, in.c, oh, ow};
-    return CCQ_OK;
-}
-
 int model_qmax(int bits) { return (1 << (bits - 1)) - 1; }
 
-static int reads_through(model_op op)
+/* Optional attributes of every op: the fused relu flag and clip, and the
+ * quantization of a quantized model (the output tensor's scale and zero point). */
+static ccq_status load_node_extras(const model *m, const op_io *io, ccq_err *err)
 {
-    return op == MODEL_OP_MAXPOOL || op == MODEL_OP_AVGPOOL || op == MODEL_OP_GLOBALAVGPOOL ||
-           op == MODEL_OP_RELU || op == MODEL_OP_FLATTEN;
-}
-
-/* Optional attributes: the fused relu flag, and the quantization of a
- * quantized model (output tensor scale and zero point, weight levels). */
-static ccq_status load_node_extras(const model *m, const node_ctx *c, model_node *nd, model_shape in, ccq_err *err)
-{
+    model_node *nd = io->nd;
+    const op_traits *ot = op_get(nd->op);
     ccq_status st;
-    const h5io_file *f = c->f;
+    const h5io_file *f = io->f;
     nd->relu = 0;
-    if (H5Aexists_by_name(f->id, c->obj, "relu", H5P_DEFAULT) > 0) {
-        if ((st = read_int_attrs(c, "relu", &nd->relu, 1, 0, 1, err))) return st;
-        if (nd->relu && (nd->op != MODEL_OP_CONV2D && nd->op != MODEL_OP_LINEAR && nd->op != MODEL_OP_ADD &&
-                         nd->op != MODEL_OP_BATCHNORM))
-            return NODE_FAIL(c, err, CCQ_ERR_FORMAT, "%s", "relu = 1 on an op that cannot fuse it");
+    if (H5Aexists_by_name(f->id, io->obj, "relu", H5P_DEFAULT) > 0) {
+        if ((st = op_read_ints(io, "relu", &nd->relu, 1, 0, 1, err))) return st;
+        if (nd->relu && !(ot->flags & OP_FUSES))
+            return OP_FAIL(io, err, CCQ_ERR_FORMAT, "%s", "relu = 1 on an op that cannot fuse it");
+    }
+    if (nd->op != MODEL_OP_CLIP && H5Aexists_by_name(f->id, io->obj, "clip", H5P_DEFAULT) > 0) {
+        if (!(ot->flags & OP_FUSES))
+            return OP_FAIL(io, err, CCQ_ERR_FORMAT, "%s", "a fused clip on an op that cannot fuse it");
+        if ((st = op_read_attr_floats(io, "clip", nd->clip, 2, err))) return st;
+        if (!(nd->clip[0] <= nd->clip[1]))
+            return OP_FAIL(io, err, CCQ_ERR_FORMAT, "clip [%g, %g] is empty", (double)nd->clip[0], (double)nd->clip[1]);
+        nd->has_clip = 1;
     }
     if (!m->quantized) return CCQ_OK;
-    if ((st = h5io_attr_floats_n(f, c->obj, "act_scale", &nd->act_scale, 1, err))) return st;
-    if ((st = read_int_attrs(c, "act_zp", &nd->act_zp, 1, 0, 255, err))) return st;
+    if ((st = h5io_attr_floats_n(f, io->obj, "act_scale", &nd->act_scale, 1, err))) return st;
+    if ((st = op_read_ints(io, "act_zp", &nd->act_zp, 1, 0, 255, err))) return st;
     if (!isfinite(nd->act_scale) || !(nd->act_scale > 0.0f))
-        return NODE_FAIL(c, err, CCQ_ERR_FORMAT, "act_scale = %g must be finite and positive", (double)nd->act_scale);
-    if (reads_through(nd->op)) {
+        return OP_FAIL(io, err, CCQ_ERR_FORMAT, "act_scale = %g must be finite and positive", (double)nd->act_scale);
+    if (!(ot->flags & OP_CALIBRATED)) {
         const int src = nd->in[0];
         const float s_in = src < 0 ? m->in_scale : m->nodes[src].act_scale;
         const int z_in = src < 0 ? m->in_zp : m->nodes[src].act_zp;
         if (s_in != nd->act_scale || z_in != nd->act_zp)
-            return NODE_FAIL(c, err, CCQ_ERR_FORMAT, "%s", "act_scale/act_zp must equal its input's");
+            return OP_FAIL(io, err, CCQ_ERR_FORMAT, "%s", "act_scale/act_zp must equal its input's");
     }
-    if (nd->op != MODEL_OP_CONV2D && nd->op != MODEL_OP_LINEAR) return CCQ_OK;
-    if ((st = read_int_attrs(c, "bits", &nd->bits, 1, 2, 8, err))) return st;
-    hsize_t d[4];
-    int rank = nd->op == MODEL_OP_CONV2D ? 4 : 2;
-    d[0] = (hsize_t)nd->shape.c;
-    if (rank == 4) {
-        d[1] = (hsize_t)in.c, d[2] = (hsize_t)nd->kernel[0], d[3] = (hsize_t)nd->kernel[1];
-    } else {
-        d[1] = (hsize_t)in.c;
-    }
-    nd->levels = ccq_malloc((size_t)nd->n_weight);
-    if ((st = h5io_dset_read(f, c->obj, "levels", H5T_NATIVE_INT8, rank, d, -1, nd->levels, err))) return st;
-    const int qmax = model_qmax(nd->bits);
-    for (int64_t i = 0; i < nd->n_weight; i++)
-        if (nd->levels[i] < -qmax || nd->levels[i] > qmax)
-            return NODE_FAIL(c, err, CCQ_ERR_FORMAT, "level %d at element %lld is outside +-%d for %d bits",
-                             nd->levels[i], (long long)i, qmax, nd->bits);
-    hsize_t sd[1] = {(hsize_t)nd->shape.c};
-    if ((st = read_floats(c, "wscale", 1, sd, &nd->wscale, err))) return st;
-    for (int o = 0; o < nd->shape.c; o++)
-        if (!(nd->wscale[o] > 0.0f))
-            return NODE_FAIL(c, err, CCQ_ERR_FORMAT, "wscale[%d] = %g must be positive", o, (double)nd->wscale[o]);
     return CCQ_OK;
 }
 
 static ccq_status load_node(model *m, const h5io_file *f, int i, ccq_err *err)
 {
     model_node *nd = &m->nodes[i];
-    node_ctx c = {.f = f, .nd = nd};
+    op_io io = {.f = f, .nd = nd};
     char op[32];
-    int64_t v[8];
+    int64_t v[MODEL_MAX_IN];
     int cnt = 0;
     ccq_status st;
-    snprintf(c.obj, sizeof c.obj, "/nodes/%04d", i);
+    snprintf(io.obj, sizeof io.obj, "/nodes/%04d", i);
     snprintf(nd->name, sizeof nd->name, "?");
-    if ((st = h5io_attr_str(f, c.obj, "op", op, sizeof op, err))) return st;
-    nd->op = MODEL_OP_COUNT;
-    for (int k = 0; k < MODEL_OP_COUNT; k++)
-        if (strcmp(op, k_op_names[k]) == 0) nd->op = (model_op)k;
+    if ((st = h5io_attr_str(f, io.obj, "op", op, sizeof op, err))) return st;
+    nd->op = op_by_name(op);
     if (nd->op == MODEL_OP_COUNT)
-        return ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: unknown op '%s'", f->path, c.obj, op);
-    if ((st = h5io_attr_str(f, c.obj, "name", nd->name, sizeof nd->name, err))) return st;
-    if ((st = h5io_attr_ints(f, c.obj, "inputs", v, 2, &cnt, err))) return st;
-    int n_in = nd->op == MODEL_OP_ADD ? 2 : 1;
-    if (cnt != n_in) return NODE_FAIL(&c, err, CCQ_ERR_FORMAT, "has %d inputs, expected %d", cnt, n_in);
+        return ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: unknown op '%s'", f->path, io.obj, op);
+    const op_traits *ot = op_get(nd->op);
+    if ((st = h5io_attr_str(f, io.obj, "name", nd->name, sizeof nd->name, err))) return st;
+    if ((st = h5io_attr_ints(f, io.obj, "inputs", v, MODEL_MAX_IN, &cnt, err))) return st;
+    if (cnt < ot->min_in || cnt > ot->max_in) {
+        if (ot->min_in == ot->max_in)
+            return OP_FAIL(&io, err, CCQ_ERR_FORMAT, "has %d inputs, expected %d", cnt, ot->min_in);
+        return OP_FAIL(&io, err, CCQ_ERR_FORMAT, "has %d inputs, expected %d to %d", cnt, ot->min_in, ot->max_in);
+    }
     nd->n_in = cnt;
     for (int j = 0; j < cnt; j++) {
         if (v[j] < -1 || v[j] >= i)
-            return NODE_FAIL(&c, err, CCQ_ERR_FORMAT,
-                             "input %lld is not an earlier node or the network input (-1)", (long long)v[j]);
+            return OP_FAIL(&io, err, CCQ_ERR_FORMAT, "input %lld is not an earlier node or the network input (-1)",
+                           (long long)v[j]);
         nd->in[j] = (int)v[j];
     }
-    model_shape in = model_in_shape(m, i, 0);
-    hsize_t d[H5IO_MAX_RANK];
-    int rank = 0;
-
-    switch (nd->op) {
-    case MODEL_OP_CONV2D: {
-        if ((st = load_window(&c, nd, in, 1, err))) return st;
-        if ((st = h5io_dset_dims(f, c.obj, "weight", &rank, d, err))) return st;
-        if (rank != 4 || d[0] < 1 || d[0] > MODEL_MAX_DIM)
-            return NODE_FAIL(&c, err, CCQ_ERR_FORMAT, "%s", "weight must be [Cout,Cin,kh,kw]");
-        d[1] = (hsize_t)in.c;
-        d[2] = (hsize_t)nd->kernel[0];
-        d[3] = (hsize_t)nd->kernel[1];
-        nd->shape.c = (int)d[0];
-        if ((st = read_floats(&c, "weight", 4, d, &nd->weight, err))) return st;
-        nd->n_weight = (int64_t)d[0] * d[1] * d[2] * d[3];
-        if (h5io_exists(f, c.obj, "bias")) {
-            hsize_t bd[1] = {d[0]};
-            if ((st = read_floats(&c, "bias", 1, bd, &nd->bias, err))) return st;
-        }
-        break;
-    }
-    case MODEL_OP_BATCHNORM: {
-        const char *names[4] = {"gamma", "beta", "mean", "var"};
-        float **dst[4] = {&nd->gamma, &nd->beta, &nd->mean, &nd->var};
-        hsize_t bd[1] = {(hsize_t)in.c};
-        if ((st = h5io_attr_floats_n(f, c.obj, "eps", &nd->eps, 1, err))) return st;
-        if (!(nd->eps >= 0.0f) || !isfinite(nd->eps))
-            return NODE_FAIL(&c, err, CCQ_ERR_FORMAT, "eps = %g must be finite and >= 0", (double)nd->eps);
-        for (int k = 0; k < 4; k++)
-            if ((st = read_floats(&c, names[k], 1, bd, dst[k], err))) return st;
-        for (int k = 0; k < in.c; k++)
-            if (!(nd->var[k] + nd->eps > 0.0f))
-                return NODE_FAIL(&c, err, CCQ_ERR_FORMAT, "var + eps is not positive at channel %d", k);
-        nd->shape = in;
-        break;
-    }
-    case MODEL_OP_RELU:
-        nd->shape = in;
-        break;
-    case MODEL_OP_MAXPOOL:
-    case MODEL_OP_AVGPOOL:
-        if ((st = load_window(&c, nd, in, 0, err))) return st;
-        if (nd->op == MODEL_OP_AVGPOOL &&
-            (st = read_int_attrs(&c, "count_include_pad", &nd->count_include_pad, 1, 0, 1, err)))
-            return st;
-        break;
-    case MODEL_OP_GLOBALAVGPOOL:
-        if (in.rank != 3) return NODE_FAIL(&c, err, CCQ_ERR_FORMAT, "%s", "needs a [C,H,W] input");
-        nd->shape = (model_shape){3, in.c, 1, 1};
-        break;
-    case MODEL_OP_LINEAR: {
-        if (in.rank != 1) return NODE_FAIL(&c, err, CCQ_ERR_FORMAT, "%s", "needs a flat [F] input (add a flatten)");
-        if ((st = h5io_dset_dims(f, c.obj, "weight", &rank, d, err))) return st;
-        if (rank != 2 || d[0] < 1 || d[0] > MODEL_MAX_DIM)
-            return NODE_FAIL(&c, err, CCQ_ERR_FORMAT, "%s", "weight must be [out,in]");
-        d[1] = (hsize_t)in.c;
-        if ((st = read_floats(&c, "weight", 2, d, &nd->weight, err))) return st;
-        nd->n_weight = (int64_t)d[0] * d[1];
-        nd->shape = (model_shape){1, (int)d[0], 1, 1};
-        if (h5io_exists(f, c.obj, "bias")) {
-            hsize_t bd[1] = {d[0]};
-            if ((st = read_floats(&c, "bias", 1, bd, &nd->bias, err))) return st;
-        }
-        break;
-    }
-    case MODEL_OP_FLATTEN:
-        if (model_numel(in) > MODEL_MAX_DIM * 64)
-            return NODE_FAIL(&c, err, CCQ_ERR_LIMIT, "%lld features is more than ccq accepts", (long long)model_numel(in));
-        nd->shape = (model_shape){1, (int)model_numel(in), 1, 1};
-        break;
-    case MODEL_OP_ADD: {
-        model_shape b = model_in_shape(m, i, 1);
-        if (b.rank != in.rank || b.c != in.c || b.h != in.h || b.w != in.w) {
-            char sa[64], sb[64];
-            shape_str(sa, sizeof sa, in);
-            shape_str(sb, sizeof sb, b);
-            return NODE_FAIL(&c, err, CCQ_ERR_FORMAT, "adds tensors of different shapes %s and %s", sa, sb);
-        }
-        nd->shape = in;
-        break;
-    }
-    default:
-        CCQ_ASSERT(0);
-    }
-
-    if ((st = load_node_extras(m, &c, nd, in, err))) return st;
+    nd->groups = 1;
+    if ((st = ot->load(&io, m, i, err))) return st;
+    if ((st = load_node_extras(m, &io, err))) return st;
 
     if (model_numel(nd->shape) > MODEL_MAX_NUMEL)
-        return NODE_FAIL(&c, err, CCQ_ERR_LIMIT, "output of %lld elements per image is more than ccq accepts",
-                         (long long)model_numel(nd->shape));
+        return OP_FAIL(&io, err, CCQ_ERR_LIMIT, "output of %lld elements per image is more than ccq accepts",
+                       (long long)model_numel(nd->shape));
     /* The stored shape must agree with the one the graph gives. */
-    if ((st = h5io_attr_ints(f, c.obj, "shape", v, 3, &cnt, err))) return st;
+    if ((st = h5io_attr_ints(f, io.obj, "shape", v, 3, &cnt, err))) return st;
     model_shape s = nd->shape;
     int ok = cnt == s.rank && v[0] == s.c && (s.rank == 1 || (v[1] == s.h && v[2] == s.w));
     if (!ok) {
@@ -325,7 +133,7 @@ static ccq_status load_node(model *m, const h5io_file *f, int i, ccq_err *err)
             snprintf(have + strlen(have), sizeof have - strlen(have), "%s%lld", k ? "," : "", (long long)v[k]);
         strcat(have, "]");
         shape_str(want, sizeof want, s);
-        return NODE_FAIL(&c, err, CCQ_ERR_FORMAT, "stored shape %s but the graph gives %s", have, want);
+        return OP_FAIL(&io, err, CCQ_ERR_FORMAT, "stored shape %s but the graph gives %s", have, want);
     }
     return CCQ_OK;
 }
@@ -445,6 +253,7 @@ void model_free(model *m)
         ccq_free(nd->var);
         ccq_free(nd->levels);
         ccq_free(nd->wscale);
+        ccq_free(nd->table);
     }
     ccq_free(m->nodes);
     m->nodes = NULL;
@@ -454,15 +263,9 @@ void model_free(model *m)
 int64_t model_node_params(const model *m, int node)
 {
     const model_node *nd = &m->nodes[node];
-    switch (nd->op) {
-    case MODEL_OP_CONV2D:
-    case MODEL_OP_LINEAR:
-        return nd->n_weight + (nd->bias ? nd->shape.c : 0);
-    case MODEL_OP_BATCHNORM:
-        return 4 * (int64_t)nd->shape.c;
-    default:
-        return 0;
-    }
+    if (op_get(nd->op)->flags & OP_WEIGHTED) return nd->n_weight + (nd->bias ? nd->shape.c : 0);
+    if (nd->op == MODEL_OP_BATCHNORM) return 4 * (int64_t)nd->shape.c;
+    return 0;
 }
 
 int64_t model_node_macs(const model *m, int node)
@@ -512,6 +315,11 @@ void model_copy(model *dst, const model *src)
         d->var = dup_floats(s->var, c);
         d->wscale = dup_floats(s->wscale, c);
         d->levels = NULL;
+        d->table = NULL;
+        if (s->table) {
+            d->table = ccq_malloc(256);
+            memcpy(d->table, s->table, 256);
+        }
         if (s->levels) {
             d->levels = ccq_malloc((size_t)s->n_weight);
             memcpy(d->levels, s->levels, (size_t)s->n_weight);
@@ -522,10 +330,11 @@ void model_copy(model *dst, const model *src)
 static ccq_status save_node(const model *m, const h5io_file *f, int i, ccq_err *err)
 {
     const model_node *nd = &m->nodes[i];
-    char obj[64];
+    op_io io = {.f = f, .nd = (model_node *)nd};
     ccq_status st;
-    int32_t v[4];
-    snprintf(obj, sizeof obj, "/nodes/%04d", i);
+    int32_t v[MODEL_MAX_IN];
+    snprintf(io.obj, sizeof io.obj, "/nodes/%04d", i);
+    const char *obj = io.obj;
     if ((st = h5io_write_group(f, obj, err))) return st;
     if ((st = h5io_write_attr_str(f, obj, "op", model_op_name(nd->op), err))) return st;
     if ((st = h5io_write_attr_str(f, obj, "name", nd->name, err))) return st;
@@ -534,48 +343,10 @@ static ccq_status save_node(const model *m, const h5io_file *f, int i, ccq_err *
     v[0] = nd->shape.c, v[1] = nd->shape.h, v[2] = nd->shape.w;
     if ((st = h5io_write_attr_ints(f, obj, "shape", v, nd->shape.rank, 0, err))) return st;
     if (nd->relu && (st = h5io_write_attr_ints(f, obj, "relu", &nd->relu, 1, 1, err))) return st;
-    const int windowed = nd->op == MODEL_OP_CONV2D || nd->op == MODEL_OP_MAXPOOL || nd->op == MODEL_OP_AVGPOOL;
-    if (windowed) {
-        if ((st = h5io_write_attr_ints(f, obj, "kernel", nd->kernel, 2, 0, err))) return st;
-        if ((st = h5io_write_attr_ints(f, obj, "stride", nd->stride, 2, 0, err))) return st;
-        if ((st = h5io_write_attr_ints(f, obj, "pad", nd->pad, 4, 0, err))) return st;
-    }
-    if (nd->op == MODEL_OP_CONV2D && (st = h5io_write_attr_ints(f, obj, "dilation", nd->dilation, 2, 0, err)))
+    if (nd->has_clip && nd->op != MODEL_OP_CLIP &&
+        (st = h5io_write_attr_floats(f, obj, "clip", nd->clip, 2, 0, err)))
         return st;
-    if ((nd->op == MODEL_OP_MAXPOOL || nd->op == MODEL_OP_AVGPOOL) &&
-        (st = h5io_write_attr_ints(f, obj, "ceil_mode", &nd->ceil_mode, 1, 1, err)))
-        return st;
-    if (nd->op == MODEL_OP_AVGPOOL &&
-        (st = h5io_write_attr_ints(f, obj, "count_include_pad", &nd->count_include_pad, 1, 1, err)))
-        return st;
-    hsize_t d[4] = {(hsize_t)nd->shape.c, 0, 0, 0};
-    hsize_t c1[1] = {(hsize_t)nd->shape.c};
-    if (nd->op == MODEL_OP_CONV2D || nd->op == MODEL_OP_LINEAR) {
-        const model_shape in = model_in_shape(m, i, 0);
-        int rank = nd->op == MODEL_OP_CONV2D ? 4 : 2;
-        d[1] = (hsize_t)in.c;
-        if (rank == 4) d[2] = (hsize_t)nd->kernel[0], d[3] = (hsize_t)nd->kernel[1];
-        if ((st = h5io_write_dset(f, obj, "weight", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, rank, d, nd->weight, err)))
-            return st;
-        if (nd->bias &&
-            (st = h5io_write_dset(f, obj, "bias", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, c1, nd->bias, err)))
-            return st;
-        if (m->quantized) {
-            if ((st = h5io_write_attr_ints(f, obj, "bits", &nd->bits, 1, 1, err))) return st;
-            if ((st = h5io_write_dset(f, obj, "levels", H5T_STD_I8LE, H5T_NATIVE_INT8, rank, d, nd->levels, err)))
-                return st;
-            if ((st = h5io_write_dset(f, obj, "wscale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, c1, nd->wscale, err)))
-                return st;
-        }
-    }
-    if (nd->op == MODEL_OP_BATCHNORM) {
-        const char *names[4] = {"gamma", "beta", "mean", "var"};
-        const float *src[4] = {nd->gamma, nd->beta, nd->mean, nd->var};
-        if ((st = h5io_write_attr_floats(f, obj, "eps", &nd->eps, 1, 1, err))) return st;
-        for (int k = 0; k < 4; k++)
-            if ((st = h5io_write_dset(f, obj, names[k], H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, c1, src[k], err)))
-                return st;
-    }
+    if ((st = op_get(nd->op)->save(&io, m, i, err))) return st;
     if (m->quantized) {
         if ((st = h5io_write_attr_floats(f, obj, "act_scale", &nd->act_scale, 1, 1, err))) return st;
         if ((st = h5io_write_attr_ints(f, obj, "act_zp", &nd->act_zp, 1, 1, err))) return st;

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "ccq/fnet.h"
+#include "ccq/op.h"
 
 void quant_config_default(quant_config *c)
 {
@@ -48,7 +49,8 @@ int quant_acc_fits(double bias_levels, int64_t K, int qmax)
 
 /* ---- folding and fusion ------------------------------------------------ */
 
-static int is_affine_layer(model_op op) { return op == MODEL_OP_CONV2D || op == MODEL_OP_LINEAR; }
+static int is_affine_layer(model_op op) { return (op_get(op)->flags & OP_WEIGHTED) != 0; }
+static int fuses(model_op op) { return (op_get(op)->flags & OP_FUSES) != 0; }
 
 ccq_status quant_fold(const model *src, model *dst, ccq_err *err)
 {
@@ -68,7 +70,8 @@ ccq_status quant_fold(const model *src, model *dst, ccq_err *err)
         model_node *s = &tmp.nodes[i];
         const int p = s->in[0];
         const model_node *prod = p >= 0 ? &dst->nodes[map[p]] : NULL;
-        if (s->op == MODEL_OP_BATCHNORM && prod && is_affine_layer(prod->op) && uses[p] == 1 && !prod->relu) {
+        if (s->op == MODEL_OP_BATCHNORM && prod && is_affine_layer(prod->op) && uses[p] == 1 && !prod->relu &&
+            !prod->has_clip) {
             model_node *t = &dst->nodes[map[p]];
             const int cout = t->shape.c;
             const int64_t per = t->n_weight / cout;
@@ -82,10 +85,18 @@ ccq_status quant_fold(const model *src, model *dst, ccq_err *err)
             ccq_free(s->gamma), ccq_free(s->beta), ccq_free(s->mean), ccq_free(s->var);
             continue;
         }
-        if (s->op == MODEL_OP_RELU && prod && uses[p] == 1 && !prod->relu &&
-            (is_affine_layer(prod->op) || prod->op == MODEL_OP_BATCHNORM || prod->op == MODEL_OP_ADD) &&
-            p != src->output) {
+        /* a ReLU or Clip that alone reads an op that fuses becomes that op's output clamp */
+        const int fusable = prod && uses[p] == 1 && !prod->relu && !prod->has_clip && fuses(prod->op) &&
+                            p != src->output;
+        if (s->op == MODEL_OP_RELU && fusable) {
             dst->nodes[map[p]].relu = 1;
+            map[i] = map[p];
+            continue;
+        }
+        if (s->op == MODEL_OP_CLIP && fusable) {
+            model_node *t = &dst->nodes[map[p]];
+            t->has_clip = 1;
+            t->clip[0] = s->clip[0], t->clip[1] = s->clip[1];
             map[i] = map[p];
             continue;
         }
@@ -113,10 +124,7 @@ typedef struct {
     int64_t *bins;
 } act_stats;
 
-static int calibrated_op(model_op op)
-{
-    return op == MODEL_OP_CONV2D || op == MODEL_OP_LINEAR || op == MODEL_OP_BATCHNORM || op == MODEL_OP_ADD;
-}
+static int calibrated_op(model_op op) { return (op_get(op)->flags & OP_CALIBRATED) != 0; }
 
 /* Value below which `frac` of the samples lie (bin upper edge; linear within the bin is not needed at 4096 bins). */
 static double hist_quantile(const act_stats *a, double frac)
@@ -265,6 +273,11 @@ ccq_status quant_model(const model *src, const data_split *calib, const quant_co
 
     const int n_img = cfg->calib_images < calib->n ? cfg->calib_images : calib->n;
     if ((st = calibrate(dst, calib, n_img, cfg, err))) goto fail;
+
+    for (int i = 0; i < dst->n_nodes; i++) {
+        const op_traits *ot = op_get(dst->nodes[i].op);
+        if (ot->qprep && (st = ot->qprep(dst, i, err))) goto fail;
+    }
 
     int first = -1;
     for (int i = 0; i < dst->n_nodes; i++)

@@ -26,6 +26,11 @@
 #define MODEL_MAX_WEIGHTS (INT64_C(1) << 28) /* elements of one weight tensor */
 #define MODEL_MAX_CHANNELS_IN 64             /* input image channels */
 
+#define MODEL_MAX_IN 64                      /* inputs of one node (concat) */
+
+/* The ops of the graph. What each one is (arity, attributes, shape rule,
+ * float and integer forward, folding and calibration rule) is one entry of
+ * the op table: op.h. */
 typedef enum {
     MODEL_OP_CONV2D,
     MODEL_OP_BATCHNORM,
@@ -36,8 +41,27 @@ typedef enum {
     MODEL_OP_LINEAR,
     MODEL_OP_FLATTEN,
     MODEL_OP_ADD,
+    MODEL_OP_PAD,
+    MODEL_OP_SLICE,
+    MODEL_OP_CONCAT,
+    MODEL_OP_CLIP,
+    MODEL_OP_ACT,
+    MODEL_OP_MUL,
     MODEL_OP_COUNT
 } model_op;
+
+/* Pointwise functions of the act op (a 256-entry table in a quantized model). */
+typedef enum {
+    MODEL_ACT_SIGMOID,
+    MODEL_ACT_HARDSIGMOID, /* max(0, min(1, alpha x + beta)) */
+    MODEL_ACT_HARDSWISH,   /* x * max(0, min(1, x / 6 + 1 / 2)) */
+    MODEL_ACT_TANH,
+    MODEL_ACT_LEAKYRELU,   /* x >= 0 ? x : alpha x */
+    MODEL_ACT_ELU,         /* x > 0 ? x : alpha (exp(x) - 1) */
+    MODEL_ACT_GELU,        /* x / 2 (1 + erf(x / sqrt 2)) */
+    MODEL_ACT_GELU_TANH,   /* x / 2 (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) */
+    MODEL_ACT_COUNT
+} model_act;
 
 /* Per-image tensor shape. Rank 1 tensors have h = w = 1. */
 typedef struct {
@@ -49,7 +73,7 @@ typedef struct {
     model_op op;
     char name[128];
     int n_in;
-    int in[2];         /* producer node indices; -1 = network input */
+    int in[MODEL_MAX_IN]; /* producer node indices; -1 = network input */
     model_shape shape; /* output shape */
 
     /* conv2d and pools */
@@ -59,6 +83,21 @@ typedef struct {
     int dilation[2]; /* conv2d only; 1 for pools */
     int ceil_mode;   /* pools */
     int count_include_pad; /* avgpool */
+    int groups;      /* conv2d: weight [Cout][Cin / groups][kh][kw]; 1 = dense */
+
+    /* pad: zeros before [0..rank) and after [rank..2 rank) each axis (C, H, W or F) */
+    int pads[6];
+    /* slice: output element i of axis a reads input element start[a] + i * step[a] */
+    int start[3], step[3];
+    /* concat: 0 = C (or F), 1 = H, 2 = W */
+    int axis;
+    /* clip op: [min, max]; on a conv2d, linear, batchnorm or add with has_clip = 1: a fused clip */
+    int has_clip;
+    float clip[2];
+    /* act: the function and its parameters; table[256] (quantized): output level per input level */
+    model_act fn;
+    float act_alpha, act_beta;
+    uint8_t *table;
 
     /* conv2d: weight [Cout][Cin][kh][kw]; linear: weight [out][in]. bias may be NULL. */
     float *weight;
@@ -69,7 +108,7 @@ typedef struct {
     float *gamma, *beta, *mean, *var;
     float eps;
 
-    /* Fused ReLU on the output (conv2d, linear, batchnorm, add): attr relu = 1. */
+    /* Fused ReLU on the output (ops that fuse, op.h): attr relu = 1. */
     int relu;
 
     /* Quantization (model.quantized): the output tensor is uint8 with
@@ -121,6 +160,7 @@ model_shape model_in_shape(const model *m, int node, int j);
 int64_t model_numel(model_shape s);
 
 const char *model_op_name(model_op op);
+const char *model_act_name(model_act fn);
 /* Parameter count of one node (weights, biases, BN statistics). */
 int64_t model_node_params(const model *m, int node);
 /* Multiply-accumulates per image of one node (conv and linear; 0 elsewhere). */

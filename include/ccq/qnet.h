@@ -23,7 +23,9 @@
 #include "ccq/kern.h"
 #include "ccq/model.h"
 
-typedef struct qnet_node qnet_node;
+typedef struct qnet_node qnet_node; /* per-node integer state: op.h */
+
+enum { QNET_ROW_TILE = 128 }; /* im2col rows per kernel call: A tile stays in L1/L2 */
 
 typedef struct {
     const model *m;

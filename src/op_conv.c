@@ -1,0 +1,292 @@
+/*
+ * op_conv.c: the weighted ops, conv2d (dense, grouped, depthwise) and
+ * linear: their model-file attributes and data (float weights, and the
+ * levels and scales of a quantized model), float forward (fnet_conv2d,
+ * fnet_linear) and integer set-up and forward over the ISA's GEMM kernels.
+ * Level packing and in-place patches are qnet_update_levels/qnet_set_level
+ * (qnet.c); what the search does with the levels is not here.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "ccq/fnet.h"
+#include "ccq/op.h"
+#include "ccq/quant.h"
+
+enum { ROW_TILE = QNET_ROW_TILE };
+
+/* ---- file ------------------------------------------------------------------ */
+
+/* Quantized models: bits, levels (shape of weight) and wscale [Cout]. */
+static ccq_status load_levels(const op_io *io, const model *m, int rank, const hsize_t *d, ccq_err *err)
+{
+    model_node *nd = io->nd;
+    ccq_status st;
+    if (!m->quantized) return CCQ_OK;
+    if ((st = op_read_ints(io, "bits", &nd->bits, 1, 2, 8, err))) return st;
+    nd->levels = ccq_malloc((size_t)nd->n_weight);
+    if ((st = h5io_dset_read(io->f, io->obj, "levels", H5T_NATIVE_INT8, rank, d, -1, nd->levels, err))) return st;
+    const int qmax = model_qmax(nd->bits);
+    for (int64_t i = 0; i < nd->n_weight; i++)
+        if (nd->levels[i] < -qmax || nd->levels[i] > qmax)
+            return OP_FAIL(io, err, CCQ_ERR_FORMAT, "level %d at element %lld is outside +-%d for %d bits",
+                           nd->levels[i], (long long)i, qmax, nd->bits);
+    hsize_t sd[1] = {(hsize_t)nd->shape.c};
+    if ((st = op_read_floats(io, "wscale", 1, sd, &nd->wscale, err))) return st;
+    for (int o = 0; o < nd->shape.c; o++)
+        if (!(nd->wscale[o] > 0.0f))
+            return OP_FAIL(io, err, CCQ_ERR_FORMAT, "wscale[%d] = %g must be positive", o, (double)nd->wscale[o]);
+    return CCQ_OK;
+}
+
+static ccq_status load_bias(const op_io *io, hsize_t cout, ccq_err *err)
+{
+    if (!h5io_exists(io->f, io->obj, "bias")) return CCQ_OK;
+    hsize_t bd[1] = {cout};
+    return op_read_floats(io, "bias", 1, bd, &io->nd->bias, err);
+}
+
+static ccq_status conv_load(const op_io *io, model *m, int i, ccq_err *err)
+{
+    model_node *nd = io->nd;
+    const model_shape in = model_in_shape(m, i, 0);
+    hsize_t d[H5IO_MAX_RANK];
+    int rank = 0;
+    ccq_status st;
+    if ((st = op_load_window(io, in, 1, err))) return st;
+    nd->groups = 1;
+    if (H5Aexists_by_name(io->f->id, io->obj, "groups", H5P_DEFAULT) > 0 &&
+        (st = op_read_ints(io, "groups", &nd->groups, 1, 1, MODEL_MAX_DIM, err)))
+        return st;
+    if ((st = h5io_dset_dims(io->f, io->obj, "weight", &rank, d, err))) return st;
+    if (rank != 4 || d[0] < 1 || d[0] > MODEL_MAX_DIM)
+        return OP_FAIL(io, err, CCQ_ERR_FORMAT, "%s", "weight must be [Cout,Cin/groups,kh,kw]");
+    if (in.c % nd->groups || (int)d[0] % nd->groups)
+        return OP_FAIL(io, err, CCQ_ERR_FORMAT, "groups = %d does not divide Cin = %d and Cout = %d", nd->groups,
+                       in.c, (int)d[0]);
+    d[1] = (hsize_t)(in.c / nd->groups);
+    d[2] = (hsize_t)nd->kernel[0];
+    d[3] = (hsize_t)nd->kernel[1];
+    nd->shape.c = (int)d[0];
+    if ((st = op_read_floats(io, "weight", 4, d, &nd->weight, err))) return st;
+    nd->n_weight = (int64_t)d[0] * d[1] * d[2] * d[3];
+    if ((st = load_bias(io, d[0], err))) return st;
+    return load_levels(io, m, 4, d, err);
+}
+
+static ccq_status linear_load(const op_io *io, model *m, int i, ccq_err *err)
+{
+    model_node *nd = io->nd;
+    const model_shape in = model_in_shape(m, i, 0);
+    hsize_t d[H5IO_MAX_RANK];
+    int rank = 0;
+    ccq_status st;
+    nd->groups = 1;
+    if (in.rank != 1) return OP_FAIL(io, err, CCQ_ERR_FORMAT, "%s", "needs a flat [F] input (add a flatten)");
+    if ((st = h5io_dset_dims(io->f, io->obj, "weight", &rank, d, err))) return st;
+    if (rank != 2 || d[0] < 1 || d[0] > MODEL_MAX_DIM)
+        return OP_FAIL(io, err, CCQ_ERR_FORMAT, "%s", "weight must be [out,in]");
+    d[1] = (hsize_t)in.c;
+    if ((st = op_read_floats(io, "weight", 2, d, &nd->weight, err))) return st;
+    nd->n_weight = (int64_t)d[0] * d[1];
+    nd->shape = (model_shape){1, (int)d[0], 1, 1};
+    if ((st = load_bias(io, d[0], err))) return st;
+    return load_levels(io, m, 2, d, err);
+}
+
+static ccq_status weighted_save(const op_io *io, const model *m, int i, ccq_err *err)
+{
+    const model_node *nd = io->nd;
+    ccq_status st;
+    const int conv = nd->op == MODEL_OP_CONV2D;
+    if (conv) {
+        if ((st = op_save_window(io, 1, err))) return st;
+        if (nd->groups > 1 && (st = h5io_write_attr_ints(io->f, io->obj, "groups", &nd->groups, 1, 1, err)))
+            return st;
+    }
+    const model_shape in = model_in_shape(m, i, 0);
+    const int rank = conv ? 4 : 2;
+    hsize_t d[4] = {(hsize_t)nd->shape.c, (hsize_t)(in.c / (conv ? nd->groups : 1)), 0, 0};
+    if (conv) d[0] = (hsize_t)nd->shape.c, d[2] = (hsize_t)nd->kernel[0], d[3] = (hsize_t)nd->kernel[1];
+    if (!conv) d[1] = (hsize_t)model_numel(in);
+    hsize_t c1[1] = {(hsize_t)nd->shape.c};
+    if ((st = h5io_write_dset(io->f, io->obj, "weight", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, rank, d, nd->weight, err)))
+        return st;
+    if (nd->bias && (st = h5io_write_dset(io->f, io->obj, "bias", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, c1, nd->bias, err)))
+        return st;
+    if (!m->quantized) return CCQ_OK;
+    if ((st = h5io_write_attr_ints(io->f, io->obj, "bits", &nd->bits, 1, 1, err))) return st;
+    if ((st = h5io_write_dset(io->f, io->obj, "levels", H5T_STD_I8LE, H5T_NATIVE_INT8, rank, d, nd->levels, err)))
+        return st;
+    return h5io_write_dset(io->f, io->obj, "wscale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, c1, nd->wscale, err);
+}
+
+/* ---- float ----------------------------------------------------------------- */
+
+static void conv_ffwd(const model *m, int i, const float *const *x, float *y, float *scratch)
+{
+    fnet_conv2d(&m->nodes[i], model_in_shape(m, i, 0), x[0], y, scratch);
+}
+
+static int64_t conv_fscratch(const model *m, int i) { return fnet_col_size(&m->nodes[i], model_in_shape(m, i, 0)); }
+
+static void linear_ffwd(const model *m, int i, const float *const *x, float *y, float *scratch)
+{
+    (void)scratch;
+    fnet_linear(&m->nodes[i], model_in_shape(m, i, 0), x[0], y);
+}
+
+/* ---- integer set-up ------------------------------------------------------------ */
+
+static ccq_status weighted_qinit(qnet *q, int i, ccq_err *err)
+{
+    const model *m = q->m;
+    const model_node *nd = &m->nodes[i];
+    qnet_node *t = &q->nodes[i];
+    const double s_in = op_in_scale(m, nd->in[0]);
+    if (nd->op == MODEL_OP_CONV2D) {
+        t->kh = nd->kernel[0], t->kw = nd->kernel[1], t->sh = nd->stride[0], t->sw = nd->stride[1];
+        t->dh = nd->dilation[0], t->dw = nd->dilation[1], t->pt = nd->pad[0], t->pl = nd->pad[1];
+    } else {
+        t->kh = t->kw = t->sh = t->sw = t->dh = t->dw = 1;
+        t->ic = (int)model_numel(model_in_shape(m, i, 0)), t->ih = t->iw = 1;
+    }
+    t->groups = nd->groups > 0 ? nd->groups : 1;
+    t->cig = t->ic / t->groups, t->cog = t->oc / t->groups;
+    const int kr = q->isa->kr;
+    t->K = t->kh * t->kw * t->cig;
+    /* A kernel row of kw * ic bytes is contiguous in the padded NHWC image when dw = 1: read it in
+     * place, rounded up to kr bytes (the extra bytes meet zero levels; buffers have slack). A group's
+     * row is not contiguous (the other groups' channels interleave): grouped convs gather rows. */
+    t->seg = (t->kw * t->ic + kr - 1) / kr * kr;
+    t->indirect = nd->op == MODEL_OP_CONV2D ? t->dw == 1 && t->groups == 1 : t->K % kr == 0;
+    t->Kpack = nd->op == MODEL_OP_CONV2D && t->indirect ? t->kh * t->seg : (t->K + kr - 1) / kr * kr;
+    t->ph = t->ih + (nd->op == MODEL_OP_CONV2D ? nd->pad[0] + nd->pad[2] : 0);
+    t->pw = t->iw + (nd->op == MODEL_OP_CONV2D ? nd->pad[1] + nd->pad[3] : 0);
+    t->is_logits = i == m->output;
+    t->gpacked = q->isa->packed_size(t->cog, t->Kpack);
+    t->lev = ccq_malloc((size_t)t->oc * t->Kpack);
+    t->packed = ccq_malloc(t->gpacked * (size_t)t->groups);
+    t->bias_q = ccq_malloc(sizeof(int32_t) * (size_t)t->oc);
+    t->bias = ccq_malloc(sizeof(int32_t) * (size_t)t->oc);
+    t->mult = ccq_malloc(sizeof(int32_t) * (size_t)t->oc);
+    t->shift = ccq_malloc(sizeof(int32_t) * (size_t)t->oc);
+    for (int o = 0; o < t->oc; o++) {
+        const double sw = nd->wscale[o];
+        const double b = nd->bias ? nd->bias[o] / (s_in * sw) : 0.0;
+        if (!quant_acc_fits(b, t->K, model_qmax(nd->bits)))
+            return ccq_fail(err, CCQ_ERR_LIMIT,
+                            "%s: node %d (%s): channel %d could overflow int32 accumulators (K = %d, %d-bit "
+                            "weights, bias %.3g)",
+                            m->path, i, nd->name, o, t->K, nd->bits, b);
+        t->bias_q[o] = (int32_t)llround(b);
+        int sh = 0;
+        if (quant_multiplier(s_in * sw / nd->act_scale, &t->mult[o], &sh))
+            return ccq_fail(err, CCQ_ERR_LIMIT, "%s: node %d (%s): requantization scale of channel %d out of range",
+                            m->path, i, nd->name, o);
+        t->shift[o] = sh;
+    }
+    qnet_update_levels(q, i);
+    return CCQ_OK;
+}
+
+/* ---- integer forward ------------------------------------------------------------- */
+
+/* Copies one image into the padded buffer (zero point in the border). */
+static const uint8_t *pad_image(qnet *q, const qnet_node *t, const uint8_t *x)
+{
+    if (t->ph == t->ih && t->pw == t->iw) return x;
+    const size_t row = (size_t)t->iw * t->ic, prow = (size_t)t->pw * t->ic;
+    memset(q->pad, t->zp_in, (size_t)t->ph * prow);
+    for (int y = 0; y < t->ih; y++) memcpy(q->pad + (size_t)(y + t->pt) * prow + (size_t)t->pl * t->ic, x + y * row, row);
+    return q->pad;
+}
+
+/* Group g's GEMM: output channels [g cog, (g + 1) cog) of rows a, written at row stride oc. */
+static void run_gemm(const qnet *q, const qnet_node *t, int g, const kern_a *a, uint8_t *y, int32_t *logits)
+{
+    const int c0 = g * t->cog;
+    const kern_rq rq = {t->bias + c0, t->mult + c0, t->shift + c0, t->zp_out, t->lo, t->hi};
+    const int8_t *B = t->packed + (size_t)g * t->gpacked;
+    if (t->is_logits)
+        q->isa->gemm_i32(a, t->cog, B, &rq, logits + c0, (size_t)t->oc);
+    else
+        q->isa->gemm_u8(a, t->cog, B, &rq, y + c0, (size_t)t->oc);
+}
+
+static void conv_qfwd(qnet *q, int i, const uint8_t *const *xs, uint8_t *y, int n)
+{
+    const qnet_node *t = &q->nodes[i];
+    const uint8_t *x = xs[0];
+    const int P = t->oh * t->ow;
+    const size_t in_img = (size_t)t->ih * t->iw * t->ic, prow = (size_t)t->pw * t->ic;
+    const size_t cig = (size_t)t->cig, seg = (size_t)t->kw * cig;
+    for (int img = 0; img < n; img++) {
+        const uint8_t *xp = pad_image(q, t, x + img * in_img);
+        uint8_t *yi = y + (size_t)img * P * t->oc;
+        int32_t *li = q->logits + (size_t)img * P * t->oc;
+        if (t->indirect) {
+            /* Every output pixel is a row of kh segments read in place. */
+            for (int p = 0; p < P; p++)
+                q->rows[p] = xp + ((size_t)(p / t->ow) * t->sh * t->pw + (size_t)(p % t->ow) * t->sw) * t->ic;
+            const kern_a a = {P, q->rows, t->kh, t->seg, (ptrdiff_t)(t->dh * prow)};
+            run_gemm(q, t, 0, &a, yi, li);
+            continue;
+        }
+        /* im2col rows of Kpack bytes (tail zero), ROW_TILE at a time, one group at a time. */
+        for (int r0 = 0; r0 < P; r0 += ROW_TILE) {
+            const int nr = P - r0 < ROW_TILE ? P - r0 : ROW_TILE;
+            for (int g = 0; g < t->groups; g++) {
+                for (int r = 0; r < nr; r++) {
+                    const int p = r0 + r;
+                    const uint8_t *src = xp + ((size_t)(p / t->ow) * t->sh * t->pw + (size_t)(p % t->ow) * t->sw) * t->ic +
+                                         (size_t)g * cig;
+                    uint8_t *row = q->col + (size_t)r * t->Kpack;
+                    for (int ky = 0; ky < t->kh; ky++) {
+                        const uint8_t *s = src + (size_t)ky * t->dh * prow;
+                        if (t->dw == 1 && t->groups == 1)
+                            memcpy(row + ky * seg, s, seg);
+                        else
+                            for (int kx = 0; kx < t->kw; kx++)
+                                memcpy(row + ky * seg + (size_t)kx * cig, s + (size_t)kx * t->dw * t->ic, cig);
+                    }
+                    memset(row + t->K, 0, (size_t)(t->Kpack - t->K));
+                    q->rows[r] = row;
+                }
+                const kern_a a = {nr, q->rows, 1, t->Kpack, 0};
+                run_gemm(q, t, g, &a, yi + (size_t)r0 * t->oc, li + (size_t)r0 * t->oc);
+            }
+        }
+    }
+}
+
+static void linear_qfwd(qnet *q, int i, const uint8_t *const *xs, uint8_t *y, int n)
+{
+    const qnet_node *t = &q->nodes[i];
+    const uint8_t *x = xs[0];
+    const size_t F = (size_t)t->K;
+    for (int img = 0; img < n; img++) {
+        if (t->indirect) {
+            q->rows[img] = x + img * F;
+        } else {
+            uint8_t *row = q->col + (size_t)img * t->Kpack;
+            memcpy(row, x + img * F, F);
+            memset(row + F, 0, (size_t)t->Kpack - F);
+            q->rows[img] = row;
+        }
+    }
+    const kern_a a = {n, q->rows, 1, t->Kpack, 0};
+    run_gemm(q, t, 0, &a, y, q->logits);
+}
+
+const op_traits op_conv2d = {
+    .name = "conv2d", .min_in = 1, .max_in = 1, .flags = OP_WEIGHTED | OP_FUSES | OP_CALIBRATED,
+    .load = conv_load, .save = weighted_save, .ffwd = conv_ffwd, .fscratch = conv_fscratch,
+    .qinit = weighted_qinit, .qfwd = conv_qfwd,
+};
+
+const op_traits op_linear = {
+    .name = "linear", .min_in = 1, .max_in = 1, .flags = OP_WEIGHTED | OP_FUSES | OP_CALIBRATED,
+    .load = linear_load, .save = weighted_save, .ffwd = linear_ffwd,
+    .qinit = weighted_qinit, .qfwd = linear_qfwd,
+};

@@ -1,0 +1,284 @@
+/*
+ * op_elem.c: ops that combine tensors element by element: add (residual
+ * connections), mul (squeeze-and-excitation gates, with a [C,1,1] second
+ * input broadcast over H and W) and concat (along C, H or W). Each
+ * requantizes onto its own calibrated output scale in integer arithmetic
+ * (README, "Integer engine").
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ccq/fnet.h"
+#include "ccq/op.h"
+#include "ccq/quant.h"
+
+static int same_shape(model_shape a, model_shape b)
+{
+    return a.rank == b.rank && a.c == b.c && a.h == b.h && a.w == b.w;
+}
+
+static void shape_str(char *buf, size_t n, model_shape s)
+{
+    if (s.rank == 1)
+        snprintf(buf, n, "[%d]", s.c);
+    else
+        snprintf(buf, n, "[%d,%d,%d]", s.c, s.h, s.w);
+}
+
+static ccq_status no_save(const op_io *io, const model *m, int i, ccq_err *err)
+{
+    (void)io, (void)m, (void)i, (void)err;
+    return CCQ_OK;
+}
+
+/* ---- add ---------------------------------------------------------------------- */
+
+static ccq_status add_load(const op_io *io, model *m, int i, ccq_err *err)
+{
+    const model_shape a = model_in_shape(m, i, 0), b = model_in_shape(m, i, 1);
+    if (!same_shape(a, b)) {
+        char sa[64], sb[64];
+        shape_str(sa, sizeof sa, a);
+        shape_str(sb, sizeof sb, b);
+        return OP_FAIL(io, err, CCQ_ERR_FORMAT, "adds tensors of different shapes %s and %s", sa, sb);
+    }
+    io->nd->shape = a;
+    return CCQ_OK;
+}
+
+static void add_ffwd(const model *m, int i, const float *const *x, float *y, float *scratch)
+{
+    (void)scratch;
+    fnet_add(x[0], x[1], y, model_numel(m->nodes[i].shape));
+}
+
+static ccq_status add_qinit(qnet *q, int i, ccq_err *err)
+{
+    const model *m = q->m;
+    const model_node *nd = &m->nodes[i];
+    qnet_node *t = &q->nodes[i];
+    /* int32 arithmetic (kern_add): multipliers below 2^21, shift at most 30 */
+    const double ra = op_in_scale(m, nd->in[0]) / nd->act_scale, rb = op_in_scale(m, nd->in[1]) / nd->act_scale;
+    int32_t sh = 0;
+    if (op_ratio_shift(fmax(ra, rb), &sh) || sh - 9 < 1)
+        return ccq_fail(err, CCQ_ERR_LIMIT, "%s: node %d (%s): input/output scales too far apart", m->path, i,
+                        nd->name);
+    sh -= 9; /* op_ratio_shift leaves multipliers below 2^30 */
+    if (sh > 30) sh = 30;
+    t->add = (kern_add){.za = op_in_zp(m, nd->in[0]), .am = (int32_t)llround(ldexp(ra, sh)),
+                        .zb = op_in_zp(m, nd->in[1]), .bm = (int32_t)llround(ldexp(rb, sh)),
+                        .shift = sh, .zo = nd->act_zp, .lo = t->lo, .hi = t->hi};
+    return CCQ_OK;
+}
+
+static void add_qfwd(qnet *q, int i, const uint8_t *const *x, uint8_t *y, int n)
+{
+    const qnet_node *t = &q->nodes[i];
+    q->isa->add_u8((size_t)n * t->oc * t->oh * t->ow, x[0], x[1], &t->add, y);
+}
+
+const op_traits op_add = {
+    .name = "add", .min_in = 2, .max_in = 2, .flags = OP_FUSES | OP_CALIBRATED,
+    .load = add_load, .save = no_save, .ffwd = add_ffwd, .qinit = add_qinit, .qfwd = add_qfwd,
+};
+
+/* ---- mul ---------------------------------------------------------------------- */
+
+/* 1 if the second input is [C,1,1] against a [C,H,W] first (broadcast over H, W). */
+static int mul_broadcast(const model *m, int i)
+{
+    const model_shape a = model_in_shape(m, i, 0), b = model_in_shape(m, i, 1);
+    return !same_shape(a, b);
+}
+
+static ccq_status mul_load(const op_io *io, model *m, int i, ccq_err *err)
+{
+    const model_shape a = model_in_shape(m, i, 0), b = model_in_shape(m, i, 1);
+    const int bcast = a.rank == 3 && b.rank == 3 && b.c == a.c && b.h == 1 && b.w == 1;
+    if (!same_shape(a, b) && !bcast) {
+        char sa[64], sb[64];
+        shape_str(sa, sizeof sa, a);
+        shape_str(sb, sizeof sb, b);
+        return OP_FAIL(io, err, CCQ_ERR_FORMAT,
+                       "multiplies %s by %s: the second input must have the first's shape or be [C,1,1]", sa, sb);
+    }
+    io->nd->shape = a;
+    return CCQ_OK;
+}
+
+static void mul_ffwd(const model *m, int i, const float *const *x, float *y, float *scratch)
+{
+    (void)scratch;
+    const model_shape s = m->nodes[i].shape;
+    const int64_t n = model_numel(s);
+    if (!mul_broadcast(m, i)) {
+        for (int64_t k = 0; k < n; k++) y[k] = x[0][k] * x[1][k];
+        return;
+    }
+    const int64_t hw = (int64_t)s.h * s.w;
+    for (int c = 0; c < s.c; c++)
+        for (int64_t k = 0; k < hw; k++) y[c * hw + k] = x[0][c * hw + k] * x[1][c];
+}
+
+static ccq_status mul_qinit(qnet *q, int i, ccq_err *err)
+{
+    const model *m = q->m;
+    const model_node *nd = &m->nodes[i];
+    qnet_node *t = &q->nodes[i];
+    const double M = (double)op_in_scale(m, nd->in[0]) * op_in_scale(m, nd->in[1]) / nd->act_scale;
+    t->mult = ccq_malloc(sizeof(int32_t));
+    t->shift = ccq_malloc(sizeof(int32_t));
+    int sh = 0;
+    if (quant_multiplier(M, &t->mult[0], &sh))
+        return ccq_fail(err, CCQ_ERR_LIMIT, "%s: node %d (%s): requantization scale out of range", m->path, i,
+                        nd->name);
+    t->shift[0] = sh;
+    t->add = (kern_add){.za = op_in_zp(m, nd->in[0]), .zb = op_in_zp(m, nd->in[1]), .zo = nd->act_zp,
+                        .lo = t->lo, .hi = t->hi};
+    t->indirect = mul_broadcast(m, i); /* here: 1 = second input broadcast per channel */
+    return CCQ_OK;
+}
+
+static void mul_qfwd(qnet *q, int i, const uint8_t *const *x, uint8_t *y, int n)
+{
+    const qnet_node *t = &q->nodes[i];
+    const int C = t->oc;
+    const int64_t hw = (int64_t)t->oh * t->ow;
+    const kern_add *p = &t->add;
+    for (int img = 0; img < n; img++) {
+        const uint8_t *a = x[0] + (size_t)img * hw * C;
+        const uint8_t *b = x[1] + (size_t)img * (t->indirect ? 1 : hw) * C;
+        uint8_t *o = y + (size_t)img * hw * C;
+        for (int64_t px = 0; px < hw; px++)
+            for (int c = 0; c < C; c++) {
+                const int32_t v = (a[px * C + c] - p->za) * (b[(t->indirect ? 0 : px * C) + c] - p->zb);
+                o[px * C + c] = op_clamp_u8(p->zo + kern_requant(v, t->mult[0], t->shift[0]), p->lo, p->hi);
+            }
+    }
+}
+
+const op_traits op_mul = {
+    .name = "mul", .min_in = 2, .max_in = 2, .flags = OP_CALIBRATED,
+    .load = mul_load, .save = no_save, .ffwd = mul_ffwd, .qinit = mul_qinit, .qfwd = mul_qfwd,
+};
+
+/* ---- concat ------------------------------------------------------------------- */
+
+static ccq_status concat_load(const op_io *io, model *m, int i, ccq_err *err)
+{
+    model_node *nd = io->nd;
+    ccq_status st;
+    const model_shape a = model_in_shape(m, i, 0);
+    if ((st = op_read_ints(io, "axis", &nd->axis, 1, 0, a.rank == 3 ? 2 : 0, err))) return st;
+    int dims[3] = {a.c, a.h, a.w};
+    for (int j = 1; j < nd->n_in; j++) {
+        const model_shape b = model_in_shape(m, i, j);
+        const int bd[3] = {b.c, b.h, b.w};
+        int ok = b.rank == a.rank;
+        for (int k = 0; k < 3 && ok; k++) ok = k == nd->axis || bd[k] == dims[k];
+        if (!ok) {
+            char sa[64], sb[64];
+            shape_str(sa, sizeof sa, a);
+            shape_str(sb, sizeof sb, b);
+            return OP_FAIL(io, err, CCQ_ERR_FORMAT, "input %d %s does not fit input 0 %s along axis %d", j, sb, sa,
+                           nd->axis);
+        }
+        if ((int64_t)dims[nd->axis] + bd[nd->axis] > MODEL_MAX_DIM)
+            return OP_FAIL(io, err, CCQ_ERR_LIMIT, "%s", "the concatenated axis is longer than ccq accepts");
+        dims[nd->axis] += bd[nd->axis];
+    }
+    nd->shape = (model_shape){a.rank, dims[0], dims[1], dims[2]};
+    return CCQ_OK;
+}
+
+static ccq_status concat_save(const op_io *io, const model *m, int i, ccq_err *err)
+{
+    (void)m, (void)i;
+    return h5io_write_attr_ints(io->f, io->obj, "axis", &io->nd->axis, 1, 1, err);
+}
+
+/* Input j (or the output, j = -1) per image as [outer][inner]: the output
+ * row `o` is the inputs' rows `o` side by side. nhwc: the integer layout. */
+static void cat_geom(const model *m, int i, int j, int nhwc, int64_t *outer, int64_t *inner)
+{
+    const model_node *nd = &m->nodes[i];
+    const model_shape s = j < 0 ? nd->shape : model_in_shape(m, i, j);
+    if (s.rank == 1) {
+        *outer = 1, *inner = s.c;
+        return;
+    }
+    const int64_t C = s.c, H = s.h, W = s.w;
+    switch (nd->axis) {
+    case 0: *outer = nhwc ? H * W : 1, *inner = nhwc ? C : C * H * W; break;
+    case 1: *outer = nhwc ? 1 : C, *inner = nhwc ? H * W * C : H * W; break;
+    default: *outer = nhwc ? H : C * H, *inner = nhwc ? W * C : W; break;
+    }
+}
+
+static void concat_ffwd(const model *m, int i, const float *const *x, float *y, float *scratch)
+{
+    (void)scratch;
+    int64_t outer, oin, off = 0;
+    cat_geom(m, i, -1, 0, &outer, &oin);
+    for (int j = 0; j < m->nodes[i].n_in; j++) {
+        int64_t o2, in;
+        cat_geom(m, i, j, 0, &o2, &in);
+        for (int64_t o = 0; o < outer; o++) memcpy(y + o * oin + off, x[j] + o * in, sizeof(float) * (size_t)in);
+        off += in;
+    }
+}
+
+static ccq_status concat_qinit(qnet *q, int i, ccq_err *err)
+{
+    const model *m = q->m;
+    const model_node *nd = &m->nodes[i];
+    qnet_node *t = &q->nodes[i];
+    double mx = 0;
+    for (int j = 0; j < nd->n_in; j++) mx = fmax(mx, op_in_scale(m, nd->in[j]) / nd->act_scale);
+    int32_t sh = 0;
+    if (op_ratio_shift(mx, &sh) || sh - 9 < 1)
+        return ccq_fail(err, CCQ_ERR_LIMIT, "%s: node %d (%s): input/output scales too far apart", m->path, i,
+                        nd->name);
+    sh -= 9;
+    if (sh > 30) sh = 30;
+    t->cat = ccq_malloc(sizeof(kern_add) * (size_t)nd->n_in);
+    for (int j = 0; j < nd->n_in; j++)
+        t->cat[j] = (kern_add){.za = op_in_zp(m, nd->in[j]),
+                               .am = (int32_t)llround(ldexp(op_in_scale(m, nd->in[j]) / nd->act_scale, sh)),
+                               .shift = sh, .zo = nd->act_zp, .lo = 0, .hi = 255};
+    return CCQ_OK;
+}
+
+static void concat_qfwd(qnet *q, int i, const uint8_t *const *x, uint8_t *y, int n)
+{
+    const model *m = q->m;
+    const qnet_node *t = &q->nodes[i];
+    int64_t outer, oin;
+    cat_geom(m, i, -1, 1, &outer, &oin);
+    for (int img = 0; img < n; img++) {
+        int64_t off = 0;
+        uint8_t *yi = y + (size_t)img * outer * oin;
+        for (int j = 0; j < t->n_in; j++) {
+            int64_t o2, in;
+            cat_geom(m, i, j, 1, &o2, &in);
+            const kern_add *p = &t->cat[j];
+            const uint8_t *xj = x[j] + (size_t)img * outer * in;
+            const int same = p->am == (INT32_C(1) << p->shift) && p->za == p->zo;
+            for (int64_t o = 0; o < outer; o++) {
+                uint8_t *dst = yi + o * oin + off;
+                const uint8_t *src = xj + o * in;
+                if (same)
+                    memcpy(dst, src, (size_t)in); /* the formula gives the level itself */
+                else
+                    for (int64_t k = 0; k < in; k++) dst[k] = kern_add_one(src[k], 0, p);
+            }
+            off += in;
+        }
+    }
+}
+
+const op_traits op_concat = {
+    .name = "concat", .min_in = 2, .max_in = MODEL_MAX_IN, .flags = OP_CALIBRATED,
+    .load = concat_load, .save = concat_save, .ffwd = concat_ffwd, .qinit = concat_qinit, .qfwd = concat_qfwd,
+};
