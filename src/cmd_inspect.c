@@ -43,6 +43,26 @@ static void inspect_model(const model *m)
             snprintf(attrs, sizeof attrs, "k%dx%d s%d,%d p%d,%d,%d,%d%s", nd->kernel[0], nd->kernel[1], nd->stride[0],
                      nd->stride[1], nd->pad[0], nd->pad[1], nd->pad[2], nd->pad[3],
                      nd->dilation[0] > 1 || nd->dilation[1] > 1 ? " dil" : nd->ceil_mode ? " ceil" : "");
+        {
+            char e[64] = "";
+            const int r = nd->shape.rank == 3 ? 3 : 1;
+            if (nd->op == MODEL_OP_CONV2D && nd->groups > 1) snprintf(e, sizeof e, " g%d", nd->groups);
+            if (nd->op == MODEL_OP_ACT) snprintf(e, sizeof e, "%s", model_act_name(nd->fn));
+            if (nd->op == MODEL_OP_CONCAT) snprintf(e, sizeof e, "axis %d", nd->axis);
+            if (nd->op == MODEL_OP_PAD)
+                snprintf(e, sizeof e, "pads %d,%d,%d,%d,%d,%d", nd->pads[0], nd->pads[1], nd->pads[2], nd->pads[3],
+                         nd->pads[4], nd->pads[5]);
+            if (nd->op == MODEL_OP_SLICE)
+                snprintf(e, sizeof e, "start %d,%d,%d step %d,%d,%d", nd->start[0], nd->start[1], nd->start[2],
+                         nd->step[0], nd->step[1], nd->step[2]);
+            if (r == 1 && (nd->op == MODEL_OP_PAD || nd->op == MODEL_OP_SLICE))
+                snprintf(e, sizeof e, nd->op == MODEL_OP_PAD ? "pads %d,%d" : "start %d step %d",
+                         nd->op == MODEL_OP_PAD ? nd->pads[0] : nd->start[0],
+                         nd->op == MODEL_OP_PAD ? nd->pads[3] : nd->step[0]);
+            if (nd->has_clip) snprintf(e + strlen(e), sizeof e - strlen(e), "%s[%g,%g]", nd->op == MODEL_OP_CLIP ? "" : " +clip",
+                                       (double)nd->clip[0], (double)nd->clip[1]);
+            strncat(attrs, e, sizeof attrs - strlen(attrs) - 1);
+        }
         if (nd->relu) strncat(attrs, " +relu", sizeof attrs - strlen(attrs) - 1);
         if (m->quantized && nd->bits) {
             char b[16];

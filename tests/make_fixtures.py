@@ -36,6 +36,36 @@ def tiny_nodes():
     ]
 
 
+def ops_nodes():
+    """Every op of the op table beyond tiny's, on a 1x4x4 input: conv 1->2, depthwise conv, clip, act,
+    slice, channel pad, grouped conv, add, concat, globalavgpool, mul (broadcast), flatten, linear."""
+    r = np.random.RandomState(3)
+    w = lambda *s: (r.randn(*s) * 0.5).astype(np.float32)  # noqa: E731
+    win = {"kernel": [3, 3], "stride": [1, 1], "pad": [1, 1, 1, 1], "dilation": [1, 1]}
+    return [
+        {"op": "conv2d", "name": "c1", "inputs": [-1], "shape": (2, 4, 4), "attrs": dict(win),
+         "data": {"weight": w(2, 1, 3, 3), "bias": w(2)}},                                              # 0
+        {"op": "conv2d", "name": "dw", "inputs": [0], "shape": (2, 4, 4), "attrs": dict(win, groups=2),
+         "data": {"weight": w(2, 1, 3, 3)}},                                                            # 1
+        {"op": "clip", "name": "clip", "inputs": [1], "shape": (2, 4, 4),
+         "attrs": {"min": np.float32(-1), "max": np.float32(2)}, "data": {}},                          # 2
+        {"op": "act", "name": "sig", "inputs": [2], "shape": (2, 4, 4), "attrs": {"fn": "sigmoid"}, "data": {}},  # 3
+        {"op": "slice", "name": "sub", "inputs": [3], "shape": (2, 2, 2),
+         "attrs": {"start": [0, 0, 0], "step": [1, 2, 2]}, "data": {}},                                # 4
+        {"op": "pad", "name": "chpad", "inputs": [4], "shape": (4, 2, 2), "attrs": {"pads": [1, 0, 0, 1, 0, 0]},
+         "data": {}},                                                                                   # 5
+        {"op": "conv2d", "name": "gc", "inputs": [3], "shape": (4, 2, 2),
+         "attrs": dict(win, stride=[2, 2], groups=2), "data": {"weight": w(4, 1, 3, 3), "bias": w(4)}},  # 6
+        {"op": "add", "name": "res", "inputs": [6, 5], "shape": (4, 2, 2), "attrs": {}, "data": {}},     # 7
+        {"op": "concat", "name": "cat", "inputs": [7, 5], "shape": (8, 2, 2), "attrs": {"axis": 0}, "data": {}},  # 8
+        {"op": "globalavgpool", "name": "gap", "inputs": [8], "shape": (8, 1, 1), "attrs": {}, "data": {}},  # 9
+        {"op": "mul", "name": "gate", "inputs": [8, 9], "shape": (8, 2, 2), "attrs": {}, "data": {}},    # 10
+        {"op": "flatten", "name": "flat", "inputs": [10], "shape": (32,), "attrs": {}, "data": {}},      # 11
+        {"op": "linear", "name": "fc", "inputs": [11], "shape": (3,), "attrs": {},
+         "data": {"weight": w(3, 32), "bias": w(3)}},                                                   # 12
+    ]
+
+
 def write_model(path, nodes, in_shape=(1, 4, 4)):
     onnx2ccq.write(path, "tiny", in_shape, np.array([0.5], np.float32), np.array([0.25], np.float32), nodes)
 
@@ -138,6 +168,24 @@ def main():
         # finite weights whose products overflow float32: activations become inf
         f["nodes/0000/weight"][...] = np.full((2, 1, 3, 3), 3e38, np.float32)
     mutate(p("tiny.h5"), p("bad_overflow.h5"), overflow)
+
+    # the ops of the op table: a good file and one broken variant per check
+    write_model(p("tiny_ops.h5"), ops_nodes())
+    ops_broken = {
+        "bad_groups.h5": lambda f: f["nodes/0001"].attrs.__setitem__("groups", np.int32(3)),
+        "bad_slice.h5": lambda f: f["nodes/0004"].attrs.__setitem__("start", np.array([0, 0, 3], np.int32)),
+        "bad_slice_step.h5": lambda f: f["nodes/0004"].attrs.__setitem__("step", np.array([1, 0, 2], np.int32)),
+        "bad_concat.h5": lambda f: (f["nodes/0008"].attrs.__setitem__("axis", np.int32(1)),
+                                     f["nodes/0008"].attrs.__setitem__("inputs", np.array([7, 4], np.int32))),
+        "bad_act.h5": lambda f: f["nodes/0003"].attrs.__setitem__("fn", np.bytes_("swish")),
+        "bad_clip.h5": lambda f: f["nodes/0002"].attrs.__setitem__("max", np.float32(-2)),
+        "bad_mul.h5": lambda f: f["nodes/0010"].attrs.__setitem__("inputs", np.array([8, 4], np.int32)),
+        "bad_arity.h5": lambda f: f["nodes/0008"].attrs.__setitem__("inputs", np.array([7], np.int32)),
+        "bad_pad.h5": lambda f: f["nodes/0005"].attrs.__setitem__("pads", np.array([1, 0, 0, -1, 0, 0], np.int32)),
+        "bad_fused_clip.h5": lambda f: f["nodes/0004"].attrs.__setitem__("clip", np.array([0, 6], np.float32)),
+    }
+    for name, fn in ops_broken.items():
+        mutate(p("tiny_ops.h5"), p(name), fn)
 
     # a linear layer too wide for int32 accumulators at 8 bits (K = 190*190 = 36100)
     big = [{"op": "flatten", "name": "flat", "inputs": [-1], "shape": (36100,), "attrs": {}, "data": {}},

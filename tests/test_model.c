@@ -74,6 +74,52 @@ static void test_tiny_loads(void **state)
     model_free(&m);
 }
 
+/* The op table's newer ops: fields as written by make_fixtures.py, and a
+ * model_save / model_load round trip that keeps every one of them. */
+static void check_ops(const model *m)
+{
+    assert_int_equal(m->n_nodes, 13);
+    assert_int_equal(m->nodes[1].groups, 2);
+    assert_int_equal(m->nodes[6].groups, 2);
+    assert_int_equal(m->nodes[6].shape.h, 2);
+    assert_int_equal(m->nodes[6].n_weight, 4 * 1 * 3 * 3);
+    assert_true(m->nodes[2].clip[0] == -1.0f && m->nodes[2].clip[1] == 2.0f);
+    assert_int_equal(m->nodes[3].fn, MODEL_ACT_SIGMOID);
+    assert_int_equal(m->nodes[4].step[2], 2);
+    assert_int_equal(m->nodes[5].pads[0], 1);
+    assert_int_equal(m->nodes[5].pads[3], 1);
+    assert_int_equal(m->nodes[5].shape.c, 4);
+    assert_int_equal(m->nodes[8].axis, 0);
+    assert_int_equal(m->nodes[8].shape.c, 8);
+    assert_int_equal(m->nodes[10].n_in, 2);
+    assert_int_equal(m->nodes[10].in[1], 9);
+    /* macs: c1 18x16, dw 18x16, gc 36x4, fc 96 */
+    assert_int_equal(model_macs(m), 288 + 288 + 144 + 96);
+}
+
+static void test_ops_load_and_round_trip(void **state)
+{
+    (void)state;
+    model m, r;
+    ccq_err err = {{0}};
+    assert_int_equal(model_load(&m, fx("tiny_ops.h5"), &err), CCQ_OK);
+    check_ops(&m);
+    const char *out = fx("tiny_ops_saved.h5");
+    assert_int_equal(model_save(&m, out, &err), CCQ_OK);
+    assert_int_equal(model_load(&r, out, &err), CCQ_OK);
+    check_ops(&r);
+    for (int i = 0; i < m.n_nodes; i++) {
+        const model_node *a = &m.nodes[i], *b = &r.nodes[i];
+        assert_int_equal(a->op, b->op);
+        assert_memory_equal(a->in, b->in, sizeof(int) * (size_t)a->n_in);
+        assert_memory_equal(&a->shape, &b->shape, sizeof a->shape);
+        assert_int_equal(a->n_weight, b->n_weight);
+        if (a->n_weight) assert_memory_equal(a->weight, b->weight, sizeof(float) * (size_t)a->n_weight);
+    }
+    model_free(&m);
+    model_free(&r);
+}
+
 static void test_tiny_forward_matches_torch(void **state)
 {
     (void)state;
@@ -134,6 +180,17 @@ static void test_bad_models(void **state)
     expect_model_error("bad_missing_attr.h5", CCQ_ERR_FORMAT, "/nodes/0000/stride: missing attribute");
     expect_model_error("bad_version.h5", CCQ_ERR_FORMAT, "model format version 2");
     expect_model_error("bad_var.h5", CCQ_ERR_FORMAT, "var + eps is not positive at channel 1");
+    /* the op table's ops: one broken variant of tiny_ops.h5 per check */
+    expect_model_error("bad_groups.h5", CCQ_ERR_FORMAT, "(conv2d dw): groups = 3 does not divide Cin = 2 and Cout = 2");
+    expect_model_error("bad_slice.h5", CCQ_ERR_FORMAT, "(slice sub): axis 2 reads elements 3 to 5 of 4");
+    expect_model_error("bad_slice_step.h5", CCQ_ERR_FORMAT, "(slice sub): step of axis 1 is 0");
+    expect_model_error("bad_concat.h5", CCQ_ERR_FORMAT, "(concat cat): input 1 [2,2,2] does not fit input 0 [4,2,2] along axis 1");
+    expect_model_error("bad_act.h5", CCQ_ERR_FORMAT, "(act sig): unknown function fn = 'swish'");
+    expect_model_error("bad_clip.h5", CCQ_ERR_FORMAT, "(clip clip): min = -1 is above max = -2");
+    expect_model_error("bad_mul.h5", CCQ_ERR_FORMAT, "(mul gate): multiplies [8,2,2] by [2,2,2]");
+    expect_model_error("bad_arity.h5", CCQ_ERR_FORMAT, "(concat cat): has 1 inputs, expected 2 to 64");
+    expect_model_error("bad_pad.h5", CCQ_ERR_FORMAT, "(pad chpad): attribute pads = -1 is outside [0, 65536]");
+    expect_model_error("bad_fused_clip.h5", CCQ_ERR_FORMAT, "(slice sub): a fused clip on an op that cannot fuse it");
 }
 
 static void test_data(void **state)
@@ -176,6 +233,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiny_loads),
         cmocka_unit_test(test_tiny_forward_matches_torch),
+        cmocka_unit_test(test_ops_load_and_round_trip),
         cmocka_unit_test(test_bad_models),
         cmocka_unit_test(test_data),
     };
