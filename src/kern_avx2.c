@@ -11,6 +11,15 @@
  *     levels are sign-extended to int16 and vpmaddwd multiplies them with
  *     zero-extended activation pairs (exact, half the throughput).
  * The tile is MR rows x 16 channels. Requantization matches kern_requant.
+ *
+ * Depthwise (kern_dw): 16 channels per block, taps in pairs. The two taps'
+ * activations are zero-extended to int16 and interleaved per channel
+ * (vpunpcklwd/hwd, in-lane), the levels sign-extended to int16 in the same
+ * order, and vpmaddwd sums the pair into one int32 per channel: exact for
+ * any int8 level (2 * 255 * 128 < 2^31), no vpmaddubsw saturation. Packed W:
+ * [C/16][ceil(T/2)][32] int8, byte order of the two accumulators: a0 holds
+ * channels 0-3 (lane 0) and 8-11 (lane 1), a1 channels 4-7 and 12-15; in-lane
+ * packs at the end restore channel order.
  */
 #include <immintrin.h>
 #include <stdlib.h>
@@ -262,6 +271,89 @@ static void avx2_add_u8(size_t n, const uint8_t *a, const uint8_t *b, const kern
     for (; i < n; i++) out[i] = kern_add_one(a[i], b[i], p);
 }
 
+/* ---- depthwise ------------------------------------------------------------ */
+
+enum { DWB = 16 }; /* channels per block */
+
+static size_t avx2_dw_packed_size(int T, int C) { return (size_t)((C + DWB - 1) / DWB) * (size_t)((T + 1) / 2) * 32; }
+
+static ptrdiff_t avx2_dw_packed_offset(int T, int C, int t, int c)
+{
+    (void)C;
+    const int i = c % DWB;
+    return ((ptrdiff_t)(c / DWB) * ((T + 1) / 2) + t / 2) * 32 + ((i >> 2) & 1) * 16 + (i >> 3) * 8 + (i & 3) * 2 +
+           (t & 1);
+}
+
+static void avx2_dw_pack(const int8_t *levels, int T, int C, int8_t *out)
+{
+    memset(out, 0, avx2_dw_packed_size(T, C));
+    for (int t = 0; t < T; t++)
+        for (int c = 0; c < C; c++) out[avx2_dw_packed_offset(T, C, t, c)] = levels[(size_t)t * C + c];
+}
+
+/* 16 per-channel values (fill past `left`) in the accumulators' order: a0 = channels 0-3, 8-11; a1 = 4-7, 12-15. */
+static inline void dw_order(const int32_t *v, int left, int32_t fill, __m256i *a0, __m256i *a1)
+{
+    int32_t b[DWB];
+    for (int i = 0; i < DWB; i++) b[i] = i < left ? v[i] : fill;
+    const __m256i lo = _mm256_loadu_si256((const __m256i *)b), hi = _mm256_loadu_si256((const __m256i *)(b + 8));
+    *a0 = _mm256_permute2x128_si256(lo, hi, 0x20);
+    *a1 = _mm256_permute2x128_si256(lo, hi, 0x31);
+}
+
+/* 16 activation bytes zero-extended to int16. */
+static inline __m256i dw_x(const uint8_t *p) { return _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p)); }
+
+static void avx2_dw_u8(const kern_dw *a, const int8_t *W, const kern_rq *rq, uint8_t *y, size_t ldy)
+{
+    const int T = a->T, T2 = (T + 1) / 2;
+    const __m256i zp = _mm256_set1_epi32(rq->zp);
+    const __m256i lo = _mm256_sub_epi32(_mm256_set1_epi32(rq->lo), zp), hi = _mm256_sub_epi32(_mm256_set1_epi32(rq->hi), zp);
+    for (int c0 = 0; c0 < a->C; c0 += DWB) {
+        const int left = a->C - c0;
+        __m256i b0, b1, m0, m1, s0, s1;
+        dw_order(rq->bias + c0, left, 0, &b0, &b1);
+        dw_order(rq->mult + c0, left, 0, &m0, &m1);
+        dw_order(rq->shift + c0, left, 1, &s0, &s1);
+        const int8_t *wb = W + (size_t)(c0 / DWB) * T2 * 32;
+        for (int p = 0; p < a->P; p++) {
+            const uint8_t *x = a->px[p] + c0;
+            const int8_t *w = wb;
+            __m256i acc0 = b0, acc1 = b1;
+            int t = 0;
+            for (; t + 2 <= T; t += 2, w += 32) {
+                const __m256i x0 = dw_x(x + a->off[t]), x1 = dw_x(x + a->off[t + 1]);
+                const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w));
+                const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 16)));
+                acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), w0));
+                acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), w1));
+            }
+            if (t < T) { /* the odd last tap: its pair partner is zero (activation and level) */
+                const __m256i x0 = dw_x(x + a->off[t]), x1 = _mm256_setzero_si256();
+                const __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w));
+                const __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 16)));
+                acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(_mm256_unpacklo_epi16(x0, x1), w0));
+                acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(_mm256_unpackhi_epi16(x0, x1), w1));
+            }
+            /* clamp before adding zp (v may be near INT32_MAX); then in [0, 255]: the packs are exact */
+            __m256i v0 = requant8(acc0, m0, s0), v1 = requant8(acc1, m1, s1);
+            v0 = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(v0, lo), hi), zp);
+            v1 = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(v1, lo), hi), zp);
+            const __m256i p16 = _mm256_packs_epi32(v0, v1); /* channels 0-7 | 8-15 */
+            const __m128i p8 = _mm_packus_epi16(_mm256_castsi256_si128(p16), _mm256_extracti128_si256(p16, 1));
+            uint8_t *o = y + (size_t)p * ldy + c0;
+            if (left >= DWB) {
+                _mm_storeu_si128((__m128i *)o, p8);
+            } else {
+                uint8_t tmp[DWB];
+                _mm_storeu_si128((__m128i *)tmp, p8);
+                memcpy(o, tmp, (size_t)left);
+            }
+        }
+    }
+}
+
 const kern_isa kern_isa_avx2 = {
     .name = "avx2",
     .kr = 4,
@@ -272,4 +364,8 @@ const kern_isa kern_isa_avx2 = {
     .gemm_i32 = avx2_gemm_i32,
     .peak_macs = avx2_peak_macs,
     .add_u8 = avx2_add_u8,
+    .dw_packed_size = avx2_dw_packed_size,
+    .dw_pack = avx2_dw_pack,
+    .dw_packed_offset = avx2_dw_packed_offset,
+    .dw_u8 = avx2_dw_u8,
 };

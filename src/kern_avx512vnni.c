@@ -13,6 +13,14 @@
  * over 16 input channels) takes the pixel-quad tile instead, which reads the
  * same packing with 4 rows x 4 channels per vector. Requantization is
  * vectorised to give bit for bit what kern_requant gives.
+ *
+ * Depthwise (kern_dw): 64 channels per block, taps in fours. Four taps'
+ * 64 channel bytes are interleaved in-lane (vpunpck{l,h}bw, then
+ * {l,h}wd) into four vectors whose dwords hold the 4 taps of one channel;
+ * vpdpbusd against the levels in the same order sums them exactly. Packed W:
+ * [C/64][ceil(T/4)][4][64] int8: accumulator a, 128-bit lane L, dword d is
+ * channel 16 L + 4 a + d, its 4 bytes taps 4g..4g+3. The pack and clamp at
+ * the end (as in the pixel-quad tile) restore channel order in-lane.
  */
 #include <immintrin.h>
 #include <string.h>
@@ -459,6 +467,84 @@ static void vnni_add_u8(size_t n, const uint8_t *a, const uint8_t *b, const kern
     for (; i < n; i++) out[i] = kern_add_one(a[i], b[i], p);
 }
 
+/* ---- depthwise ------------------------------------------------------------ */
+
+enum { DWB = 64 }; /* channels per block */
+
+static size_t vnni_dw_packed_size(int T, int C) { return (size_t)((C + DWB - 1) / DWB) * (size_t)((T + 3) / 4) * 256; }
+
+static ptrdiff_t vnni_dw_packed_offset(int T, int C, int t, int c)
+{
+    (void)C;
+    const int i = c % DWB, lane = i >> 4, j = i & 15;
+    return ((ptrdiff_t)(c / DWB) * ((T + 3) / 4) + t / 4) * 256 + (j >> 2) * 64 + lane * 16 + (j & 3) * 4 + (t & 3);
+}
+
+static void vnni_dw_pack(const int8_t *levels, int T, int C, int8_t *out)
+{
+    memset(out, 0, vnni_dw_packed_size(T, C));
+    for (int t = 0; t < T; t++)
+        for (int c = 0; c < C; c++) out[vnni_dw_packed_offset(T, C, t, c)] = levels[(size_t)t * C + c];
+}
+
+/* 64 per-channel values (fill past `left`) as the 4 accumulators hold them: out[a] lane L dword d = 16 L + 4 a + d. */
+static inline void dw_order(const int32_t *v, int left, int32_t fill, __m512i out[4])
+{
+    int32_t b[4][16];
+    for (int a = 0; a < 4; a++)
+        for (int l = 0; l < 4; l++)
+            for (int d = 0; d < 4; d++) {
+                const int c = 16 * l + 4 * a + d;
+                b[a][4 * l + d] = c < left ? v[c] : fill;
+            }
+    for (int a = 0; a < 4; a++) out[a] = _mm512_loadu_si512(b[a]);
+}
+
+static void vnni_dw_u8(const kern_dw *a, const int8_t *W, const kern_rq *rq, uint8_t *y, size_t ldy)
+{
+    const int T = a->T, T4 = (T + 3) / 4;
+    const __m512i zp = _mm512_set1_epi16((int16_t)rq->zp);
+    const __m512i lo = _mm512_set1_epi16((int16_t)rq->lo), hi = _mm512_set1_epi16((int16_t)rq->hi);
+    for (int c0 = 0; c0 < a->C; c0 += DWB) {
+        const int left = a->C - c0;
+        const __mmask64 m = left >= DWB ? ~(__mmask64)0 : ((__mmask64)1 << left) - 1;
+        __m512i bias[4], mult[4], shift[4];
+        dw_order(rq->bias + c0, left, 0, bias);
+        dw_order(rq->mult + c0, left, 0, mult);
+        dw_order(rq->shift + c0, left, 1, shift);
+        rq_consts k[4];
+        for (int i = 0; i < 4; i++) k[i] = rq_consts_of(mult[i], shift[i]);
+        const int8_t *wb = W + (size_t)(c0 / DWB) * T4 * 256;
+        for (int p = 0; p < a->P; p++) {
+            const uint8_t *x = a->px[p] + c0;
+            const int8_t *w = wb;
+            __m512i c0_ = bias[0], c1_ = bias[1], c2_ = bias[2], c3_ = bias[3];
+            for (int t = 0; t < T; t += 4, w += 256) {
+                /* taps past T: zero activations (their levels are zero too) */
+                const __m512i z = _mm512_setzero_si512();
+                const __m512i x0 = _mm512_maskz_loadu_epi8(m, x + a->off[t]);
+                const __m512i x1 = t + 1 < T ? _mm512_maskz_loadu_epi8(m, x + a->off[t + 1]) : z;
+                const __m512i x2 = t + 2 < T ? _mm512_maskz_loadu_epi8(m, x + a->off[t + 2]) : z;
+                const __m512i x3 = t + 3 < T ? _mm512_maskz_loadu_epi8(m, x + a->off[t + 3]) : z;
+                const __m512i l01 = _mm512_unpacklo_epi8(x0, x1), h01 = _mm512_unpackhi_epi8(x0, x1);
+                const __m512i l23 = _mm512_unpacklo_epi8(x2, x3), h23 = _mm512_unpackhi_epi8(x2, x3);
+                c0_ = _mm512_dpbusd_epi32(c0_, _mm512_unpacklo_epi16(l01, l23), _mm512_loadu_si512(w));
+                c1_ = _mm512_dpbusd_epi32(c1_, _mm512_unpackhi_epi16(l01, l23), _mm512_loadu_si512(w + 64));
+                c2_ = _mm512_dpbusd_epi32(c2_, _mm512_unpacklo_epi16(h01, h23), _mm512_loadu_si512(w + 128));
+                c3_ = _mm512_dpbusd_epi32(c3_, _mm512_unpackhi_epi16(h01, h23), _mm512_loadu_si512(w + 192));
+            }
+            /* In-lane packs: lane L of packs(r0, r1) holds channels 16 L + 0..7, of packs(r2, r3) 16 L + 8..15,
+             * and packus of the two lane L's 16 channels in order. The clamp on int16 equals the int32 one
+             * (finish_quad). */
+#define CLAMP(v) _mm512_min_epi16(_mm512_max_epi16(_mm512_adds_epi16(v, zp), lo), hi)
+            const __m512i v01 = CLAMP(_mm512_packs_epi32(requant16(c0_, &k[0]), requant16(c1_, &k[1])));
+            const __m512i v23 = CLAMP(_mm512_packs_epi32(requant16(c2_, &k[2]), requant16(c3_, &k[3])));
+#undef CLAMP
+            _mm512_mask_storeu_epi8(y + (size_t)p * ldy + c0, m, _mm512_packus_epi16(v01, v23));
+        }
+    }
+}
+
 const kern_isa kern_isa_avx512vnni = {
     .name = "avx512vnni",
     .kr = 4,
@@ -469,4 +555,8 @@ const kern_isa kern_isa_avx512vnni = {
     .gemm_i32 = vnni_gemm_i32,
     .peak_macs = vnni_peak_macs,
     .add_u8 = vnni_add_u8,
+    .dw_packed_size = vnni_dw_packed_size,
+    .dw_pack = vnni_dw_pack,
+    .dw_packed_offset = vnni_dw_packed_offset,
+    .dw_u8 = vnni_dw_u8,
 };

@@ -1,7 +1,7 @@
 /*
  * kern_scalar.c: the portable reference kernels (see kern.h). B is packed
- * as plain rows [N][K]. Never removed: every SIMD kernel is tested
- * against these.
+ * as plain rows [N][K], depthwise weights as plain [T][C]. Never removed:
+ * every SIMD kernel is tested against these.
  */
 #include <string.h>
 
@@ -60,6 +60,29 @@ static void scalar_add_u8(size_t n, const uint8_t *a, const uint8_t *b, const ke
     for (size_t i = 0; i < n; i++) out[i] = kern_add_one(a[i], b[i], p);
 }
 
+static size_t scalar_dw_packed_size(int T, int C) { return (size_t)T * (size_t)C; }
+
+static void scalar_dw_pack(const int8_t *levels, int T, int C, int8_t *out)
+{
+    memcpy(out, levels, scalar_dw_packed_size(T, C));
+}
+
+static ptrdiff_t scalar_dw_packed_offset(int T, int C, int t, int c)
+{
+    (void)T;
+    return (ptrdiff_t)t * C + c;
+}
+
+static void scalar_dw_u8(const kern_dw *a, const int8_t *W, const kern_rq *rq, uint8_t *y, size_t ldy)
+{
+    for (int p = 0; p < a->P; p++)
+        for (int c = 0; c < a->C; c++) {
+            int32_t acc = rq->bias[c];
+            for (int t = 0; t < a->T; t++) acc += (int32_t)a->px[p][a->off[t] + c] * (int32_t)W[(size_t)t * a->C + c];
+            y[(size_t)p * ldy + c] = kern_requant_u8(acc, rq->mult[c], rq->shift[c], rq->zp, rq->lo, rq->hi);
+        }
+}
+
 const kern_isa kern_isa_scalar = {
     .name = "scalar",
     .kr = 4,
@@ -70,4 +93,8 @@ const kern_isa kern_isa_scalar = {
     .gemm_i32 = scalar_gemm_i32,
     .peak_macs = NULL, /* no instruction-level ceiling: the compiler chooses the code */
     .add_u8 = scalar_add_u8,
+    .dw_packed_size = scalar_dw_packed_size,
+    .dw_pack = scalar_dw_pack,
+    .dw_packed_offset = scalar_dw_packed_offset,
+    .dw_u8 = scalar_dw_u8,
 };

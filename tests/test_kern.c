@@ -5,6 +5,10 @@
  * value regimes: random, saturating
  * (255 activations with +-127 weights, the vpmaddubsw trap), all-negative
  * accumulators, and requantization multipliers/shifts across their range.
+ * The depthwise kernel likewise: channel counts around every vector width,
+ * 1 to 25 taps (strides, dilations, a single output pixel), 1..8-bit levels
+ * with their extremes (-128 included), saturating requantization and clamps,
+ * nothing written past C; its in-place patch equals a fresh pack.
  * A path the CPU lacks is reported as skipped (exit 77), never as passed.
  */
 #include <setjmp.h>
@@ -222,6 +226,143 @@ static void test_patch(void **state)
         }
 }
 
+/* Depthwise: an NHWC image of C channels just large enough for oh x ow windows of kh x kw taps
+ * (stride, dilation), levels [T][C] with |level| <= qmax (1-bit: +-1), requantization regimes as
+ * run_case's, three clamps (none, fused ReLU, a clip inside [0, 255]). */
+static void run_dw_case(const kern_isa *ref, const kern_isa *isa, int C, int kh, int kw, int stride, int dil, int oh,
+                        int ow, regime rg, int bits, rng_pcg32 *r)
+{
+    const int T = kh * kw, P = oh * ow;
+    const int H = (oh - 1) * stride + (kh - 1) * dil + 1, W = (ow - 1) * stride + (kw - 1) * dil + 1;
+    const int qmax = bits == 1 ? 1 : (1 << (bits - 1)) - 1;
+    const size_t img = (size_t)H * W * C;
+    uint8_t *x = test_malloc(img + 64); /* the 64 bytes of slack the engine's buffers have */
+    const uint8_t **px = test_malloc(sizeof(uint8_t *) * (size_t)P);
+    ptrdiff_t *off = test_malloc(sizeof(ptrdiff_t) * (size_t)T);
+    int8_t *lev = test_malloc((size_t)T * C);
+    int32_t *bias = test_malloc(sizeof(int32_t) * C), *mult = test_malloc(sizeof(int32_t) * C),
+            *shift = test_malloc(sizeof(int32_t) * C);
+    for (size_t i = 0; i < img + 64; i++) x[i] = rg == V_SATURATE ? 255 : (uint8_t)rng_next(r);
+    for (int p = 0; p < P; p++) px[p] = x + ((size_t)(p / ow) * stride * W + (size_t)(p % ow) * stride) * C;
+    for (int t = 0; t < T; t++) off[t] = ((ptrdiff_t)(t / kw) * dil * W + (ptrdiff_t)(t % kw) * dil) * C;
+    for (int i = 0; i < T * C; i++) {
+        int v = (int)rng_bounded(r, (uint32_t)(2 * qmax + 1)) - qmax;
+        if (rg == V_SATURATE) v = i % 3 == 0 ? qmax : -qmax;
+        if (rg == V_SATURATE && bits == 8 && i % 5 == 0) v = -128; /* outside the engine's range: int8 extreme */
+        if (rg == V_NEGATIVE) v = -(int)rng_bounded(r, (uint32_t)qmax + 1);
+        if (rg == V_SMALLW) v = (int)rng_bounded(r, 3) - 1;
+        lev[i] = (int8_t)v;
+    }
+    for (int c = 0; c < C; c++) {
+        bias[c] = (int32_t)(rng_next(r) % 200001) - 100000;
+        mult[c] = (int32_t)((1u << 30) + (rng_next(r) & 0x3fffffffu));
+        shift[c] = c % 5 == 0 ? 1 + (int32_t)rng_bounded(r, 62) : 10 + (int32_t)rng_bounded(r, 20);
+    }
+    const kern_dw a = {P, px, T, off, C};
+    int8_t *wr = test_malloc(ref->dw_packed_size(T, C)), *wi = test_malloc(isa->dw_packed_size(T, C));
+    ref->dw_pack(lev, T, C, wr);
+    isa->dw_pack(lev, T, C, wi);
+    const size_t ldy = (size_t)C + 3; /* the kernels must not write past C */
+    uint8_t *y_ref = test_malloc((size_t)P * ldy), *y_isa = test_malloc((size_t)P * ldy);
+    const int32_t zp = (int32_t)rng_bounded(r, 256);
+    const kern_rq rqs[3] = {{bias, mult, shift, zp, 0, 255}, {bias, mult, shift, zp, zp, 255},
+                            {bias, mult, shift, zp, zp / 3, zp + (255 - zp) / 2}};
+    for (int pass = 0; pass < 3; pass++) {
+        memset(y_ref, 0xAB, (size_t)P * ldy);
+        memset(y_isa, 0xAB, (size_t)P * ldy);
+        ref->dw_u8(&a, wr, &rqs[pass], y_ref, ldy);
+        isa->dw_u8(&a, wi, &rqs[pass], y_isa, ldy);
+        if (memcmp(y_ref, y_isa, (size_t)P * ldy) != 0) {
+            for (size_t i = 0; i < (size_t)P * ldy; i++)
+                if (y_ref[i] != y_isa[i]) {
+                    print_error("%s dw: C=%d %dx%d stride %d dil %d out %dx%d bits=%d regime=%d pass=%d: y[%zu][%zu] "
+                                "%d != ref %d (seed %llu)\n",
+                                isa->name, C, kh, kw, stride, dil, oh, ow, bits, rg, pass, i / ldy, i % ldy, y_isa[i],
+                                y_ref[i], (unsigned long long)k_seed);
+                    break;
+                }
+            fail();
+        }
+    }
+    test_free(x), test_free(px), test_free(off), test_free(lev), test_free(bias), test_free(mult), test_free(shift);
+    test_free(wr), test_free(wi), test_free(y_ref), test_free(y_isa);
+}
+
+static void test_dw_reference(void **state)
+{
+    (void)state;
+    /* hand-checked: 2 channels, 2 taps; acc = bias + x0 w0 + x1 w1 */
+    const kern_isa *ref = kern_isa_by_name("scalar");
+    const uint8_t img[4 + 64] = {10, 20, 30, 40};
+    const uint8_t *px[1] = {img};
+    const ptrdiff_t off[2] = {0, 2};
+    const int8_t lev[4] = {1, -2, 3, 4}; /* [T][C] */
+    const int32_t bias[2] = {5, -120}, mult[2] = {1 << 30, 1 << 30}, shift[2] = {31, 31};
+    const kern_dw a = {1, px, 2, off, 2};
+    const kern_rq rq = {bias, mult, shift, 3, 0, 255};
+    int8_t w[4];
+    uint8_t y[2];
+    ref->dw_pack(lev, 2, 2, w);
+    ref->dw_u8(&a, w, &rq, y, 2);
+    assert_int_equal(y[0], 3 + 53); /* (5 + 10 + 90) / 2 = 52.5 -> 53 */
+    assert_int_equal(y[1], 3 + 0);  /* -120 - 40 + 160 = 0 */
+}
+
+static void test_dw_grid(void **state)
+{
+    (void)state;
+    const kern_isa *ref = kern_isa_by_name("scalar"), *isa = kern_isa_by_name(g_isa);
+    static const int Cs[] = {1, 3, 8, 15, 16, 17, 24, 31, 32, 33, 48, 63, 64, 65, 100, 129};
+    static const int KK[][2] = {{1, 1}, {1, 2}, {1, 3}, {2, 2}, {1, 5}, {3, 3}, {5, 5}};
+    static const int OUT[][2] = {{1, 1}, {3, 5}, {7, 7}};
+    rng_pcg32 r;
+    rng_init(&r, k_seed, 6);
+    int n = 0;
+    for (size_t c = 0; c < sizeof Cs / sizeof *Cs; c++)
+        for (size_t k = 0; k < sizeof KK / sizeof *KK; k++)
+            for (size_t o = 0; o < sizeof OUT / sizeof *OUT; o++, n++) {
+                const int bits = 1 + n % 8, stride = 1 + n % 2, dil = 1 + (n / 3) % 2;
+                run_dw_case(ref, isa, Cs[c], KK[k][0], KK[k][1], stride, dil, OUT[o][0], OUT[o][1], V_RANDOM, bits,
+                            &r);
+            }
+    /* value regimes at MobileNet's shapes (3x3, 5x5) and at T = 1 */
+    for (int bits = 1; bits <= 8; bits++)
+        for (size_t c = 0; c < sizeof Cs / sizeof *Cs; c += 3)
+            for (int rg = V_SATURATE; rg <= V_SMALLW; rg++) {
+                run_dw_case(ref, isa, Cs[c], 3, 3, 1 + bits % 2, 1, 4, 5, (regime)rg, bits, &r);
+                run_dw_case(ref, isa, Cs[c], 5, 5, 1, 1, 3, 3, (regime)rg, bits, &r);
+                run_dw_case(ref, isa, Cs[c], 1, 1, 1, 1, 2, 9, (regime)rg, bits, &r);
+            }
+}
+
+/* Depthwise levels patched one at a time through dw_packed_offset give the bytes of a fresh pack. */
+static void test_dw_patch(void **state)
+{
+    (void)state;
+    const kern_isa *isa = kern_isa_by_name(g_isa);
+    rng_pcg32 r;
+    rng_init(&r, k_seed, 7);
+    static const int TC[][2] = {{1, 1}, {1, 17}, {9, 16}, {9, 33}, {25, 100}, {3, 129}, {7, 64}};
+    for (size_t i = 0; i < sizeof TC / sizeof *TC; i++) {
+        const int T = TC[i][0], C = TC[i][1];
+        const size_t bytes = isa->dw_packed_size(T, C);
+        int8_t *lev = test_malloc((size_t)T * C), *p = test_malloc(bytes), *fresh = test_malloc(bytes);
+        for (int k = 0; k < T * C; k++) lev[k] = (int8_t)rng_next(&r);
+        isa->dw_pack(lev, T, C, p);
+        for (int rep = 0; rep < 3 * T * C; rep++) {
+            const int t = (int)rng_bounded(&r, (uint32_t)T), c = (int)rng_bounded(&r, (uint32_t)C);
+            const int8_t v = (int8_t)rng_next(&r);
+            const ptrdiff_t off = isa->dw_packed_offset(T, C, t, c);
+            assert_true(off >= 0 && (size_t)off < bytes);
+            lev[(size_t)t * C + c] = v;
+            p[off] = v;
+        }
+        isa->dw_pack(lev, T, C, fresh);
+        assert_memory_equal(p, fresh, bytes);
+        test_free(lev), test_free(p), test_free(fresh);
+    }
+}
+
 static void test_requant_reference(void **state)
 {
     (void)state;
@@ -259,6 +400,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_traps),
         cmocka_unit_test(test_add),
         cmocka_unit_test(test_patch),
+        cmocka_unit_test(test_dw_reference),
+        cmocka_unit_test(test_dw_grid),
+        cmocka_unit_test(test_dw_patch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,6 +22,15 @@
  * scalar kernel is the reference. Callers guarantee |acc| < 2^31 - 1
  * (checked when a model is quantized) and shift in [1, 62].
  *
+ * Depthwise convolution (channel multiplier 1: each output channel reads its
+ * own input channel only) is a second operation, vectorised over channels
+ * rather than a GEMM with N = 1 per channel (kern_dw below):
+ *
+ *   acc[p][c] = bias[c] + sum_{t < T} x(p, t)[c] * W[t][c]      (u8 x s8 -> s32)
+ *   y[p][c]   = clamp(zp + requant(acc[p][c], mult[c], shift[c]), lo, hi)
+ *
+ * with the same requantization and the same guarantees as the GEMM.
+ *
  * Selection: kern_select() returns the best ISA the CPU supports, or the one
  * named by the environment variable CCQ_ISA (scalar | avx2 | avx512vnni).
  */
@@ -65,6 +74,20 @@ typedef struct {
     ptrdiff_t seg_stride;       /* bytes from one segment of a row to the next */
 } kern_a;
 
+/* The input of a depthwise convolution: P output pixels, T taps each. Tap t
+ * of pixel p is the C contiguous channel bytes at px[p] + off[t] (an NHWC
+ * pixel of the zero-point-padded image: px[p] is the window's corner, off[t]
+ * the tap's distance from it, dilation included). A kernel may read up to 15
+ * bytes past the C channels of a tap (the engine's buffers have 64 bytes of
+ * slack); those bytes meet zero weights and no output. */
+typedef struct {
+    int P;
+    const uint8_t *const *px; /* P pixel pointers */
+    int T;
+    const ptrdiff_t *off;     /* T tap offsets, bytes */
+    int C;
+} kern_dw;
+
 typedef struct {
     const char *name;
     int kr; /* seg_len must be a multiple of kr */
@@ -85,6 +108,16 @@ typedef struct {
     double (*peak_macs)(double seconds);
     /* out[i] = kern_add_one(a[i], b[i], p) for i < n. */
     void (*add_u8)(size_t n, const uint8_t *a, const uint8_t *b, const kern_add *p, uint8_t *out);
+    /* Depthwise weights: bytes of packed W for T taps of C channels, the
+     * packing of levels [T][C] (row-major int8, any value), and the byte
+     * offset of level (t, c) in it, so that one level is patched in place
+     * (every layout holds every int8 value: no repacking is ever needed). */
+    size_t (*dw_packed_size)(int T, int C);
+    void (*dw_pack)(const int8_t *levels, int T, int C, int8_t *out);
+    ptrdiff_t (*dw_packed_offset)(int T, int C, int t, int c);
+    /* y[p * ldy + c] for p < P, c < C (u8 output only: the logits node is
+     * never depthwise in the engine). ldy >= C; nothing else of y is written. */
+    void (*dw_u8)(const kern_dw *a, const int8_t *W, const kern_rq *rq, uint8_t *y, size_t ldy);
 } kern_isa;
 
 /* The ISA table, best first; entries the CPU lacks are still listed. */
