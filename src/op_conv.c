@@ -2,11 +2,13 @@
  * op_conv.c: the weighted ops, conv2d (dense, grouped, depthwise) and
  * linear: their model-file attributes and data (float weights, and the
  * levels and scales of a quantized model), float forward (fnet_conv2d,
- * fnet_linear) and integer set-up and forward over the ISA's GEMM kernels.
- * Level packing and in-place patches are qnet_update_levels/qnet_set_level
- * (qnet.c); what the search does with the levels is not here.
+ * fnet_linear) and integer set-up and forward over the ISA's GEMM kernels,
+ * or its depthwise kernel for groups = Cin. Level packing and in-place
+ * patches are qnet_update_levels/qnet_set_level (qnet.c); what the search
+ * does with the levels is not here.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ccq/fnet.h"
@@ -138,6 +140,35 @@ static void linear_ffwd(const model *m, int i, const float *const *x, float *y, 
 
 /* ---- integer set-up ------------------------------------------------------------ */
 
+/* CCQ_DEPTHWISE=gemm runs depthwise convs as grouped GEMMs (one per channel) instead of the
+ * depthwise kernel: the tests' way to check that both give the same integers. */
+static ccq_status depthwise_kernel_enabled(int *on, ccq_err *err)
+{
+    const char *e = getenv("CCQ_DEPTHWISE");
+    *on = 1;
+    if (!e || !*e || strcmp(e, "kernel") == 0) return CCQ_OK;
+    if (strcmp(e, "gemm") == 0) {
+        *on = 0;
+        return CCQ_OK;
+    }
+    return ccq_fail(err, CCQ_ERR_USAGE, "CCQ_DEPTHWISE=%s: unknown (kernel or gemm)", e);
+}
+
+/* Depthwise conv (groups = Cin > 1, any channel multiplier; not the logits node, whose int32
+ * output the depthwise kernel does not write): levels [K][oc] packed by the ISA's dw_pack, tap
+ * offsets into the padded image with oc channels per pixel (see pad_image). */
+static void depthwise_qinit(qnet *q, qnet_node *t)
+{
+    t->dwm = t->cog;
+    t->indirect = 0, t->seg = 0;
+    t->Kpack = t->K;
+    t->gpacked = q->isa->dw_packed_size(t->K, t->oc);
+    t->dwoff = ccq_malloc(sizeof(ptrdiff_t) * (size_t)t->K);
+    for (int ky = 0; ky < t->kh; ky++)
+        for (int kx = 0; kx < t->kw; kx++)
+            t->dwoff[ky * t->kw + kx] = ((ptrdiff_t)ky * t->dh * t->pw + (ptrdiff_t)kx * t->dw) * t->oc;
+}
+
 static ccq_status weighted_qinit(qnet *q, int i, ccq_err *err)
 {
     const model *m = q->m;
@@ -165,8 +196,14 @@ static ccq_status weighted_qinit(qnet *q, int i, ccq_err *err)
     t->pw = t->iw + (nd->op == MODEL_OP_CONV2D ? nd->pad[1] + nd->pad[3] : 0);
     t->is_logits = i == m->output;
     t->gpacked = q->isa->packed_size(t->cog, t->Kpack);
+    int dwk = 0;
+    ccq_status st;
+    if (nd->op == MODEL_OP_CONV2D && t->groups > 1 && t->cig == 1 && !t->is_logits) {
+        if ((st = depthwise_kernel_enabled(&dwk, err))) return st;
+        if (dwk) depthwise_qinit(q, t);
+    }
     t->lev = ccq_malloc((size_t)t->oc * t->Kpack);
-    t->packed = ccq_malloc(t->gpacked * (size_t)t->groups);
+    t->packed = ccq_malloc(t->dwm ? t->gpacked : t->gpacked * (size_t)t->groups);
     t->bias_q = ccq_malloc(sizeof(int32_t) * (size_t)t->oc);
     t->bias = ccq_malloc(sizeof(int32_t) * (size_t)t->oc);
     t->mult = ccq_malloc(sizeof(int32_t) * (size_t)t->oc);
@@ -192,14 +229,50 @@ static ccq_status weighted_qinit(qnet *q, int i, ccq_err *err)
 
 /* ---- integer forward ------------------------------------------------------------- */
 
-/* Copies one image into the padded buffer (zero point in the border). */
+/* dst[c * m + j] = src[c] for c < n, j < m (m = 2, MobileNet's multiplier, written out so that
+ * the compiler vectorises it). */
+static void repeat_bytes(uint8_t *dst, const uint8_t *src, size_t n, int m)
+{
+    if (m == 2) {
+        for (size_t c = 0; c < n; c++) dst[2 * c] = dst[2 * c + 1] = src[c];
+        return;
+    }
+    for (size_t c = 0; c < n; c++, dst += m)
+        for (int j = 0; j < m; j++) dst[j] = src[c];
+}
+
+/* Copies one image into the padded buffer (zero point in the border). A depthwise conv with
+ * channel multiplier m = dwm > 1 gets each input channel repeated m times (pixels of oc channels:
+ * output channel o reads input channel o / m), so that the kernel's channels are the output's. */
 static const uint8_t *pad_image(qnet *q, const qnet_node *t, const uint8_t *x)
 {
-    if (t->ph == t->ih && t->pw == t->iw) return x;
-    const size_t row = (size_t)t->iw * t->ic, prow = (size_t)t->pw * t->ic;
+    const int m = t->dwm > 1 ? t->dwm : 1;
+    if (t->ph == t->ih && t->pw == t->iw && m == 1) return x;
+    const size_t row = (size_t)t->iw * t->ic, prow = (size_t)t->pw * t->ic * m;
     memset(q->pad, t->zp_in, (size_t)t->ph * prow);
-    for (int y = 0; y < t->ih; y++) memcpy(q->pad + (size_t)(y + t->pt) * prow + (size_t)t->pl * t->ic, x + y * row, row);
+    for (int y = 0; y < t->ih; y++) {
+        uint8_t *dst = q->pad + (size_t)(y + t->pt) * prow + (size_t)t->pl * t->ic * m;
+        if (m == 1)
+            memcpy(dst, x + y * row, row);
+        else
+            repeat_bytes(dst, x + y * row, row, m);
+    }
     return q->pad;
+}
+
+/* Depthwise: every output pixel's window corner in the padded image, then one kernel call. */
+static void depthwise_qfwd(qnet *q, const qnet_node *t, const uint8_t *x, uint8_t *y, int n)
+{
+    const int P = t->oh * t->ow;
+    const size_t in_img = (size_t)t->ih * t->iw * t->ic;
+    const kern_rq rq = {t->bias, t->mult, t->shift, t->zp_out, t->lo, t->hi};
+    for (int img = 0; img < n; img++) {
+        const uint8_t *xp = pad_image(q, t, x + img * in_img);
+        for (int p = 0; p < P; p++)
+            q->rows[p] = xp + ((size_t)(p / t->ow) * t->sh * t->pw + (size_t)(p % t->ow) * t->sw) * t->oc;
+        const kern_dw a = {P, q->rows, t->K, t->dwoff, t->oc};
+        q->isa->dw_u8(&a, t->packed, &rq, y + (size_t)img * P * t->oc, (size_t)t->oc);
+    }
 }
 
 /* Group g's GEMM: output channels [g cog, (g + 1) cog) of rows a, written at row stride oc. */
@@ -221,6 +294,10 @@ static void conv_qfwd(qnet *q, int i, const uint8_t *const *xs, uint8_t *y, int 
     const int P = t->oh * t->ow;
     const size_t in_img = (size_t)t->ih * t->iw * t->ic, prow = (size_t)t->pw * t->ic;
     const size_t cig = (size_t)t->cig, seg = (size_t)t->kw * cig;
+    if (t->dwm) {
+        depthwise_qfwd(q, t, x, y, n);
+        return;
+    }
     for (int img = 0; img < n; img++) {
         const uint8_t *xp = pad_image(q, t, x + img * in_img);
         uint8_t *yi = y + (size_t)img * P * t->oc;

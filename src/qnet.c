@@ -11,11 +11,17 @@
 #include "ccq/op.h"
 #include "ccq/quant.h"
 
+/* The level of channel o at position k of its packed row (depthwise: tap k of [K][oc]). */
+static inline int8_t *lev_at(qnet_node *t, int o, int k)
+{
+    return t->dwm ? &t->lev[(size_t)k * t->oc + o] : &t->lev[(size_t)o * t->Kpack + k];
+}
+
 static void compute_bias(qnet_node *t)
 {
     for (int o = 0; o < t->oc; o++) {
         int64_t s = 0;
-        for (int k = 0; k < t->Kpack; k++) s += t->lev[(size_t)o * t->Kpack + k];
+        for (int k = 0; k < t->Kpack; k++) s += *lev_at(t, o, k);
         t->bias[o] = (int32_t)(t->bias_q[o] - (int64_t)t->zp_in * s);
     }
 }
@@ -32,6 +38,14 @@ void qnet_update_levels(qnet *q, int node)
     const model_node *nd = &q->m->nodes[node];
     CCQ_ASSERT(op_get(nd->op)->flags & OP_WEIGHTED);
     memset(t->lev, 0, (size_t)t->oc * t->Kpack);
+    if (t->dwm) {
+        /* depthwise: [oc][1][kh][kw] -> [kh * kw][oc], one dw_pack */
+        for (int o = 0; o < t->oc; o++)
+            for (int k = 0; k < t->K; k++) *lev_at(t, o, k) = nd->levels[(size_t)o * t->K + k];
+        compute_bias(t);
+        q->isa->dw_pack(t->lev, t->K, t->oc, t->packed);
+        return;
+    }
     if (nd->op == MODEL_OP_CONV2D) {
         /* [oc][cig][kh][kw] -> [oc][kh][kw][cig] for NHWC rows */
         /* indirect rows: each kernel row is a segment of t->seg bytes, zero beyond kw * ic */
@@ -57,6 +71,14 @@ void qnet_set_level(qnet *q, int node, int64_t w, int8_t v)
     CCQ_ASSERT(w >= 0 && w < per * t->oc);
     const int o = (int)(w / per);
     int k = (int)(w % per); /* model order: [cig][kh][kw] for conv */
+    if (t->dwm) { /* depthwise: tap k of [K][oc]; every layout holds every value */
+        int8_t *l = lev_at(t, o, k);
+        if (*l == v) return;
+        t->bias[o] -= t->zp_in * (int32_t)(v - *l);
+        *l = v;
+        t->packed[q->isa->dw_packed_offset(t->K, t->oc, k, o)] = v;
+        return;
+    }
     if (t->op == MODEL_OP_CONV2D) {
         const int c = k / (t->kh * t->kw), y = k / t->kw % t->kh, x = k % t->kw;
         const int rowlen = t->indirect ? t->seg : t->kw * t->cig;
@@ -122,7 +144,7 @@ ccq_status qnet_init(qnet *q, const model *m, const kern_isa *isa, int mb, ccq_e
         if (op_get(t->op)->flags & OP_WEIGHTED) {
             size_t c = (size_t)(QNET_ROW_TILE > mb ? QNET_ROW_TILE : mb) * (size_t)t->Kpack;
             if (c > col) col = c;
-            const size_t pb = (size_t)t->ph * t->pw * t->ic;
+            const size_t pb = (size_t)t->ph * t->pw * (t->dwm ? t->oc : t->ic); /* depthwise: channels repeated */
             if (pb > pad) pad = pb;
             if ((size_t)t->oh * t->ow > rows) rows = (size_t)t->oh * t->ow;
         }
@@ -156,6 +178,7 @@ void qnet_free(qnet *q)
         qnet_node *t = &q->nodes[i];
         ccq_free(t->lev), ccq_free(t->packed), ccq_free(t->bias_q), ccq_free(t->bias);
         ccq_free(t->mult), ccq_free(t->shift), ccq_free(t->cm), ccq_free(t->cb), ccq_free(t->cat);
+        ccq_free(t->dwoff);
     }
     ccq_free(q->nodes);
     ccq_free(q->slab);

@@ -3,7 +3,8 @@
 against PyTorch.
 
 Builds, with fixed random weights, a 1x28x28 network that uses every op
-(conv2d dense, grouped and depthwise with a channel multiplier, a ReLU6 clip
+(conv2d dense, grouped, depthwise 3x3 with a channel multiplier of 2 and
+depthwise 5x5 with multiplier 1 over 24 channels, a ReLU6 clip
 that quant_fold fuses and a clip that cannot be fused, every act function,
 a squeeze-and-excitation block with mul broadcast per channel, an option-A
 shortcut: strided slice and channel pad, concat along C, H and W, a slice
@@ -16,7 +17,9 @@ with a negative step, pools, flatten, linear), writes it as a ccq model file
     `ccq eval` runs (the fused clip and the act tables are in it), and
     `ccq inspect` lists every op;
   - the int32 logits of the quantized network are identical for every ISA
-    the CPU has and micro-batch sizes 1, 7 and 64.
+    the CPU has and micro-batch sizes 1, 7 and 64, and identical again with
+    CCQ_DEPTHWISE=gemm (depthwise convs as grouped GEMMs instead of the
+    depthwise kernel) on every ISA.
 The network is not trained: agreement of outputs is what is tested."""
 import os
 import sys
@@ -54,6 +57,7 @@ P = {
     "se2": (W(16, 4, 1, 1), B(16)),
     "gc": (W(24, 8, 3, 3), B(24)),          # groups = 2
     "fc": (W(10, 48 * 7 * 7), B(10)),
+    "dw5": (W(24, 1, 5, 5), B(24)),         # depthwise, multiplier 1 (drawn last: the others keep their values)
 }
 ACT = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "hardswish": F.hardswish,
        "hardsigmoid": lambda x: torch.clamp(x / 6 + 0.5, 0, 1),
@@ -70,6 +74,7 @@ def torch_forward(x):
     m = d * s
     short = F.pad(m[:, :, ::2, ::2], (0, 0, 0, 0, 4, 4))
     r = F.leaky_relu(F.conv2d(m, *P["gc"], stride=2, padding=1, groups=2) + short, 0.1)
+    r = F.conv2d(r, *P["dw5"], padding=2, groups=24)
     c = F.gelu(torch.cat([torch.sigmoid(r), torch.tanh(r)], 1))
     e = F.elu(c)
     w = torch.cat([e, torch.flip(e, [3])], 3)
@@ -116,20 +121,21 @@ nodes = [
     conv("gc", 9, (24, 7, 7), "gc", 3, 2, 1, groups=2),                                # 12
     node("add", "res", [12, 11], (24, 7, 7)),                                          # 13
     act("lrelu", 13, (24, 7, 7), "leakyrelu", 0.1),                                    # 14
-    act("sig", 14, (24, 7, 7), "sigmoid"),                                             # 15
-    act("tanh", 14, (24, 7, 7), "tanh"),                                               # 16
-    node("concat", "cat_c", [15, 16], (48, 7, 7), axis=0),                             # 17
-    act("gelu", 17, (48, 7, 7), "gelu"),                                               # 18
-    act("elu", 18, (48, 7, 7), "elu", 1.0),                                            # 19
-    node("slice", "flip", [19], (48, 7, 7), start=[0, 0, 6], step=[1, 1, -1]),         # 20
-    node("concat", "cat_w", [19, 20], (48, 7, 14), axis=2),                            # 21
-    node("concat", "cat_h", [21, 21], (48, 14, 14), axis=1),                           # 22
-    node("clip", "clip", [22], (48, 14, 14), min=np.float32(-0.5), max=np.float32(1.5)),  # 23
-    node("maxpool", "pool", [23], (48, 7, 7), kernel=[2, 2], stride=[2, 2], pad=[0, 0, 0, 0], ceil_mode=0),  # 24
-    act("gelu_t", 24, (48, 7, 7), "gelu_tanh"),                                        # 25
-    node("flatten", "flat", [25], (48 * 7 * 7,)),                                      # 26
-    {"op": "linear", "name": "fc", "inputs": [26], "shape": (10,), "attrs": {},
-     "data": {"weight": P["fc"][0].numpy(), "bias": P["fc"][1].numpy()}},              # 27
+    conv("dw5", 14, (24, 7, 7), "dw5", 5, 1, 2, groups=24),                            # 15
+    act("sig", 15, (24, 7, 7), "sigmoid"),                                             # 16
+    act("tanh", 15, (24, 7, 7), "tanh"),                                               # 17
+    node("concat", "cat_c", [16, 17], (48, 7, 7), axis=0),                             # 18
+    act("gelu", 18, (48, 7, 7), "gelu"),                                               # 19
+    act("elu", 19, (48, 7, 7), "elu", 1.0),                                            # 20
+    node("slice", "flip", [20], (48, 7, 7), start=[0, 0, 6], step=[1, 1, -1]),         # 21
+    node("concat", "cat_w", [20, 21], (48, 7, 14), axis=2),                            # 22
+    node("concat", "cat_h", [22, 22], (48, 14, 14), axis=1),                           # 23
+    node("clip", "clip", [23], (48, 14, 14), min=np.float32(-0.5), max=np.float32(1.5)),  # 24
+    node("maxpool", "pool", [24], (48, 7, 7), kernel=[2, 2], stride=[2, 2], pad=[0, 0, 0, 0], ceil_mode=0),  # 25
+    act("gelu_t", 25, (48, 7, 7), "gelu_tanh"),                                        # 26
+    node("flatten", "flat", [26], (48 * 7 * 7,)),                                      # 27
+    {"op": "linear", "name": "fc", "inputs": [27], "shape": (10,), "attrs": {},
+     "data": {"weight": P["fc"][0].numpy(), "bias": P["fc"][1].numpy()}},              # 28
 ]
 os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
 onnx2ccq.write(out, "opsnet", (1, 28, 28), np.array([MEAN], np.float32), np.array([STD], np.float32), nodes)
@@ -167,18 +173,19 @@ if rc == 0:
             all(s == (256,) for s in tables), f"{tables}")
     ints = {}
     for isa in ("scalar", "avx2", "avx512vnni"):
-        for mb in ((1, 7, 64) if isa == "scalar" else (64,)):
+        # (micro-batch, depthwise path): the depthwise kernel, and the grouped GEMM it replaces
+        for mb, dw in [(mb, "kernel") for mb in ((1, 7, 64) if isa == "scalar" else (64,))] + [(64, "gemm")]:
             rc, so, se = run([ccq, "eval", q, "--data", data, "--limit", "100", "--mb", str(mb), "--save-logits", tmp],
-                             env=dict(os.environ, CCQ_ISA=isa))
+                             env=dict(os.environ, CCQ_ISA=isa, CCQ_DEPTHWISE=dw))
             if rc != 0 and "does not support" in se:
                 print(f"{isa} not supported here, skipped")
                 break
-            t.check(f"eval of the quantized network ({isa}, mb {mb})", rc == 0, se)
+            t.check(f"eval of the quantized network ({isa}, mb {mb}, depthwise {dw})", rc == 0, se)
             if rc == 0:
                 with h5py.File(tmp, "r") as f:
-                    ints[(isa, mb)] = f["logits_int"][...]
+                    ints[(isa, mb, dw)] = f["logits_int"][...]
                 os.unlink(tmp)
-    ref_int = ints.get(("scalar", 64))
+    ref_int = ints.get(("scalar", 64, "kernel"))
     for k, v in ints.items():
         t.check(f"int32 logits of {k} identical to scalar's", ref_int is not None and np.array_equal(v, ref_int))
     os.unlink(q)

@@ -90,8 +90,13 @@ struct qnet_node {
     int is_logits;
     int ph, pw;      /* padded input height, width */
     size_t gpacked;  /* packed bytes per group */
-    int8_t *lev;     /* [oc][Kpack], K in (ky, kx, ci) order, zero tail */
-    int8_t *packed;  /* ISA-packed lev, one block of gpacked bytes per group */
+    int8_t *lev;     /* [oc][Kpack], K in (ky, kx, ci) order, zero tail; depthwise: [K][oc] */
+    int8_t *packed;  /* ISA-packed lev, one block of gpacked bytes per group (depthwise: one dw_pack) */
+    /* depthwise path (groups = Cin, kern_dw): the channel multiplier Cout / Cin, 0 = GEMM path; the K
+     * tap offsets in the padded image, whose channels are the output's (each input channel repeated
+     * dwm times) */
+    int dwm;
+    ptrdiff_t *dwoff;
     int32_t *bias_q; /* round(bias / (s_in * s_w)) */
     int32_t *bias;   /* bias_q - zp_in * sum(lev): what the kernel adds */
     int32_t *mult, *shift;
