@@ -20,7 +20,11 @@
  * vpdpbusd against the levels in the same order sums them exactly. Packed W:
  * [C/64][ceil(T/4)][4][64] int8: accumulator a, 128-bit lane L, dword d is
  * channel 16 L + 4 a + d, its 4 bytes taps 4g..4g+3. The pack and clamp at
- * the end (as in the pixel-quad tile) restore channel order in-lane.
+ * the end (as in the pixel-quad tile) restore channel order in-lane. When
+ * only 1..16 channels are left they go through 128-bit vectors (lane 0 of
+ * the same layout): the 4 accumulators, one per 512-bit lane, are the 16
+ * channels in order, requantized as one vector (a 64-channel block
+ * requantizes 4 vectors whatever the number of live channels).
  */
 #include <immintrin.h>
 #include <string.h>
@@ -500,6 +504,40 @@ static inline void dw_order(const int32_t *v, int left, int32_t fill, __m512i ou
     for (int a = 0; a < 4; a++) out[a] = _mm512_loadu_si512(b[a]);
 }
 
+/* Channels c .. c + left - 1 (left <= 16), the first of the block whose packed levels start at wb. */
+static void dw_sub16(const kern_dw *a, const int8_t *wb, int c, int left, const kern_rq *rq, uint8_t *y, size_t ldy)
+{
+    const int T = a->T;
+    const __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+    blk b = load_blk(rq, c, c + left);
+    const __m512i zp = _mm512_set1_epi32(rq->zp), lo = _mm512_set1_epi32(rq->lo), hi = _mm512_set1_epi32(rq->hi);
+    for (int p = 0; p < a->P; p++) {
+        const uint8_t *x = a->px[p] + c;
+        const int8_t *w = wb;
+        __m128i c0_ = _mm_setzero_si128(), c1_ = c0_, c2_ = c0_, c3_ = c0_;
+        for (int t = 0; t < T; t += 4, w += 256) {
+            const __m128i z = _mm_setzero_si128();
+            const __m128i x0 = _mm_maskz_loadu_epi8(m, x + a->off[t]);
+            const __m128i x1 = t + 1 < T ? _mm_maskz_loadu_epi8(m, x + a->off[t + 1]) : z;
+            const __m128i x2 = t + 2 < T ? _mm_maskz_loadu_epi8(m, x + a->off[t + 2]) : z;
+            const __m128i x3 = t + 3 < T ? _mm_maskz_loadu_epi8(m, x + a->off[t + 3]) : z;
+            const __m128i l01 = _mm_unpacklo_epi8(x0, x1), h01 = _mm_unpackhi_epi8(x0, x1);
+            const __m128i l23 = _mm_unpacklo_epi8(x2, x3), h23 = _mm_unpackhi_epi8(x2, x3);
+            c0_ = _mm_dpbusd_epi32(c0_, _mm_unpacklo_epi16(l01, l23), _mm_loadu_si128((const __m128i *)w));
+            c1_ = _mm_dpbusd_epi32(c1_, _mm_unpackhi_epi16(l01, l23), _mm_loadu_si128((const __m128i *)(w + 64)));
+            c2_ = _mm_dpbusd_epi32(c2_, _mm_unpacklo_epi16(h01, h23), _mm_loadu_si128((const __m128i *)(w + 128)));
+            c3_ = _mm_dpbusd_epi32(c3_, _mm_unpackhi_epi16(h01, h23), _mm_loadu_si128((const __m128i *)(w + 192)));
+        }
+        /* accumulator a holds channels 4a..4a+3: lane a of the 512-bit vector, channel order */
+        __m512i acc = _mm512_castsi128_si512(c0_);
+        acc = _mm512_inserti32x4(acc, c1_, 1);
+        acc = _mm512_inserti32x4(acc, c2_, 2);
+        acc = _mm512_inserti32x4(acc, c3_, 3);
+        acc = _mm512_add_epi32(acc, b.bias);
+        store_u8(y + (size_t)p * ldy + c, requant16(acc, &b.k), zp, lo, hi, b.mask);
+    }
+}
+
 static void vnni_dw_u8(const kern_dw *a, const int8_t *W, const kern_rq *rq, uint8_t *y, size_t ldy)
 {
     const int T = a->T, T4 = (T + 3) / 4;
@@ -507,6 +545,10 @@ static void vnni_dw_u8(const kern_dw *a, const int8_t *W, const kern_rq *rq, uin
     const __m512i lo = _mm512_set1_epi16((int16_t)rq->lo), hi = _mm512_set1_epi16((int16_t)rq->hi);
     for (int c0 = 0; c0 < a->C; c0 += DWB) {
         const int left = a->C - c0;
+        if (left <= 16) { /* the last 1..16 channels (two 16-channel passes cost more than a masked block) */
+            dw_sub16(a, W + (size_t)(c0 / DWB) * T4 * 256, c0, left, rq, y, ldy);
+            break;
+        }
         const __mmask64 m = left >= DWB ? ~(__mmask64)0 : ((__mmask64)1 << left) - 1;
         __m512i bias[4], mult[4], shift[4];
         dw_order(rq->bias + c0, left, 0, bias);

@@ -312,7 +312,7 @@ static void test_dw_grid(void **state)
 {
     (void)state;
     const kern_isa *ref = kern_isa_by_name("scalar"), *isa = kern_isa_by_name(g_isa);
-    static const int Cs[] = {1, 3, 8, 15, 16, 17, 24, 31, 32, 33, 48, 63, 64, 65, 100, 129};
+    static const int Cs[] = {1, 3, 8, 15, 16, 17, 24, 31, 32, 33, 48, 63, 64, 65, 80, 100, 129};
     static const int KK[][2] = {{1, 1}, {1, 2}, {1, 3}, {2, 2}, {1, 5}, {3, 3}, {5, 5}};
     static const int OUT[][2] = {{1, 1}, {3, 5}, {7, 7}};
     rng_pcg32 r;
