@@ -67,7 +67,7 @@ ccq_status cmd_bench(int argc, char **argv, ccq_err *err)
                    "  --cuts L times, for a subcomponent in each conv/linear layer, a generation of L individuals\n"
                    "  and the context (L + 1 evaluations of the batch) evaluated incrementally (the prefix once,\n"
                    "  L + 1 forward passes from the layer) against L + 1 whole forward passes.\n"
-                   "  CCQ_ISA selects the kernels.\n");
+                   "  CCQ_ISA selects the kernels; CCQ_DEPTHWISE=gemm runs depthwise convs as grouped GEMMs.\n");
             return CCQ_OK;
         }
         if (strcmp(s, "--layers") == 0) {
