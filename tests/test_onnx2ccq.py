@@ -355,7 +355,8 @@ with tempfile.TemporaryDirectory() as d:
 # and ccq eval agree with ccq_sim's simulation of the same integer network
 # (argmax and logits), as test_qnet does for the reference models.
 class GroupNet(nn.Module):
-    """Depthwise, channel-multiplier and grouped convolutions; Relu6 and HardSwish after them."""
+    """Depthwise, channel-multiplier and grouped convolutions; Relu6, HardSwish and a
+    Hardtanh(-0.25, 0.3) after them (the clips fuse into their convolutions when quantized)."""
 
     def __init__(self):
         super().__init__()
@@ -368,7 +369,7 @@ class GroupNet(nn.Module):
     def forward(self, x):
         x = F.relu6(self.b1(self.c1(x)))
         x = F.relu(self.b2(self.dw(x)))
-        x = self.grp(F.hardswish(self.mult(x)))
+        x = F.hardtanh(self.grp(F.hardswish(self.mult(x))), -0.25, 0.3)
         return self.fc(torch.flatten(F.max_pool2d(x, 2), 1))
 
 
@@ -531,7 +532,7 @@ if len(sys.argv) > 2:
     xin = (torch.from_numpy(imgs).float() / 255.0 - MEAN) / STD
     g = torch.Generator().manual_seed(9)
     torch.manual_seed(9)
-    nets = [("groups", GroupNet(), 13, True, {"conv2d": 4, "clip": 1, "act": 1}),
+    nets = [("groups", GroupNet(), 13, True, {"conv2d": 4, "clip": 2, "act": 1}),
             ("pad/slice", PadSliceNet(), 13, True, {"pad": 2, "slice": 1}),
             ("pad/slice, exporter folding", PadSliceNet(), 13, False, {"pad": 2, "slice": 1}),
             ("concat", CatNet(), 13, True, {"concat": 3}),
