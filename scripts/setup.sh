@@ -10,6 +10,7 @@ pkgs=(
   build-essential cmake pkg-config
   openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
   libinih-dev libcmocka-dev
+  libopenblas-dev liblapacke-dev
   dataset-fashion-mnist
   python3 python3-torch python3-onnx python3-h5py python3-numpy python3-matplotlib python3-pil
   libopenblas0-pthread

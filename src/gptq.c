@@ -1,0 +1,608 @@
+/*
+ * gptq.c: GPTQ levels for a quantized model and the search's start (see
+ * gptq.h). The arithmetic follows scripts/gptq.py step for step (its test
+ * oracle): the same dead-column rule, column order, damping, Cholesky
+ * factors, block updates, rounding and scale grid, in double; what differs
+ * is the summation order inside BLAS and the float32 forward pass (fnet's)
+ * that feeds the Hessians, so a few levels near a rounding boundary may
+ * differ (tests/test_gptq_oracle.py measures how many).
+ *
+ * The forward pass uses only fnet's public interface: for layer node L, the
+ * model cut after node L - 1 (a shallow copy with n_nodes = L) runs through
+ * fnet_forward and node L's input is read from net.out[]. That recomputes
+ * the prefix for every layer (about half a forward pass per layer on
+ * average); a forward-from-a-cut in fnet would remove that and is the first
+ * thing to change here once fnet has one. The images are cut into chunks
+ * fixed by the layer alone and the chunks spread over worker threads; each
+ * chunk's X^T X is one dsyrk and the partial sums are added in chunk order,
+ * so the Hessians, and everything after, are the same for any thread count.
+ *
+ * Grouped convolution (depthwise included): each group is its own GPTQ
+ * problem, its output channels' rows against the Hessian of its own input
+ * channels (gptq.py does the same).
+ *
+ * Not here: the command line (cmd_eval.c), MPI (cc.c computes the start on
+ * rank 0 and broadcasts it).
+ */
+#include "ccq/gptq.h"
+
+#include <cblas.h>
+#include <lapacke.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ccq/fnet.h"
+#include "ccq/qnet.h"
+
+/* Columns of the Hessian's row buffer per dsyrk call: the images of one chunk. */
+enum { HESS_COLS = 8192 };
+
+void gptq_config_default(gptq_config *c)
+{
+    c->calib_images = 1024;
+    c->act_order = 1;
+    c->damp = 0.01;
+    c->block = 128;
+    c->scale_search = 0;
+    c->float_inputs = 0;
+    c->threads = 0;
+}
+
+double gptq_factor(int i)
+{
+    CCQ_ASSERT(i >= 0 && i < GPTQ_N_FACTORS);
+    return (double)(25 + 5 * i) / 100.0;
+}
+
+/* OpenBLAS with one thread inside GPTQ: the sums BLAS forms then do not
+ * depend on the core count (gptq.h). Returns the count to restore. */
+static int blas_single_enter(void)
+{
+    const int t = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    return t;
+}
+
+static void blas_single_leave(int t) { openblas_set_num_threads(t); }
+
+/* Threads of the Hessians' forward passes: c->threads, else CCQ_GPTQ_THREADS,
+ * else the online CPUs (at most 64). The results do not depend on it. */
+static int gptq_threads(const gptq_config *c)
+{
+    long t = c->threads;
+    if (t <= 0) {
+        const char *e = getenv("CCQ_GPTQ_THREADS");
+        t = e && *e ? strtol(e, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
+    }
+    return t < 1 ? 1 : t > 64 ? 64 : (int)t;
+}
+
+/* ---- one GPTQ problem ------------------------------------------------------ */
+
+/* What gptq() derives from H alone, shared by every scale of the search. */
+typedef struct {
+    int K;
+    int *perm;     /* [K] column order: perm[j] = original column of position j */
+    uint8_t *dead; /* [K] original order: H's diagonal was 0 (the input is always 0) */
+    double *U;     /* [K][K] upper Cholesky factor of the damped inverse Hessian, permuted order */
+} prep;
+
+static void prep_free(prep *p)
+{
+    ccq_free(p->perm), ccq_free(p->dead), ccq_free(p->U);
+    memset(p, 0, sizeof *p);
+}
+
+/* Sorts idx[0..n) by decreasing key, ties by index (a stable merge sort:
+ * torch's argsort is not stable, but tied columns are interchangeable up to
+ * rounding). tmp holds n ints. */
+static void sort_desc(int *idx, int *tmp, int n, const double *key)
+{
+    if (n < 2) return;
+    const int h = n / 2;
+    sort_desc(idx, tmp, h, key);
+    sort_desc(idx + h, tmp, n - h, key);
+    int i = 0, j = h, k = 0;
+    while (i < h && j < n) tmp[k++] = key[idx[j]] > key[idx[i]] ? idx[j++] : idx[i++];
+    while (i < h) tmp[k++] = idx[i++];
+    while (j < n) tmp[k++] = idx[j++];
+    memcpy(idx, tmp, sizeof(int) * (size_t)n);
+}
+
+static ccq_status prep_init(prep *p, const double *H, int K, const gptq_config *c, ccq_err *err)
+{
+    memset(p, 0, sizeof *p);
+    p->K = K;
+    p->perm = ccq_malloc(sizeof(int) * (size_t)K);
+    p->dead = ccq_malloc((size_t)K);
+    p->U = ccq_malloc(sizeof(double) * (size_t)K * (size_t)K);
+    double *diag = ccq_malloc(sizeof(double) * (size_t)K);
+    for (int k = 0; k < K; k++) {
+        p->dead[k] = H[(size_t)k * K + k] == 0.0;
+        diag[k] = p->dead[k] ? 1.0 : H[(size_t)k * K + k];
+        p->perm[k] = k;
+    }
+    if (c->act_order) {
+        int *tmp = ccq_malloc(sizeof(int) * (size_t)K);
+        sort_desc(p->perm, tmp, K, diag);
+        ccq_free(tmp);
+    }
+    double mean = 0;
+    for (int k = 0; k < K; k++) mean += diag[k];
+    mean /= K;
+    double *A = p->U;
+    for (int i = 0; i < K; i++) {
+        const int pi = p->perm[i];
+        for (int j = 0; j < K; j++) {
+            const int pj = p->perm[j];
+            A[(size_t)i * K + j] = pi == pj ? diag[pi] : H[(size_t)pi * K + pj];
+        }
+        A[(size_t)i * K + i] += c->damp * mean;
+    }
+    ccq_free(diag);
+    /* U with U^T U = H^-1: cholesky(cholesky_inverse(cholesky(H)), upper) as in gptq.py */
+    lapack_int info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'L', K, A, K);
+    if (info == 0) info = LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'L', K, A, K);
+    if (info == 0) {
+        for (int i = 0; i < K; i++)
+            for (int j = i + 1; j < K; j++) A[(size_t)i * K + j] = A[(size_t)j * K + i];
+        info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', K, A, K);
+    }
+    if (info != 0) {
+        prep_free(p);
+        return ccq_fail(err, CCQ_ERR_LIMIT, "the damped Hessian is not positive definite (LAPACK info %d)", (int)info);
+    }
+    for (int i = 1; i < K; i++)
+        for (int j = 0; j < i; j++) A[(size_t)i * K + j] = 0.0;
+    return CCQ_OK;
+}
+
+static double round_away(double v)
+{
+    const double a = floor(fabs(v) + 0.5);
+    return v < 0 ? -a : a;
+}
+
+/* Scratch of solve(): Wt [K][rows] (the weights being updated, permuted,
+ * one column per row so a column is contiguous) and E [block][rows]. */
+typedef struct {
+    double *Wt, *E;
+} solve_buf;
+
+/* gptq.py's gptq() for the per-row scales s: levels into q [rows][K], original column order. */
+static void solve(const prep *p, const double *W, int rows, const double *s, int qmax, int block, solve_buf *b,
+                  int8_t *q)
+{
+    const int K = p->K;
+    const double *U = p->U;
+    double *Wt = b->Wt, *E = b->E;
+    for (int j = 0; j < K; j++) {
+        const int pj = p->perm[j];
+        for (int r = 0; r < rows; r++) Wt[(size_t)j * rows + r] = p->dead[pj] ? 0.0 : W[(size_t)r * K + pj];
+    }
+    for (int i1 = 0; i1 < K; i1 += block) {
+        const int i2 = i1 + block < K ? i1 + block : K;
+        for (int j = i1; j < i2; j++) {
+            const double *w = Wt + (size_t)j * rows;
+            const double d = U[(size_t)j * K + j];
+            double *e = E + (size_t)(j - i1) * rows;
+            const int pj = p->perm[j];
+            for (int r = 0; r < rows; r++) {
+                double v = round_away(w[r] / s[r]);
+                if (v > qmax) v = qmax;
+                if (v < -qmax) v = -qmax;
+                q[(size_t)r * K + pj] = (int8_t)v;
+                e[r] = (w[r] - v * s[r]) / d;
+            }
+            for (int jj = j; jj < i2; jj++) {
+                const double h = U[(size_t)j * K + jj];
+                double *wj = Wt + (size_t)jj * rows;
+                for (int r = 0; r < rows; r++) wj[r] -= e[r] * h;
+            }
+        }
+        /* W[:, i2:] -= E @ Hinv[i1:i2, i2:], transposed */
+        if (i2 < K)
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K - i2, rows, i2 - i1, -1.0, U + (size_t)i1 * K + i2, K,
+                        E, rows, 1.0, Wt + (size_t)i2 * rows, rows);
+    }
+}
+
+static void solve_buf_init(solve_buf *b, int rows, int K, int block)
+{
+    b->Wt = ccq_malloc(sizeof(double) * (size_t)K * (size_t)rows);
+    b->E = ccq_malloc(sizeof(double) * (size_t)(block < K ? block : K) * (size_t)rows);
+}
+
+static void solve_buf_free(solve_buf *b) { ccq_free(b->Wt), ccq_free(b->E); }
+
+void gptq_row_error(const double *W, const double *H, int rows, int K, const double *s, const int8_t *q, double *e)
+{
+    double *D = ccq_malloc(sizeof(double) * (size_t)rows * (size_t)K);
+    double *DH = ccq_malloc(sizeof(double) * (size_t)rows * (size_t)K);
+    for (int r = 0; r < rows; r++)
+        for (int k = 0; k < K; k++) D[(size_t)r * K + k] = W[(size_t)r * K + k] - (double)q[(size_t)r * K + k] * s[r];
+    const int t = blas_single_enter();
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, K, K, 1.0, D, K, H, K, 0.0, DH, K);
+    blas_single_leave(t);
+    for (int r = 0; r < rows; r++) {
+        double acc = 0;
+        for (int k = 0; k < K; k++) acc += DH[(size_t)r * K + k] * D[(size_t)r * K + k];
+        e[r] = acc;
+    }
+    ccq_free(D), ccq_free(DH);
+}
+
+ccq_status gptq_layer(const double *W, const double *H, int rows, int K, const double *s, int qmax,
+                      const gptq_config *c, int8_t *q, ccq_err *err)
+{
+    prep p;
+    const int t = blas_single_enter();
+    ccq_status st = prep_init(&p, H, K, c, err);
+    if (!st) {
+        solve_buf b;
+        solve_buf_init(&b, rows, K, c->block);
+        solve(&p, W, rows, s, qmax, c->block, &b, q);
+        solve_buf_free(&b);
+        prep_free(&p);
+    }
+    blas_single_leave(t);
+    return st;
+}
+
+/* The scale search (gptq.py's gptq_scales): GPTQ at every fraction of s0; per
+ * row the levels and scale with the smallest layer-output error, the first
+ * (smallest fraction) on ties. A fraction at which the row's int32
+ * accumulators could overflow (bias_lv[r] / f levels of bias, quant_acc_fits)
+ * is not a candidate; gptq.py has no such rule, and the model's own scale
+ * (f = 1) always fits. s receives the chosen scales. */
+static void solve_scales(const prep *p, const double *W, const double *H, int rows, const double *s0, int qmax,
+                         int block, const double *bias_lv, solve_buf *b, int8_t *q, double *s)
+{
+    const int K = p->K;
+    int8_t *qf = ccq_malloc((size_t)rows * (size_t)K);
+    double *sf = ccq_malloc(sizeof(double) * (size_t)rows), *ef = ccq_malloc(sizeof(double) * (size_t)rows);
+    double *best = ccq_malloc(sizeof(double) * (size_t)rows);
+    for (int r = 0; r < rows; r++) best[r] = INFINITY, s[r] = s0[r];
+    for (int i = 0; i < GPTQ_N_FACTORS; i++) {
+        const double f = gptq_factor(i);
+        for (int r = 0; r < rows; r++) sf[r] = s0[r] * f;
+        solve(p, W, rows, sf, qmax, block, b, qf);
+        gptq_row_error(W, H, rows, K, sf, qf, ef);
+        for (int r = 0; r < rows; r++) {
+            if (f < 1.0 && bias_lv && !quant_acc_fits(bias_lv[r] / f, K, qmax)) continue;
+            if (!(ef[r] < best[r]) && best[r] != INFINITY) continue;
+            best[r] = ef[r];
+            s[r] = sf[r];
+            memcpy(q + (size_t)r * K, qf + (size_t)r * K, (size_t)K);
+        }
+    }
+    ccq_free(qf), ccq_free(sf), ccq_free(ef), ccq_free(best);
+}
+
+/* ---- Hessians ------------------------------------------------------------------ */
+
+static int is_layer(model_op op) { return op == MODEL_OP_CONV2D || op == MODEL_OP_LINEAR; }
+
+/* Groups of a conv2d/linear node: each is its own GPTQ problem, the rows
+ * of its output channels against the Hessian of its input channels. */
+static int group_count(const model_node *nd) { return nd->op == MODEL_OP_CONV2D && nd->groups > 1 ? nd->groups : 1; }
+
+/* Writes the GEMM rows of one image's input x of conv/linear node nd for input
+ * channels [c0, c0 + cig) into A (row k = (ci, ky, kx) as in the weight, one
+ * column per output pixel, from column col; row stride lda), as gptq.py's rows(). */
+static void image_rows(const model_node *nd, model_shape in, int c0, int cig, const float *x, double *A, int64_t lda,
+                       int64_t col)
+{
+    if (nd->op == MODEL_OP_LINEAR) {
+        for (int k = 0; k < cig; k++) A[(int64_t)k * lda + col] = x[c0 + k];
+        return;
+    }
+    const int kh = nd->kernel[0], kw = nd->kernel[1], oh = nd->shape.h, ow = nd->shape.w;
+    const int sh = nd->stride[0], sw = nd->stride[1], dh = nd->dilation[0], dw = nd->dilation[1];
+    const int pt = nd->pad[0], pl = nd->pad[1];
+    for (int ci = 0; ci < cig; ci++) {
+        const float *xc = x + (int64_t)(c0 + ci) * in.h * in.w;
+        for (int ky = 0; ky < kh; ky++)
+            for (int kx = 0; kx < kw; kx++) {
+                double *row = A + (((int64_t)ci * kh + ky) * kw + kx) * lda + col;
+                for (int oy = 0; oy < oh; oy++) {
+                    const int iy = oy * sh - pt + ky * dh;
+                    for (int ox = 0; ox < ow; ox++) {
+                        const int ix = ox * sw - pl + kx * dw;
+                        row[(int64_t)oy * ow + ox] =
+                            iy >= 0 && iy < in.h && ix >= 0 && ix < in.w ? xc[(int64_t)iy * in.w + ix] : 0.0;
+                    }
+                }
+            }
+    }
+}
+
+/* The Hessians of one layer, computed by worker threads over chunks of
+ * images. The chunks are fixed by the layer alone (HESS_COLS columns), each
+ * chunk's X^T X is its own dsyrk (beta 0) and the partial sums are added to H
+ * in chunk order, so H is the same for any number of threads. */
+typedef struct {
+    const model *cut;          /* the model up to node L's input */
+    const model_node *nd;      /* node L */
+    model_shape in;
+    int groups, cig, K, per_chunk, n_chunks, n;
+    int64_t P, lda;
+    const data_split *calib;
+} hess_job;
+
+typedef struct {
+    const hess_job *job;
+    int chunk;                 /* the chunk to compute in this round, -1 for none */
+    fnet net;
+    double **A, **part;        /* [groups]: rows [K][lda], partial sum [K][K] (upper triangle) */
+    pthread_t tid;
+    int started;               /* tid is a running thread to join */
+} hess_worker;
+
+static void *hess_chunk(void *arg)
+{
+    hess_worker *w = arg;
+    const hess_job *j = w->job;
+    if (w->chunk < 0) return NULL;
+    const int i0 = w->chunk * j->per_chunk, nb = j->n - i0 < j->per_chunk ? j->n - i0 : j->per_chunk;
+    const int64_t per = (int64_t)j->calib->c * j->calib->h * j->calib->w;
+    for (int b = 0; b < nb; b++) {
+        fnet_forward(&w->net, j->calib->images + per * (i0 + b));
+        const int src = j->nd->in[0];
+        const float *x = src < 0 ? w->net.input : w->net.out[src];
+        for (int g = 0; g < j->groups; g++) image_rows(j->nd, j->in, g * j->cig, j->cig, x, w->A[g], j->lda, b * j->P);
+    }
+    for (int g = 0; g < j->groups; g++)
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, j->K, (int)(j->P * nb), 1.0, w->A[g], (int)j->lda, 0.0,
+                    w->part[g], j->K);
+    return NULL;
+}
+
+/* H[g] = X_g^T X_g [K][K] for each group g of layer node L of wm, over images
+ * [0, n) of calib, X from the float forward pass of wm as it is (its nodes
+ * before L), on `threads` threads. */
+static void layer_hessians(const model *wm, int L, const data_split *calib, int n, int groups, int threads, double **H)
+{
+    hess_job j;
+    const model_node *nd = &wm->nodes[L];
+    j.nd = nd;
+    j.in = model_in_shape(wm, L, 0);
+    j.groups = groups;
+    j.cig = (nd->op == MODEL_OP_CONV2D ? j.in.c : (int)model_numel(j.in)) / groups;
+    j.K = (int)(nd->n_weight / nd->shape.c);
+    j.P = nd->op == MODEL_OP_CONV2D ? (int64_t)nd->shape.h * nd->shape.w : 1;
+    j.per_chunk = j.P >= HESS_COLS ? 1 : (int)(HESS_COLS / j.P);
+    j.lda = j.P * j.per_chunk;
+    j.n = n;
+    j.n_chunks = (n + j.per_chunk - 1) / j.per_chunk;
+    j.calib = calib;
+    /* the model cut before node L (node 0 itself when L = 0: its input is the image) */
+    model cut = *wm;
+    cut.n_nodes = L > 0 ? L : 1;
+    cut.output = cut.n_nodes - 1;
+    j.cut = &cut;
+    const int K = j.K, T = threads < j.n_chunks ? threads : j.n_chunks;
+    hess_worker *w = ccq_calloc((size_t)T, sizeof *w);
+    for (int t = 0; t < T; t++) {
+        w[t].job = &j;
+        fnet_init(&w[t].net, &cut);
+        w[t].A = ccq_malloc(sizeof(double *) * (size_t)groups);
+        w[t].part = ccq_malloc(sizeof(double *) * (size_t)groups);
+        for (int g = 0; g < groups; g++) {
+            w[t].A[g] = ccq_malloc(sizeof(double) * (size_t)K * (size_t)j.lda);
+            w[t].part[g] = ccq_malloc(sizeof(double) * (size_t)K * (size_t)K);
+        }
+    }
+    for (int g = 0; g < groups; g++) memset(H[g], 0, sizeof(double) * (size_t)K * (size_t)K);
+    for (int c0 = 0; c0 < j.n_chunks; c0 += T) {
+        for (int t = 0; t < T; t++) w[t].chunk = c0 + t < j.n_chunks ? c0 + t : -1;
+        /* worker 0 runs on this thread; a thread that cannot start leaves its chunk to this one */
+        for (int t = 1; t < T; t++) {
+            w[t].started = pthread_create(&w[t].tid, NULL, hess_chunk, &w[t]) == 0;
+            if (!w[t].started) hess_chunk(&w[t]);
+        }
+        hess_chunk(&w[0]);
+        for (int t = 1; t < T; t++)
+            if (w[t].started) pthread_join(w[t].tid, NULL), w[t].started = 0;
+        for (int t = 0; t < T && w[t].chunk >= 0; t++)
+            for (int g = 0; g < groups; g++)
+                for (int r = 0; r < K; r++)
+                    for (int c = r; c < K; c++) H[g][(size_t)r * K + c] += w[t].part[g][(size_t)r * K + c];
+    }
+    for (int t = 0; t < T; t++) {
+        fnet_free(&w[t].net);
+        for (int g = 0; g < groups; g++) ccq_free(w[t].A[g]), ccq_free(w[t].part[g]);
+        ccq_free(w[t].A), ccq_free(w[t].part);
+    }
+    ccq_free(w);
+    for (int g = 0; g < groups; g++)
+        for (int r = 0; r < K; r++)
+            for (int c = 0; c < r; c++) H[g][(size_t)r * K + c] = H[g][(size_t)c * K + r];
+}
+
+/* ---- the whole model ---------------------------------------------------------------- */
+
+ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gptq_report *rep, ccq_err *err)
+{
+    ccq_status st;
+    gptq_report r;
+    memset(&r, 0, sizeof r);
+    const double t0 = ccq_seconds();
+    if (!m->quantized) return ccq_fail(err, CCQ_ERR_USAGE, "%s: GPTQ needs a quantized model", m->path);
+    if ((st = data_check_fits(calib, m, err))) return st;
+    const int n = c->calib_images < calib->n ? c->calib_images : calib->n;
+    if (n < 1) return ccq_fail(err, CCQ_ERR_MISMATCH, "%s: no calibration images for GPTQ", calib->path);
+
+    /* work: the model whose float forward feeds the Hessians (its weights become
+     * levels x scale layer by layer); results go to m only at the end */
+    model work;
+    model_copy(&work, m);
+    const int blas_threads = blas_single_enter();
+    const int threads = gptq_threads(c);
+    for (int L = 0; L < work.n_nodes && !st; L++) {
+        model_node *nd = &work.nodes[L];
+        if (!is_layer(nd->op)) continue;
+        const int groups = group_count(nd), rows = nd->shape.c / groups;
+        const int K = (int)(nd->n_weight / nd->shape.c), qmax = model_qmax(nd->bits);
+        double **H = ccq_malloc(sizeof(double *) * (size_t)groups);
+        for (int g = 0; g < groups; g++) H[g] = ccq_malloc(sizeof(double) * (size_t)K * (size_t)K);
+        layer_hessians(&work, L, calib, n, groups, threads, H);
+        double *W = ccq_malloc(sizeof(double) * (size_t)rows * (size_t)K);
+        double *s0 = ccq_malloc(sizeof(double) * (size_t)rows), *s = ccq_malloc(sizeof(double) * (size_t)rows);
+        double *bias_lv = ccq_malloc(sizeof(double) * (size_t)rows);
+        int8_t *q = ccq_malloc((size_t)rows * (size_t)K);
+        const int src = nd->in[0];
+        const double s_in = src < 0 ? work.in_scale : work.nodes[src].act_scale;
+        double s_max = 0; /* the largest scale chosen, in double (gptq.py: sc.max()) */
+        for (int g = 0; g < groups && !st; g++) {
+            const int o0 = g * rows;
+            for (int o = 0; o < rows; o++) {
+                for (int k = 0; k < K; k++) W[(size_t)o * K + k] = nd->weight[(int64_t)(o0 + o) * K + k];
+                s0[o] = nd->wscale[o0 + o];
+                bias_lv[o] = nd->bias ? fabs(nd->bias[o0 + o]) / (s_in * s0[o]) : 0.0;
+            }
+            prep p;
+            ccq_err why;
+            if ((st = prep_init(&p, H[g], K, c, &why))) {
+                st = ccq_fail(err, st, "%s: node %d (%s): %s", m->path, L, nd->name, why.msg);
+                break;
+            }
+            solve_buf b;
+            solve_buf_init(&b, rows, K, c->block);
+            if (c->scale_search) {
+                solve_scales(&p, W, H[g], rows, s0, qmax, c->block, bias_lv, &b, q, s);
+            } else {
+                memcpy(s, s0, sizeof(double) * (size_t)rows);
+                solve(&p, W, rows, s, qmax, c->block, &b, q);
+            }
+            solve_buf_free(&b);
+            prep_free(&p);
+            for (int o = 0; o < rows; o++) {
+                const int oc = o0 + o;
+                if ((float)s[o] != nd->wscale[oc]) r.rescaled++;
+                if (s[o] > s_max) s_max = s[o];
+                nd->wscale[oc] = (float)s[o];
+                for (int k = 0; k < K; k++) {
+                    const int64_t w = (int64_t)oc * K + k;
+                    r.changed += nd->levels[w] != q[(size_t)o * K + k];
+                    nd->levels[w] = q[(size_t)o * K + k];
+                    /* later layers see this layer's quantized weights (gptq.py: lev * wscale) */
+                    if (!c->float_inputs) nd->weight[w] = (float)((double)q[(size_t)o * K + k] * s[o]);
+                }
+            }
+        }
+        if (!st && c->scale_search && L == work.output) {
+            /* the logits' scale: the largest input x weight scale, as quant_model sets it */
+            nd->act_scale = (float)(s_in * s_max);
+        }
+        r.layers++;
+        r.weights += nd->n_weight;
+        for (int g = 0; g < groups; g++) ccq_free(H[g]);
+        ccq_free(H), ccq_free(W), ccq_free(s0), ccq_free(s), ccq_free(bias_lv), ccq_free(q);
+    }
+    blas_single_leave(blas_threads);
+    if (!st) {
+        for (int i = 0; i < m->n_nodes; i++) {
+            model_node *dst = &m->nodes[i];
+            if (!is_layer(dst->op)) continue;
+            memcpy(dst->levels, work.nodes[i].levels, (size_t)dst->n_weight);
+            memcpy(dst->wscale, work.nodes[i].wscale, sizeof(float) * (size_t)dst->shape.c);
+        }
+        m->nodes[m->output].act_scale = work.nodes[work.output].act_scale;
+        r.seconds = ccq_seconds() - t0;
+        if (rep) *rep = r;
+    }
+    model_free(&work);
+    return st;
+}
+
+/* ---- the search's start ------------------------------------------------------------ */
+
+static const char *const k_start_names[GPTQ_START_COUNT] = {"rtn", "gptq", "gptq_scale", "auto"};
+
+const char *gptq_start_name(gptq_start_kind k)
+{
+    CCQ_ASSERT(k >= 0 && k < GPTQ_START_COUNT);
+    return k_start_names[k];
+}
+
+gptq_start_kind gptq_start_parse(const char *s)
+{
+    for (int k = 0; k < GPTQ_START_COUNT; k++)
+        if (strcmp(s, k_start_names[k]) == 0) return (gptq_start_kind)k;
+    return GPTQ_START_COUNT;
+}
+
+/* Correct predictions of the integer network of m over every image of d
+ * (argmax of the int32 logits, ties to the lowest class). */
+static ccq_status count_correct(const model *m, const data_split *d, int64_t *correct, ccq_err *err)
+{
+    qnet q;
+    ccq_status st = qnet_init(&q, m, NULL, 8, err);
+    if (st) return st;
+    const int chunk = 1024, C = m->classes;
+    const int64_t per = (int64_t)d->c * d->h * d->w;
+    int32_t *lg = ccq_malloc(sizeof(int32_t) * (size_t)chunk * (size_t)C);
+    int64_t ok = 0;
+    for (int i0 = 0; i0 < d->n; i0 += chunk) {
+        const int nb = d->n - i0 < chunk ? d->n - i0 : chunk;
+        qnet_forward(&q, d->images + per * i0, nb, lg);
+        for (int b = 0; b < nb; b++) {
+            const int32_t *v = lg + (int64_t)b * C;
+            int best = 0;
+            for (int k = 1; k < C; k++)
+                if (v[k] > v[best]) best = k;
+            ok += best == d->labels[i0 + b];
+        }
+    }
+    ccq_free(lg);
+    qnet_free(&q);
+    *correct = ok;
+    return CCQ_OK;
+}
+
+ccq_status gptq_start(const model *fm, const data_split *train, const quant_config *qc, gptq_start_kind kind,
+                      model *out, gptq_start_info *info, ccq_err *err)
+{
+    CCQ_ASSERT(kind >= 0 && kind < GPTQ_START_COUNT);
+    gptq_start_info in;
+    memset(&in, 0, sizeof in);
+    const double t0 = ccq_seconds();
+    model cand[3];
+    memset(cand, 0, sizeof cand);
+    gptq_report reps[3];
+    memset(reps, 0, sizeof reps);
+    ccq_status st = quant_model(fm, train, qc, &cand[0], err);
+    if (st) return st;
+    gptq_config gc;
+    gptq_config_default(&gc);
+    gc.calib_images = qc->calib_images;
+    for (int k = GPTQ_START_GPTQ; k <= GPTQ_START_GPTQ_SCALE && !st; k++) {
+        if ((int)kind != k && kind != GPTQ_START_AUTO) continue;
+        model_copy(&cand[k], &cand[0]);
+        gc.scale_search = k == GPTQ_START_GPTQ_SCALE;
+        st = gptq_run(&cand[k], train, &gc, &reps[k], err);
+    }
+    int chosen = kind == GPTQ_START_AUTO ? GPTQ_START_RTN : (int)kind;
+    if (!st && kind == GPTQ_START_AUTO) {
+        in.n_train = train->n;
+        for (int k = 0; k < 3 && !st; k++) st = count_correct(&cand[k], train, &in.correct[k], err);
+        for (int k = 1; k < 3; k++)
+            if (in.correct[k] > in.correct[chosen]) chosen = k;
+    }
+    for (int k = 0; k < 3; k++) {
+        if (!st && k == chosen)
+            *out = cand[k];
+        else if (cand[k].nodes)
+            model_free(&cand[k]);
+    }
+    if (st) return st;
+    in.chosen = (gptq_start_kind)chosen;
+    in.report = reps[chosen];
+    in.seconds = ccq_seconds() - t0;
+    if (info) *info = in;
+    return CCQ_OK;
+}
