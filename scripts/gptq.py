@@ -19,6 +19,8 @@ for every layer, one pass instead of one per layer). With act-order
 once, at set-up; the output is a quantized model file like the input with
 new levels, which `ccq eval` runs and `ccq search` can start from
 (model.model = OUT.h5). Rounding is half away from zero, as in ccq.
+A grouped convolution is one GPTQ problem per group: the group's output
+channels against the Hessian of its own input channels.
 """
 import argparse
 import os
@@ -47,6 +49,10 @@ def load(path):
 def float_forward(net, x_u8, capture):
     """The folded float graph; capture(i, x) sees each conv/linear input."""
     ccq_sim.run(net, x_u8, quantized=False, capture=capture)
+
+
+def groups_of(nd):
+    return int(nd.get("groups", 1)) if nd["op"] == "conv2d" else 1
 
 
 def rows(nd, a):
@@ -139,8 +145,11 @@ def main():
 
         def capture(i, inp):
             if only is None or i == only:
-                X = rows(net["nodes"][i], inp)
-                H[i] = H.get(i, 0) + X.T @ X
+                G = groups_of(net["nodes"][i])
+                c = inp.shape[1] // G
+                for g in range(G):
+                    X = rows(net["nodes"][i], inp if G == 1 else inp[:, g * c:(g + 1) * c])
+                    H[(i, g)] = H.get((i, g), 0) + X.T @ X
 
         for j in range(0, len(x), 128):
             float_forward(net, x[j:j + 128], capture)
@@ -153,11 +162,15 @@ def main():
     with h5py.File(tmp, "r+") as f:
         for i in layers:
             nd = net["nodes"][i]
-            Hi = H[i] if a.float_inputs else hessians(i)[i]
+            Hi = H if a.float_inputs else hessians(i)
             W = nd["weight"].reshape(nd["weight"].shape[0], -1)
             qmax = (1 << (int(nd["bits"]) - 1)) - 1
+            G = groups_of(nd)
+            r = W.shape[0] // G  # output channels per group
+            part = [(W[g * r:(g + 1) * r], Hi[(i, g)], nd["wscale"].view(-1)[g * r:(g + 1) * r]) for g in range(G)]
             if a.scale_search:
-                lev, sc = gptq_scales(W, Hi, nd["wscale"], qmax, not a.no_act_order, a.damp, SCALE_FACTORS)
+                res = [gptq_scales(w, h, s, qmax, not a.no_act_order, a.damp, SCALE_FACTORS) for w, h, s in part]
+                lev, sc = torch.cat([q for q, _ in res]), torch.cat([s for _, s in res])
                 nd["wscale"] = sc
                 f[f"nodes/{nd['key']}/wscale"][...] = sc.numpy().astype(np.float32)
                 if i == net["output"]:
@@ -167,7 +180,7 @@ def main():
                     f[f"nodes/{nd['key']}"].attrs["act_scale"] = np.full(old_scale.shape, s_in * float(sc.max()),
                                                                         dtype=old_scale.dtype)
             else:
-                lev = gptq(W, Hi, nd["wscale"], qmax, not a.no_act_order, a.damp)
+                lev = torch.cat([gptq(w, h, s, qmax, not a.no_act_order, a.damp) for w, h, s in part])
             old = f[f"nodes/{nd['key']}/levels"][...]
             new = lev.reshape(old.shape).numpy().astype(np.int8)
             changed += int((new != old).sum())

@@ -10,6 +10,7 @@
 #include "ccq/cmd.h"
 #include "ccq/data.h"
 #include "ccq/fnet.h"
+#include "ccq/gptq.h"
 #include "ccq/h5io.h"
 #include "ccq/model.h"
 #include "ccq/qnet.h"
@@ -22,18 +23,23 @@ typedef struct {
     const char *save_logits;
     const char *out;
     long long limit, mb;
-    int is_float, json, wbits_given;
+    int is_float, json, wbits_given, init_given;
     quant_config qc;
+    gptq_start_kind init; /* the levels a float model starts from (--init) */
 } eval_args;
 
 static const char k_quant_help[] =
     "  --wbits B             quantize a float model to B-bit weights (2..8), 8-bit activations\n"
     "  --abits 8             activation bits (8 is the only value)\n"
     "  --first-last-8        keep the first and the last layer at 8-bit weights\n"
-    "  --calib N             calibration images, the first N of the train split (default 1024)\n"
+    "  --calib N             calibration images, the first N of the train split, for the activation\n"
+    "                        ranges and GPTQ's Hessians (default 1024)\n"
     "  --act-rule R          activation range: percentile (default) or minmax\n"
     "  --percentile P        for --act-rule percentile: P in [90, 100) (default 99.99)\n"
-    "  --wscale R            weight scale per channel: maxabs (default) or mse\n";
+    "  --wscale R            weight scale per channel: maxabs (default) or mse\n"
+    "  --init I              levels: rtn (round-to-nearest, default), gptq (GPTQ at those scales),\n"
+    "                        gptq_scale (GPTQ choosing each channel's scale among 0.25..1.00 of it), or\n"
+    "                        auto (the one of the three with the best train-split accuracy)\n";
 
 static void eval_usage(FILE *out)
 {
@@ -52,9 +58,10 @@ static void eval_usage(FILE *out)
 }
 
 /* 1 if argv[*i] was a quantization flag (value consumed), 0 if not; sets *st on a bad value. */
-static int parse_quant_flag(const char *cmd, int argc, char **argv, int *i, quant_config *qc, int *wbits_given,
-                            ccq_status *st, ccq_err *err)
+static int parse_quant_flag(const char *cmd, int argc, char **argv, int *i, eval_args *a, ccq_status *st,
+                            ccq_err *err)
 {
+    quant_config *qc = &a->qc;
     const char *s = argv[*i];
     long long v;
     *st = CCQ_OK;
@@ -62,7 +69,8 @@ static int parse_quant_flag(const char *cmd, int argc, char **argv, int *i, quan
         qc->first_last_8 = 1;
         return 1;
     }
-    static const char *const with_value[] = {"--wbits", "--abits", "--calib", "--act-rule", "--percentile", "--wscale"};
+    static const char *const with_value[] = {"--wbits", "--abits", "--calib", "--act-rule", "--percentile", "--wscale",
+                                             "--init"};
     int known = 0;
     for (size_t k = 0; k < CCQ_ARRAY_LEN(with_value); k++) known |= strcmp(s, with_value[k]) == 0;
     if (!known) return 0;
@@ -72,7 +80,7 @@ static int parse_quant_flag(const char *cmd, int argc, char **argv, int *i, quan
     }
     const char *val = argv[++*i];
     if (strcmp(s, "--wbits") == 0) {
-        if (!(*st = cmd_parse_int(cmd, s, val, 2, 8, &v, err))) qc->wbits = (int)v, *wbits_given = 1;
+        if (!(*st = cmd_parse_int(cmd, s, val, 2, 8, &v, err))) qc->wbits = (int)v, a->wbits_given = 1;
     } else if (strcmp(s, "--abits") == 0) {
         if (!(*st = cmd_parse_int(cmd, s, val, 8, 8, &v, err))) (void)v;
     } else if (strcmp(s, "--calib") == 0) {
@@ -98,6 +106,11 @@ static int parse_quant_flag(const char *cmd, int argc, char **argv, int *i, quan
             qc->w_rule = QUANT_W_MSE;
         else
             *st = ccq_fail(err, CCQ_ERR_USAGE, "%s: --wscale must be maxabs or mse, got '%s'", cmd, val);
+    } else if (strcmp(s, "--init") == 0) {
+        a->init = gptq_start_parse(val);
+        a->init_given = 1;
+        if (a->init == GPTQ_START_COUNT)
+            *st = ccq_fail(err, CCQ_ERR_USAGE, "%s: --init must be rtn, gptq, gptq_scale or auto, got '%s'", cmd, val);
     }
     return 1;
 }
@@ -116,7 +129,7 @@ static ccq_status parse(const char *cmd, int argc, char **argv, eval_args *a, in
             *help = 1;
             return CCQ_OK;
         }
-        if (parse_quant_flag(cmd, argc, argv, &i, &a->qc, &a->wbits_given, &st, err)) {
+        if (parse_quant_flag(cmd, argc, argv, &i, a, &st, err)) {
             if (st) return st;
         } else if (strcmp(s, "--float") == 0) {
             a->is_float = 1;
@@ -149,6 +162,8 @@ static ccq_status parse(const char *cmd, int argc, char **argv, eval_args *a, in
         return ccq_fail(err, CCQ_ERR_USAGE, "%s: --split must be test or train, got '%s'", cmd, a->split);
     if (a->is_float && a->wbits_given)
         return ccq_fail(err, CCQ_ERR_USAGE, "%s: --float and --wbits exclude each other", cmd);
+    if (a->init_given && !a->wbits_given)
+        return ccq_fail(err, CCQ_ERR_USAGE, "%s: --init applies when quantizing: it needs --wbits", cmd);
     return CCQ_OK;
 }
 
@@ -169,15 +184,28 @@ static ccq_status save_logits(const char *path, const float *logits, const int32
     return h5io_atomic_commit(&f, path, err);
 }
 
-/* Quantizes a float model with calibration images from the train split. */
-static ccq_status quantize_from(const model *fm, const eval_args *a, model *qm, ccq_err *err)
+/* Quantizes a float model with calibration images from the train split and
+ * the start levels of --init (auto reads the whole train split to choose).
+ * report: print what the start was on stdout. */
+static ccq_status quantize_from(const model *fm, const eval_args *a, model *qm, int report, ccq_err *err)
 {
-    data_split calib;
-    ccq_status st = data_load(&calib, a->data, "train", a->qc.calib_images, err);
+    data_split train;
+    const int auto_ = a->init == GPTQ_START_AUTO;
+    ccq_status st = data_load(&train, a->data, "train", auto_ ? -1 : a->qc.calib_images, err);
     if (st) return st;
-    st = quant_model(fm, &calib, &a->qc, qm, err);
-    data_free(&calib);
-    return st;
+    gptq_start_info info;
+    st = gptq_start(fm, &train, &a->qc, a->init, qm, &info, err);
+    data_free(&train);
+    if (st || !report) return st;
+    if (auto_)
+        printf("quantize: auto: train-split accuracy (%d images) rtn %.2f%%, gptq %.2f%%, gptq_scale %.2f%%: %s\n",
+               info.n_train, 100.0 * info.correct[0] / info.n_train, 100.0 * info.correct[1] / info.n_train,
+               100.0 * info.correct[2] / info.n_train, gptq_start_name(info.chosen));
+    if (info.chosen != GPTQ_START_RTN)
+        printf("quantize: %s: %lld of %lld levels differ from round-to-nearest%s (%.2f s)\n",
+               gptq_start_name(info.chosen), (long long)info.report.changed, (long long)info.report.weights,
+               info.chosen == GPTQ_START_GPTQ_SCALE ? ", scales searched" : "", info.report.seconds);
+    return CCQ_OK;
 }
 
 static int argmax_i32(const int32_t *v, int n)
@@ -231,7 +259,7 @@ ccq_status cmd_eval(int argc, char **argv, ccq_err *err)
     }
     if ((st = data_check_fits(&d, &fm, err))) goto done;
     if (integer && !fm.quantized) {
-        if ((st = quantize_from(&fm, &a, &qm, err))) goto done;
+        if ((st = quantize_from(&fm, &a, &qm, 0, err))) goto done;
         have_q = 1;
         m = &qm;
     }
@@ -321,7 +349,7 @@ ccq_status cmd_quantize(int argc, char **argv, ccq_err *err)
     ccq_status st = parse("quantize", argc, argv, &a, &help, err);
     if (st) return st;
     if (help) {
-        printf("usage: ccq quantize MODEL.h5 --data DATA.h5 --wbits B -o OUT.h5 [options]\n"
+        printf("usage: ccq quantize MODEL.h5 --data DATA.h5 --wbits B -o OUT.h5 [--init I] [options]\n"
                "  writes the quantized model (folded float weights, levels, scales) for ccq eval\n%s",
                k_quant_help);
         return CCQ_OK;
@@ -333,9 +361,11 @@ ccq_status cmd_quantize(int argc, char **argv, ccq_err *err)
         model_free(&fm);
         return ccq_fail(err, CCQ_ERR_USAGE, "quantize: %s is already quantized", a.model);
     }
-    if (!(st = quantize_from(&fm, &a, &qm, err))) {
+    if (!(st = quantize_from(&fm, &a, &qm, 1, err))) {
         st = model_save(&qm, a.out, err);
-        if (!st) printf("quantize: wrote %s (w%da8, %d nodes after folding)\n", a.out, a.qc.wbits, qm.n_nodes);
+        if (!st)
+            printf("quantize: wrote %s (w%da8, %d nodes after folding, init %s)\n", a.out, a.qc.wbits, qm.n_nodes,
+                   gptq_start_name(a.init));
         model_free(&qm);
     }
     model_free(&fm);
