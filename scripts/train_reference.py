@@ -96,6 +96,8 @@ def main():
             opt.step()
             sched.step()
             tot += loss.item() * len(idx)
+            if (i // bs) % 100 == 99:
+                print(f"{a.arch} epoch {ep + 1} step {i // bs + 1} ({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)
         acc = (predict(model, xte).argmax(1) == yte).float().mean().item() * 100
         print(f"{a.arch} epoch {ep + 1}/{a.epochs} loss {tot / len(xtr):.4f} test {acc:.2f}% "
               f"({time.time() - t0:.0f}s)", file=sys.stderr, flush=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""test_search.py DATA.h5 MODEL.h5 [RESNET.h5]: the search's reproducibility contract.
+"""test_search.py DATA.h5 MODEL.h5 [RESNET.h5 [OPSNET.h5]]: the search's reproducibility contract.
 
 A small search (2-bit lenet, first/last 8-bit) must give a bit-identical
 final model, log and checkpoint for 1, 2, 3 and 4 MPI ranks (the passes of
@@ -30,7 +30,7 @@ import time
 from ccqtest import Checks, ccq_binary, run
 
 data, model = sys.argv[1], sys.argv[2]
-resnet = sys.argv[3] if len(sys.argv) > 3 else None
+extra_models = sys.argv[3:]  # ResNet-20, then the every-op network of test_ops.py
 ccq = ccq_binary()
 t = Checks("search")
 MPI = ["mpirun", "--oversubscribe", "-np"]
@@ -203,22 +203,26 @@ with tempfile.TemporaryDirectory() as root:
     for n, v in files(d).items():
         t.check(f"scalar kernels: {n} identical to the default ISA's", v == files(d2)[n])
 
-    # ResNet-20 (skip connections cross every cut inside a block): on and off, 1 and 2 ranks
-    if resnet:
+    # ResNet-20 (skip connections cross every cut inside a block) and the every-op network (grouped and
+    # depthwise convs searched like any other, concat and mul across cuts): on and off, 1 and 2 ranks
+    for mpath in extra_models:
+        name = os.path.splitext(os.path.basename(mpath))[0]
         rruns = {}
         for inc, np_ in (("true", 1), ("false", 1), ("true", 2), ("false", 2)):
-            d = os.path.join(root, f"resnet_{inc}_{np_}")
+            d = os.path.join(root, f"{name}_{inc}_{np_}")
             cfg = setup(d, budget=60)
-            rc, so, se = search(cfg, np_, ["--set", f"model.model={resnet}", "--set", "quant.first_last_8=false",
+            rc, so, se = search(cfg, np_, ["--set", f"model.model={mpath}", "--set", "quant.first_last_8=false",
                                            "--set", "search.group=layer_confidence", "--set", "search.batch=24",
                                            "--set", "search.confirm_batch=24", "--set", "search.val_images=48",
                                            "--set", "search.lambda=4", "--set", "search.group_size=32",
                                            "--set", "search.accept_z=0.5", "--set", f"run.incremental={inc}"])
-            t.check(f"resnet20: incremental={inc} on {np_} ranks runs", rc == 0, se[-2000:])
+            t.check(f"{name}: incremental={inc} on {np_} ranks runs", rc == 0, se[-2000:])
             rruns[(inc, np_)] = files(d)
         for key, got in rruns.items():
             for n in got:
-                t.check(f"resnet20: incremental={key[0]} on {key[1]} ranks: {n} identical", got[n] == rruns[("true", 1)][n])
+                t.check(f"{name}: incremental={key[0]} on {key[1]} ranks: {n} identical", got[n] == rruns[("true", 1)][n])
+        log = [json.loads(x) for x in rruns[("true", 1)]["log.jsonl"].decode().splitlines() if x.strip()]
+        t.check(f"{name}: the search accepted changes", log and log[-1].get("accepted_total", 0) > 0, str(log[-1:]))
 
     # refusals
     other = os.path.join(root, "other")
