@@ -20,6 +20,7 @@
 #include "ccq/feval.h"
 #include "ccq/fit.h"
 #include "ccq/genome.h"
+#include "ccq/gptq.h"
 #include "ccq/model.h"
 #include "ccq/qnet.h"
 #include "ccq/quant.h"
@@ -47,6 +48,7 @@ typedef struct {
     int64_t best_val;
     int8_t *best_levels;
     uint64_t model_hash, data_hash;
+    char start[16];      /* how the start was made (ckpt_data.start) */
     cclog log;
     int64_t val_correct; /* the context's correct validation predictions at the last validation */
     int64_t last_val;    /* the context's validation fitness at the last validation */
@@ -122,6 +124,23 @@ static char *search_config_text(const cfg_search *c)
     return buf;
 }
 
+/* The start's scales as the checkpoint keeps them: every conv/linear node's
+ * wscale in node order, every node's act_scale (fresh arrays). */
+static void start_scales(const model *m, int64_t *n_w, float **w, int64_t *n_a, float **a)
+{
+    int64_t n = 0;
+    for (int i = 0; i < m->n_nodes; i++)
+        if (m->nodes[i].wscale) n += m->nodes[i].shape.c;
+    *w = ccq_malloc(sizeof(float) * (size_t)(n + 1));
+    *a = ccq_malloc(sizeof(float) * (size_t)m->n_nodes);
+    *n_w = 0, *n_a = m->n_nodes;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const model_node *nd = &m->nodes[i];
+        (*a)[i] = nd->act_scale;
+        if (nd->wscale) memcpy(*w + *n_w, nd->wscale, sizeof(float) * (size_t)nd->shape.c), *n_w += nd->shape.c;
+    }
+}
+
 static ccq_status write_checkpoint(cc_state *s, ccq_err *err)
 {
     ccq_status st = CCQ_OK;
@@ -137,50 +156,104 @@ static ccq_status write_checkpoint(cc_state *s, ccq_err *err)
         c.levels = ccq_malloc((size_t)s->g.n_w);
         genome_save_all(&s->g, c.levels);
         c.best_levels = s->best_levels, c.eda_base = s->eda.base, c.eda_p = s->eda.p;
+        snprintf(c.start, sizeof c.start, "%s", s->start);
+        start_scales(&s->m, &c.n_wscale, &c.start_wscale, &c.n_act, &c.start_act_scale);
         st = ckpt_write(&c, s->cfg.checkpoint, err);
         free(c.config);
         ccq_free(c.levels);
+        ccq_free(c.start_wscale);
+        ccq_free(c.start_act_scale);
     }
     /* every rank learns whether it worked (and the message is rank 0's) */
     return (ccq_status)dist_bcast_int(s->d, (int)st);
 }
 
-static ccq_status resume_from(cc_state *s, const char *path, ccq_err *err)
+/* A checkpoint belongs to this search: same configuration (but [run]), model and data files. */
+static ccq_status check_identity(const cc_state *s, const ckpt_data *c, const char *path, ccq_err *err)
 {
-    ckpt_data c;
-    ccq_status st = ckpt_read(&c, path, err);
-    if (st) return st;
+    ccq_status st = CCQ_OK;
     char *mine = search_config_text(&s->cfg);
-    if (strcmp(mine, c.config) != 0)
+    if (strcmp(mine, c->config) != 0)
         st = ccq_fail(err, CCQ_ERR_MISMATCH,
                       "%s: checkpoint was made with a different configuration (only [run] keys may change)", path);
-    else if (c.model_hash != s->model_hash)
+    else if (c->model_hash != s->model_hash)
         st = ccq_fail(err, CCQ_ERR_MISMATCH, "%s: checkpoint was made from a different model file than %s", path,
                       s->cfg.model);
-    else if (c.data_hash != s->data_hash)
+    else if (c->data_hash != s->data_hash)
         st = ccq_fail(err, CCQ_ERR_MISMATCH, "%s: checkpoint was made with a different data file than %s", path,
                       s->cfg.data);
-    else if (c.n != s->g.n_w || c.width != s->eda.width)
-        st = ccq_fail(err, CCQ_ERR_MISMATCH, "%s: checkpoint has %lld weights x %d candidates, the model %lld x %d", path,
-                      (long long)c.n, c.width, (long long)s->g.n_w, s->eda.width);
     free(mine);
+    return st;
+}
+
+static ccq_status resume_from(cc_state *s, const ckpt_data *c, const char *path, ccq_err *err)
+{
+    ccq_status st = CCQ_OK;
+    if (c->n != s->g.n_w || c->width != s->eda.width)
+        st = ccq_fail(err, CCQ_ERR_MISMATCH, "%s: checkpoint has %lld weights x %d candidates, the model %lld x %d", path,
+                      (long long)c->n, c->width, (long long)s->g.n_w, s->eda.width);
     if (!st) {
-        genome_load_all(&s->g, c.levels);
-        memcpy(s->best_levels, c.best_levels, (size_t)s->g.n_w);
-        memcpy(s->eda.base, c.eda_base, (size_t)s->g.n_w);
-        memcpy(s->eda.p, c.eda_p, sizeof(uint32_t) * (size_t)s->g.n_w * s->eda.width);
-        s->st.gen = c.gen, s->st.evals = c.evals, s->st.accepted = c.accepted, s->best_val = c.best_val;
-        s->st.cursor = c.layer_cursor;
-        if (s->d->rank == 0) st = cclog_open(&s->log, s->cfg.log, c.log_bytes, err);
+        genome_load_all(&s->g, c->levels);
+        memcpy(s->best_levels, c->best_levels, (size_t)s->g.n_w);
+        memcpy(s->eda.base, c->eda_base, (size_t)s->g.n_w);
+        memcpy(s->eda.p, c->eda_p, sizeof(uint32_t) * (size_t)s->g.n_w * s->eda.width);
+        s->st.gen = c->gen, s->st.evals = c->evals, s->st.accepted = c->accepted, s->best_val = c->best_val;
+        s->st.cursor = c->layer_cursor;
+        if (s->d->rank == 0) st = cclog_open(&s->log, s->cfg.log, c->log_bytes, err);
     }
-    ckpt_free(&c);
     return (ccq_status)dist_bcast_int(s->d, (int)st);
 }
 
 /* ---- setup -------------------------------------------------------------------- */
 
-/* Round-to-nearest start from the float model, as configured in [quant]. */
-static ccq_status quantize_start(cc_state *s, const cfg_search *cfg, ccq_err *err)
+/* Puts the checkpoint's start into m (quantized with the same [quant] keys,
+ * so only what a GPTQ start changes can differ: levels, weight scales, the
+ * logits' scale). */
+static ccq_status apply_start(model *m, const ckpt_data *c, const char *path, ccq_err *err)
+{
+    int64_t n_w = 0, n_lv = 0;
+    for (int i = 0; i < m->n_nodes; i++)
+        if (m->nodes[i].levels) n_w += m->nodes[i].shape.c, n_lv += m->nodes[i].n_weight;
+    if (c->n_wscale != n_w || c->n_act != m->n_nodes || c->n != n_lv)
+        return ccq_fail(err, CCQ_ERR_MISMATCH, "%s: the checkpoint's start does not fit the quantized model", path);
+    for (int64_t k = 0; k < c->n_wscale; k++)
+        if (!(c->start_wscale[k] > 0 && isfinite(c->start_wscale[k])))
+            return ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start weight scale %lld)", path, (long long)k);
+    for (int64_t k = 0; k < c->n_act; k++)
+        if (!(c->start_act_scale[k] > 0 && isfinite(c->start_act_scale[k])))
+            return ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start activation scale %lld)", path,
+                            (long long)k);
+    int64_t w = 0, lv = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        model_node *nd = &m->nodes[i];
+        nd->act_scale = c->start_act_scale[i];
+        if (!nd->levels) continue;
+        memcpy(nd->wscale, c->start_wscale + w, sizeof(float) * (size_t)nd->shape.c);
+        memcpy(nd->levels, c->eda_base + lv, (size_t)nd->n_weight);
+        w += nd->shape.c, lv += nd->n_weight;
+    }
+    return CCQ_OK;
+}
+
+/* Rank 0's start (levels, weight and activation scales) onto every rank. */
+static void bcast_start(const dist_ctx *d, model *m)
+{
+    for (int i = 0; i < m->n_nodes; i++) {
+        model_node *nd = &m->nodes[i];
+        dist_bcast_bytes(d, &nd->act_scale, sizeof nd->act_scale);
+        if (!nd->levels) continue;
+        dist_bcast_bytes(d, nd->levels, (size_t)nd->n_weight);
+        dist_bcast_bytes(d, nd->wscale, sizeof(float) * (size_t)nd->shape.c);
+    }
+}
+
+/* The start from the float model, as configured in [quant]. Round-to-nearest
+ * is computed by every rank (deterministic); a GPTQ start (quant.init gptq,
+ * gptq_scale, auto) by rank 0 alone, the others waiting idle, and broadcast;
+ * on resume the checkpoint's start is used and nothing is recomputed but the
+ * round-to-nearest model it is put into. */
+static ccq_status quantize_start(cc_state *s, const cfg_search *cfg, const ckpt_data *resume, const char *path,
+                                 ccq_err *err)
 {
     quant_config qc;
     quant_config_default(&qc);
@@ -188,10 +261,49 @@ static ccq_status quantize_start(cc_state *s, const cfg_search *cfg, ccq_err *er
     qc.act_rule = cfg->act_rule == CFG_ACT_MINMAX ? QUANT_ACT_MINMAX : QUANT_ACT_PERCENTILE;
     qc.percentile = cfg->percentile;
     qc.w_rule = cfg->wscale == CFG_WSCALE_MSE ? QUANT_W_MSE : QUANT_W_MAXABS;
-    return quant_model(&s->fm, &s->train, &qc, &s->m, err);
+    const gptq_start_kind kind = (gptq_start_kind)cfg->init;
+    ccq_status st;
+    if (resume || kind == GPTQ_START_RTN) {
+        if ((st = quant_model(&s->fm, &s->train, &qc, &s->m, err))) return st;
+        if (!resume) {
+            snprintf(s->start, sizeof s->start, "rtn");
+            return CCQ_OK;
+        }
+        snprintf(s->start, sizeof s->start, "%s", resume->start);
+        if ((st = apply_start(&s->m, resume, path, err))) return st;
+        if (s->d->rank == 0) printf("search: start: %s, from the checkpoint %s\n", s->start, path);
+        return CCQ_OK;
+    }
+    gptq_start_info info;
+    if (s->d->rank == 0) {
+        if (s->d->size > 1) {
+            printf("search: start: %s on rank 0 (the other ranks wait)\n", gptq_start_name(kind));
+            fflush(stdout);
+        }
+        st = gptq_start(&s->fm, &s->train, &qc, kind, &s->m, &info, err);
+    } else {
+        st = quant_model(&s->fm, &s->train, &qc, &s->m, err); /* the structure the start is broadcast into */
+    }
+    dist_barrier_idle(s->d);
+    if ((st = (ccq_status)dist_bcast_int(s->d, (int)st))) return st;
+    bcast_start(s->d, &s->m);
+    int chosen = s->d->rank == 0 ? (int)info.chosen : 0;
+    dist_bcast_bytes(s->d, &chosen, sizeof chosen);
+    snprintf(s->start, sizeof s->start, "%s", gptq_start_name((gptq_start_kind)chosen));
+    if (s->d->rank == 0) {
+        if (kind == GPTQ_START_AUTO)
+            printf("search: start: auto: train-split accuracy (%d images) rtn %.2f%%, gptq %.2f%%, gptq_scale %.2f%%\n",
+                   info.n_train, 100.0 * info.correct[0] / info.n_train, 100.0 * info.correct[1] / info.n_train,
+                   100.0 * info.correct[2] / info.n_train);
+        printf("search: start: %s, computed in %.2f s (%lld of %lld levels differ from round-to-nearest)\n", s->start,
+               info.seconds, (long long)info.report.changed, (long long)info.report.weights);
+        fflush(stdout);
+    }
+    return CCQ_OK;
 }
 
-static ccq_status setup(cc_state *s, const cfg_search *cfg, const dist_ctx *d, ccq_err *err)
+static ccq_status setup(cc_state *s, const cfg_search *cfg, const dist_ctx *d, const ckpt_data *resume,
+                        const char *resume_path, ccq_err *err)
 {
     ccq_status st;
     memset(s, 0, sizeof *s);
@@ -199,6 +311,7 @@ static ccq_status setup(cc_state *s, const cfg_search *cfg, const dist_ctx *d, c
     s->d = d;
     if ((st = ckpt_file_hash(cfg->model, &s->model_hash, err)) || (st = ckpt_file_hash(cfg->data, &s->data_hash, err)))
         return st;
+    if (resume && (st = check_identity(s, resume, resume_path, err))) return st;
     if ((st = model_load(&s->fm, cfg->model, err))) return st;
     if ((st = data_load(&s->train, cfg->data, "train", -1, err))) return st;
     if ((st = data_check_fits(&s->train, &s->fm, err))) return st;
@@ -209,7 +322,8 @@ static ccq_status setup(cc_state *s, const cfg_search *cfg, const dist_ctx *d, c
         /* A quantized start (e.g. from scripts/gptq.py): its levels and scales are the start;
          * its folded float weights are the teacher. The [quant] keys do not apply. */
         model_copy(&s->m, &s->fm);
-    } else if ((st = quantize_start(s, cfg, err))) {
+        snprintf(s->start, sizeof s->start, "file");
+    } else if ((st = quantize_start(s, cfg, resume, resume_path, err))) {
         return st;
     }
     if ((st = qnet_init(&s->q, &s->m, NULL, (int)cfg->micro_batch, err))) return st;
@@ -287,10 +401,14 @@ ccq_status cc_run(const cfg_search *cfg, const char *resume, const dist_ctx *d, 
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     cc_state s;
-    ccq_status st = setup(&s, cfg, d, err);
+    ckpt_data ck;
+    memset(&s, 0, sizeof s);
+    memset(&ck, 0, sizeof ck);
+    ccq_status st = resume ? ckpt_read(&ck, resume, err) : CCQ_OK;
+    if (!st) st = setup(&s, cfg, d, resume ? &ck : NULL, resume, err);
     if (st) goto done;
     if (resume) {
-        if ((st = resume_from(&s, resume, err))) goto done;
+        if ((st = resume_from(&s, &ck, resume, err))) goto done;
     } else {
         if ((st = (ccq_status)dist_bcast_int(d, d->rank == 0 ? (int)cclog_open(&s.log, cfg->log, -1, err) : 0)))
             goto done;
@@ -342,6 +460,7 @@ ccq_status cc_run(const cfg_search *cfg, const char *resume, const dist_ctx *d, 
     }
     st = (ccq_status)dist_bcast_int(d, (int)st);
 done:
+    ckpt_free(&ck);
     teardown(&s);
     return st;
 }

@@ -28,6 +28,7 @@ static const char *const k_prior[] = {"flat", "float", NULL};
 static const char *const k_fitness[] = {"xent", "accuracy", "distill", NULL};
 static const char *const k_act[] = {"percentile", "minmax", NULL};
 static const char *const k_wscale[] = {"maxabs", "mse", NULL};
+static const char *const k_init[] = {"rtn", "gptq", "gptq_scale", "auto", NULL};
 
 #define F(field) offsetof(cfg_search, field)
 static const cfg_entry k_table[] = {
@@ -39,6 +40,7 @@ static const cfg_entry k_table[] = {
     {"quant", "act_rule", T_ENUM, 0, 0, "percentile", F(act_rule), k_act},
     {"quant", "percentile", T_DOUBLE, 90, 99.99999, "99.99", F(percentile), NULL},
     {"quant", "wscale", T_ENUM, 0, 0, "maxabs", F(wscale), k_wscale},
+    {"quant", "init", T_ENUM, 0, 0, "rtn", F(init), k_init},
     {"search", "seed", T_U64, 0, 0, "1", F(seed), NULL},
     {"search", "radius", T_INT, 1, 3, "1", F(radius), NULL},
     {"search", "lambda", T_INT, 2, 4096, "32", F(lambda), NULL},

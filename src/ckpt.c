@@ -34,6 +34,7 @@ ccq_status ckpt_write(const ckpt_data *c, const char *path, ccq_err *err)
     if (st) return st;
     const int32_t version = CKPT_VERSION, width = c->width;
     hsize_t n1[1] = {(hsize_t)c->n}, np[1] = {(hsize_t)c->n * (hsize_t)c->width};
+    hsize_t nw[1] = {(hsize_t)c->n_wscale}, na[1] = {(hsize_t)c->n_act};
     if ((st = h5io_write_attr_str(&f, "/", "format", CKPT_FORMAT, err)) ||
         (st = h5io_write_attr_ints(&f, "/", "version", &version, 1, 1, err)) ||
         (st = h5io_write_attr_str(&f, "/", "config", c->config, err)) ||
@@ -49,7 +50,11 @@ ccq_status ckpt_write(const ckpt_data *c, const char *path, ccq_err *err)
         (st = h5io_write_dset(&f, "/", "levels", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, n1, c->levels, err)) ||
         (st = h5io_write_dset(&f, "/", "best_levels", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, n1, c->best_levels, err)) ||
         (st = h5io_write_dset(&f, "/", "eda_base", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, n1, c->eda_base, err)) ||
-        (st = h5io_write_dset(&f, "/", "eda_p", H5T_STD_U32LE, H5T_NATIVE_UINT32, 1, np, c->eda_p, err))) {
+        (st = h5io_write_dset(&f, "/", "eda_p", H5T_STD_U32LE, H5T_NATIVE_UINT32, 1, np, c->eda_p, err)) ||
+        (st = h5io_write_attr_str(&f, "/", "start", c->start, err)) ||
+        (st = h5io_write_dset(&f, "/", "start_wscale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, nw, c->start_wscale, err)) ||
+        (st = h5io_write_dset(&f, "/", "start_act_scale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, na, c->start_act_scale,
+                              err))) {
         h5io_atomic_abort(&f);
         return st;
     }
@@ -108,6 +113,22 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
         (st = h5io_dset_read(&f, "/", "eda_base", H5T_NATIVE_INT8, 1, n1, -1, c->eda_base, err)) ||
         (st = h5io_dset_read(&f, "/", "eda_p", H5T_NATIVE_UINT32, 1, np, -1, c->eda_p, err)))
         goto fail;
+    if ((st = h5io_attr_str(&f, "/", "start", c->start, sizeof c->start, err))) goto fail;
+    hsize_t ws[H5IO_MAX_RANK], as[H5IO_MAX_RANK];
+    int wr = 0, ar = 0;
+    if ((st = h5io_dset_dims(&f, "/", "start_wscale", &wr, ws, err)) ||
+        (st = h5io_dset_dims(&f, "/", "start_act_scale", &ar, as, err)))
+        goto fail;
+    if (wr != 1 || ar != 1) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start scales)", path);
+        goto fail;
+    }
+    c->n_wscale = (int64_t)ws[0], c->n_act = (int64_t)as[0];
+    c->start_wscale = ccq_malloc(sizeof(float) * (size_t)(c->n_wscale + 1));
+    c->start_act_scale = ccq_malloc(sizeof(float) * (size_t)(c->n_act + 1));
+    if ((st = h5io_dset_read(&f, "/", "start_wscale", H5T_NATIVE_FLOAT, 1, ws, -1, c->start_wscale, err)) ||
+        (st = h5io_dset_read(&f, "/", "start_act_scale", H5T_NATIVE_FLOAT, 1, as, -1, c->start_act_scale, err)))
+        goto fail;
     return h5io_file_close(&f, err);
 fail:
     if (f.id >= 0) H5Fclose(f.id);
@@ -122,5 +143,7 @@ void ckpt_free(ckpt_data *c)
     ccq_free(c->best_levels);
     ccq_free(c->eda_base);
     ccq_free(c->eda_p);
+    ccq_free(c->start_wscale);
+    ccq_free(c->start_act_scale);
     memset(c, 0, sizeof *c);
 }

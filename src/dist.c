@@ -3,7 +3,9 @@
  */
 #include "ccq/dist.h"
 
+#include <limits.h>
 #include <mpi.h>
+#include <time.h>
 
 #include "ccq/common.h"
 
@@ -56,4 +58,28 @@ int dist_bcast_int(const dist_ctx *d, int value)
     (void)d;
     MPI_CHECK(MPI_Bcast(&value, 1, MPI_INT, 0, MPI_COMM_WORLD));
     return value;
+}
+
+void dist_bcast_bytes(const dist_ctx *d, void *buf, size_t n)
+{
+    if (d->size == 1) return;
+    for (size_t off = 0; off < n;) { /* MPI counts are int */
+        const int c = n - off > (size_t)INT_MAX ? INT_MAX : (int)(n - off);
+        MPI_CHECK(MPI_Bcast((char *)buf + off, c, MPI_BYTE, 0, MPI_COMM_WORLD));
+        off += (size_t)c;
+    }
+}
+
+void dist_barrier_idle(const dist_ctx *d)
+{
+    if (d->size == 1) return;
+    MPI_Request req;
+    int done = 0;
+    MPI_CHECK(MPI_Ibarrier(MPI_COMM_WORLD, &req));
+    for (;;) {
+        MPI_CHECK(MPI_Test(&req, &done, MPI_STATUS_IGNORE));
+        if (done) break;
+        const struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
 }

@@ -23,13 +23,15 @@ typedef enum { CFG_PRIOR_FLAT, CFG_PRIOR_FLOAT } cfg_prior;
 typedef enum { CFG_FIT_XENT, CFG_FIT_ACCURACY, CFG_FIT_DISTILL } cfg_fitness;
 typedef enum { CFG_ACT_PERCENTILE, CFG_ACT_MINMAX } cfg_act_rule;
 typedef enum { CFG_WSCALE_MAXABS, CFG_WSCALE_MSE } cfg_wscale;
+/* The levels a float model starts from (gptq.h's gptq_start_kind, same order). */
+typedef enum { CFG_INIT_RTN, CFG_INIT_GPTQ, CFG_INIT_GPTQ_SCALE, CFG_INIT_AUTO } cfg_init;
 
 typedef struct {
     /* [model] */
     char model[CFG_PATH_MAX], data[CFG_PATH_MAX];
     /* [quant] */
     int64_t wbits, first_last_8, calib_images;
-    int64_t act_rule, wscale;
+    int64_t act_rule, wscale, init;
     double percentile;
     /* [search] */
     uint64_t seed;

@@ -2,7 +2,10 @@
  * ckpt.h: search checkpoints. A checkpoint holds everything needed to
  * continue a search exactly: the configuration snapshot, checksums of the
  * model and data files, the counters, the context levels, the best-by-
- * validation levels, the EDA distributions, and the log's byte length.
+ * validation levels, the EDA distributions, the log's byte length, and the
+ * start: its levels (the EDA's base levels) with its weight and activation
+ * scales, so that a resume never recomputes a start (GPTQ's is float
+ * arithmetic, once, on rank 0).
  * Random numbers need no state: every stream is keyed by (seed,
  * generation, individual). Rank 0 writes it atomically (h5io_atomic_*).
  */
@@ -14,7 +17,7 @@
 #include "ccq/common.h"
 
 #define CKPT_FORMAT "ccq-checkpoint"
-#define CKPT_VERSION 1
+#define CKPT_VERSION 2 /* 2: the start's kind and scales (start, start_wscale, start_act_scale) */
 
 typedef struct {
     char *config;         /* the search-defining part of the configuration, INI text */
@@ -24,8 +27,13 @@ typedef struct {
     int width;            /* EDA candidates per weight */
     int8_t *levels;       /* [n] context */
     int8_t *best_levels;  /* [n] */
-    int8_t *eda_base;     /* [n] */
+    int8_t *eda_base;     /* [n] the start's levels (the centre of every distribution) */
     uint32_t *eda_p;      /* [n * width] */
+    char start[16];       /* how the start was made: rtn, gptq, gptq_scale, or file (a quantized model file) */
+    int64_t n_wscale;     /* output channels of every conv/linear node, in node order */
+    float *start_wscale;  /* [n_wscale] the start's weight scales */
+    int64_t n_act;        /* nodes of the quantized model */
+    float *start_act_scale; /* [n_act] the start's output scales (the logits' follows a scale search) */
 } ckpt_data;
 
 ccq_status ckpt_write(const ckpt_data *c, const char *path, ccq_err *err);
