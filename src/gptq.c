@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "ccq/fnet.h"
+#include "ccq/op.h"
 #include "ccq/qnet.h"
 
 /* Columns of the Hessian's row buffer per dsyrk call: the images of one chunk. */
@@ -308,16 +309,117 @@ static void image_rows(const model_node *nd, model_shape in, int c0, int cig, co
         for (int ky = 0; ky < kh; ky++)
             for (int kx = 0; kx < kw; kx++) {
                 double *row = A + (((int64_t)ci * kh + ky) * kw + kx) * lda + col;
+                /* output columns whose tap is inside the image: ix = ox sw - pl + kx dw in [0, in.w) */
+                const int ix0 = kx * dw - pl;
+                int lo = ix0 >= 0 ? 0 : (-ix0 + sw - 1) / sw;
+                int hi = ix0 >= in.w ? 0 : (in.w - 1 - ix0) / sw + 1;
+                if (hi > ow) hi = ow;
+                if (lo > hi) lo = hi;
                 for (int oy = 0; oy < oh; oy++) {
                     const int iy = oy * sh - pt + ky * dh;
-                    for (int ox = 0; ox < ow; ox++) {
-                        const int ix = ox * sw - pl + kx * dw;
-                        row[(int64_t)oy * ow + ox] =
-                            iy >= 0 && iy < in.h && ix >= 0 && ix < in.w ? xc[(int64_t)iy * in.w + ix] : 0.0;
+                    double *r = row + (int64_t)oy * ow;
+                    if (iy < 0 || iy >= in.h) {
+                        for (int ox = 0; ox < ow; ox++) r[ox] = 0.0;
+                        continue;
                     }
+                    const float *xr = xc + (int64_t)iy * in.w + ix0;
+                    for (int ox = 0; ox < lo; ox++) r[ox] = 0.0;
+                    for (int ox = lo; ox < hi; ox++) r[ox] = xr[(int64_t)ox * sw];
+                    for (int ox = hi; ox < ow; ox++) r[ox] = 0.0;
                 }
             }
     }
+}
+
+/* ---- the forward pass feeding the Hessians ----------------------------------------- */
+
+/* Tensors crossing the cut before node c: those made before c (j = -1: the
+ * network input) that some node >= c reads. They are all a forward pass from
+ * c on needs; the input of node c is one of them. */
+typedef struct {
+    int n, *t;         /* tensor indices, increasing */
+    int64_t *off;      /* [n + 1] float offsets within one image's record */
+} cut_set;
+
+static void cut_set_init(cut_set *cs, const model *m, int c)
+{
+    uint8_t *cross = ccq_calloc((size_t)m->n_nodes + 1, 1);
+    for (int k = c; k < m->n_nodes; k++)
+        for (int j = 0; j < m->nodes[k].n_in; j++)
+            if (m->nodes[k].in[j] < c) cross[m->nodes[k].in[j] + 1] = 1;
+    cs->n = 0;
+    cs->t = ccq_malloc(sizeof(int) * ((size_t)m->n_nodes + 1));
+    cs->off = ccq_malloc(sizeof(int64_t) * ((size_t)m->n_nodes + 2));
+    cs->off[0] = 0;
+    for (int j = -1; j < c && j < m->n_nodes; j++)
+        if (cross[j + 1]) {
+            cs->t[cs->n] = j;
+            cs->off[cs->n + 1] = cs->off[cs->n] + model_numel(j < 0 ? m->input : m->nodes[j].shape);
+            cs->n++;
+        }
+    ccq_free(cross);
+}
+
+static void cut_set_free(cut_set *cs) { ccq_free(cs->t), ccq_free(cs->off); }
+
+static float *tensor_of(fnet *net, int j) { return j < 0 ? net->input : net->out[j]; }
+
+/* Node i of m on one image, in net's buffers: what fnet_forward does for that
+ * node (the op's float forward, then a fused ReLU and Clip), so that a pass
+ * can start at a cut. This loop body must stay fnet_forward's: every layer
+ * checks its first image against fnet_forward bit for bit (hess_chunk). It
+ * belongs in fnet (a forward from a cut) and should move there. */
+static void node_forward(const model *m, fnet *net, int i)
+{
+    const model_node *nd = &m->nodes[i];
+    const float *x[MODEL_MAX_IN];
+    for (int j = 0; j < nd->n_in; j++) x[j] = tensor_of(net, nd->in[j]);
+    float *y = net->out[i];
+    op_get(nd->op)->ffwd(m, i, x, y, net->col);
+    if (nd->relu) fnet_relu(y, y, model_numel(nd->shape));
+    if (nd->has_clip && nd->op != MODEL_OP_CLIP) op_clip_float(y, model_numel(nd->shape), nd->clip[0], nd->clip[1]);
+}
+
+/* The forward state kept between layers: for every calibration image, the
+ * tensors crossing the cut before the layer last solved (the frontier), so
+ * that the next layer's inputs take only the nodes in between (one forward
+ * pass over the whole model instead of a prefix per layer). Without room for
+ * it (frontier_bytes), each layer reruns its prefix through fnet_forward;
+ * the values are the same either way. */
+typedef struct {
+    int on;            /* frontier kept */
+    int cut;           /* it holds cut_set(cut) for every image (cut 0: nothing, the images are the input) */
+    cut_set cs;
+    float *slab[2];    /* [0]: the frontier at `cut`, [1]: the next one being written */
+    int64_t cap;       /* floats per image either slab holds */
+} fwd_state;
+
+/* Room for the frontier: CCQ_GPTQ_CACHE_MB (0 forces the prefix passes), default 2048 MiB for both slabs. */
+static void fwd_init(fwd_state *f, const model *m, int n)
+{
+    memset(f, 0, sizeof *f);
+    int64_t worst = 0;
+    for (int c = 0; c < m->n_nodes; c++) {
+        cut_set cs;
+        cut_set_init(&cs, m, c);
+        if (cs.off[cs.n] > worst) worst = cs.off[cs.n];
+        cut_set_free(&cs);
+    }
+    const char *e = getenv("CCQ_GPTQ_CACHE_MB");
+    const double mb = e && *e ? strtod(e, NULL) : 2048.0;
+    f->on = 2.0 * (double)worst * n * sizeof(float) <= mb * 1048576.0;
+    if (!f->on) return;
+    f->cap = worst;
+    f->slab[0] = ccq_malloc(sizeof(float) * (size_t)(worst * n + 1));
+    f->slab[1] = ccq_malloc(sizeof(float) * (size_t)(worst * n + 1));
+    cut_set_init(&f->cs, m, 0);
+}
+
+static void fwd_free(fwd_state *f)
+{
+    if (!f->on) return;
+    ccq_free(f->slab[0]), ccq_free(f->slab[1]);
+    cut_set_free(&f->cs);
 }
 
 /* The Hessians of one layer, computed by worker threads over chunks of
@@ -325,12 +427,17 @@ static void image_rows(const model_node *nd, model_shape in, int c0, int cig, co
  * chunk's X^T X is its own dsyrk (beta 0) and the partial sums are added to H
  * in chunk order, so H is the same for any number of threads. */
 typedef struct {
-    const model *cut;          /* the model up to node L's input */
+    const model *m;            /* the whole model (frontier passes) */
+    const model *cut;          /* the model up to node L's input (prefix passes) */
+    int L;
     const model_node *nd;      /* node L */
     model_shape in;
     int groups, cig, K, per_chunk, n_chunks, n;
     int64_t P, lda;
     const data_split *calib;
+    const fwd_state *f;        /* on: advance its frontier from f->cut to L */
+    const cut_set *next;       /* the tensors crossing the cut before L */
+    const float *ref;          /* node L's input on image 0 by fnet_forward (frontier passes' check) */
 } hess_job;
 
 typedef struct {
@@ -342,17 +449,42 @@ typedef struct {
     int started;               /* tid is a running thread to join */
 } hess_worker;
 
+/* Node L's input for image i in w->net: from the frontier (loading it, running
+ * the nodes since, storing the new one) or by a prefix pass. */
+static const float *layer_input(hess_worker *w, int i)
+{
+    const hess_job *j = w->job;
+    const int64_t per = (int64_t)j->calib->c * j->calib->h * j->calib->w;
+    if (!j->f->on) {
+        fnet_forward(&w->net, j->calib->images + per * i);
+        return tensor_of(&w->net, j->nd->in[0]);
+    }
+    const fwd_state *f = j->f;
+    if (f->cut == 0) {
+        fnet_normalise(j->m, j->calib->images + per * i, w->net.input);
+    } else {
+        const float *rec = f->slab[0] + f->cap * i;
+        for (int k = 0; k < f->cs.n; k++)
+            memcpy(tensor_of(&w->net, f->cs.t[k]), rec + f->cs.off[k], sizeof(float) * (size_t)(f->cs.off[k + 1] - f->cs.off[k]));
+    }
+    for (int k = f->cut; k < j->L; k++) node_forward(j->m, &w->net, k);
+    float *rec = f->slab[1] + f->cap * i;
+    for (int k = 0; k < j->next->n; k++)
+        memcpy(rec + j->next->off[k], tensor_of(&w->net, j->next->t[k]),
+               sizeof(float) * (size_t)(j->next->off[k + 1] - j->next->off[k]));
+    return tensor_of(&w->net, j->nd->in[0]);
+}
+
 static void *hess_chunk(void *arg)
 {
     hess_worker *w = arg;
     const hess_job *j = w->job;
     if (w->chunk < 0) return NULL;
     const int i0 = w->chunk * j->per_chunk, nb = j->n - i0 < j->per_chunk ? j->n - i0 : j->per_chunk;
-    const int64_t per = (int64_t)j->calib->c * j->calib->h * j->calib->w;
     for (int b = 0; b < nb; b++) {
-        fnet_forward(&w->net, j->calib->images + per * (i0 + b));
-        const int src = j->nd->in[0];
-        const float *x = src < 0 ? w->net.input : w->net.out[src];
+        const float *x = layer_input(w, i0 + b);
+        if (i0 + b == 0 && j->ref)
+            CCQ_ASSERT(memcmp(x, j->ref, sizeof(float) * (size_t)model_numel(j->in)) == 0); /* node_forward = fnet's */
         for (int g = 0; g < j->groups; g++) image_rows(j->nd, j->in, g * j->cig, j->cig, x, w->A[g], j->lda, b * j->P);
     }
     for (int g = 0; g < j->groups; g++)
@@ -363,11 +495,15 @@ static void *hess_chunk(void *arg)
 
 /* H[g] = X_g^T X_g [K][K] for each group g of layer node L of wm, over images
  * [0, n) of calib, X from the float forward pass of wm as it is (its nodes
- * before L), on `threads` threads. */
-static void layer_hessians(const model *wm, int L, const data_split *calib, int n, int groups, int threads, double **H)
+ * before L), on `threads` threads; the frontier f (if on) moves to L. */
+static void layer_hessians(const model *wm, int L, const data_split *calib, int n, int groups, int threads,
+                           fwd_state *f, double **H)
 {
     hess_job j;
+    memset(&j, 0, sizeof j);
     const model_node *nd = &wm->nodes[L];
+    j.m = wm;
+    j.L = L;
     j.nd = nd;
     j.in = model_in_shape(wm, L, 0);
     j.groups = groups;
@@ -379,16 +515,31 @@ static void layer_hessians(const model *wm, int L, const data_split *calib, int 
     j.n = n;
     j.n_chunks = (n + j.per_chunk - 1) / j.per_chunk;
     j.calib = calib;
+    j.f = f;
     /* the model cut before node L (node 0 itself when L = 0: its input is the image) */
     model cut = *wm;
     cut.n_nodes = L > 0 ? L : 1;
     cut.output = cut.n_nodes - 1;
     j.cut = &cut;
+    cut_set next;
+    float *ref = NULL;
+    if (f->on) {
+        cut_set_init(&next, wm, L);
+        j.next = &next;
+        fnet chk;
+        fnet_init(&chk, &cut);
+        fnet_forward(&chk, calib->images);
+        const int64_t nx = model_numel(j.in);
+        ref = ccq_malloc(sizeof(float) * (size_t)nx);
+        memcpy(ref, tensor_of(&chk, nd->in[0]), sizeof(float) * (size_t)nx);
+        fnet_free(&chk);
+        j.ref = ref;
+    }
     const int K = j.K, T = threads < j.n_chunks ? threads : j.n_chunks;
     hess_worker *w = ccq_calloc((size_t)T, sizeof *w);
     for (int t = 0; t < T; t++) {
         w[t].job = &j;
-        fnet_init(&w[t].net, &cut);
+        fnet_init(&w[t].net, f->on ? wm : &cut);
         w[t].A = ccq_malloc(sizeof(double *) * (size_t)groups);
         w[t].part = ccq_malloc(sizeof(double *) * (size_t)groups);
         for (int g = 0; g < groups; g++) {
@@ -418,6 +569,14 @@ static void layer_hessians(const model *wm, int L, const data_split *calib, int 
         ccq_free(w[t].A), ccq_free(w[t].part);
     }
     ccq_free(w);
+    ccq_free(ref);
+    if (f->on) { /* the new frontier becomes the current one */
+        float *tmp = f->slab[0];
+        f->slab[0] = f->slab[1], f->slab[1] = tmp;
+        cut_set_free(&f->cs);
+        f->cs = next;
+        f->cut = L;
+    }
     for (int g = 0; g < groups; g++)
         for (int r = 0; r < K; r++)
             for (int c = 0; c < r; c++) H[g][(size_t)r * K + c] = H[g][(size_t)c * K + r];
@@ -442,6 +601,8 @@ ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gpt
     model_copy(&work, m);
     const int blas_threads = blas_single_enter();
     const int threads = gptq_threads(c);
+    fwd_state fwd;
+    fwd_init(&fwd, &work, n);
     for (int L = 0; L < work.n_nodes && !st; L++) {
         model_node *nd = &work.nodes[L];
         if (!is_layer(nd->op)) continue;
@@ -449,7 +610,7 @@ ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gpt
         const int K = (int)(nd->n_weight / nd->shape.c), qmax = model_qmax(nd->bits);
         double **H = ccq_malloc(sizeof(double *) * (size_t)groups);
         for (int g = 0; g < groups; g++) H[g] = ccq_malloc(sizeof(double) * (size_t)K * (size_t)K);
-        layer_hessians(&work, L, calib, n, groups, threads, H);
+        layer_hessians(&work, L, calib, n, groups, threads, &fwd, H);
         double *W = ccq_malloc(sizeof(double) * (size_t)rows * (size_t)K);
         double *s0 = ccq_malloc(sizeof(double) * (size_t)rows), *s = ccq_malloc(sizeof(double) * (size_t)rows);
         double *bias_lv = ccq_malloc(sizeof(double) * (size_t)rows);
@@ -503,6 +664,7 @@ ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gpt
         for (int g = 0; g < groups; g++) ccq_free(H[g]);
         ccq_free(H), ccq_free(W), ccq_free(s0), ccq_free(s), ccq_free(bias_lv), ccq_free(q);
     }
+    fwd_free(&fwd);
     blas_single_leave(blas_threads);
     if (!st) {
         for (int i = 0; i < m->n_nodes; i++) {
