@@ -7,15 +7,19 @@
  * that feeds the Hessians, so a few levels near a rounding boundary may
  * differ (tests/test_gptq_oracle.py measures how many).
  *
- * The forward pass uses only fnet's public interface: for layer node L, the
- * model cut after node L - 1 (a shallow copy with n_nodes = L) runs through
- * fnet_forward and node L's input is read from net.out[]. That recomputes
- * the prefix for every layer (about half a forward pass per layer on
- * average); a forward-from-a-cut in fnet would remove that and is the first
- * thing to change here once fnet has one. The images are cut into chunks
- * fixed by the layer alone and the chunks spread over worker threads; each
- * chunk's X^T X is one dsyrk and the partial sums are added in chunk order,
- * so the Hessians, and everything after, are the same for any thread count.
+ * The forward pass that feeds the Hessians runs once over the model: for
+ * every calibration image the tensors crossing the cut before the layer last
+ * solved (the frontier) are kept, and the next layer's inputs take only the
+ * nodes in between, with that layer's new weights (node_forward: fnet's
+ * per-node step through the op table, checked against fnet_forward bit for
+ * bit on each layer's first image; a forward from a cut in fnet should
+ * replace it). Without room for the frontier (CCQ_GPTQ_CACHE_MB, default
+ * 2 GiB) each layer reruns its prefix through fnet_forward on the model cut
+ * before it: slower, the same values. The images are cut into chunks fixed
+ * by the layer alone and the chunks spread over worker threads
+ * (CCQ_GPTQ_THREADS, default the online CPUs); each chunk's X^T X is one
+ * dsyrk and the partial sums are added in chunk order, so the Hessians, and
+ * everything after, are the same for any thread count.
  *
  * Grouped convolution (depthwise included): each group is its own GPTQ
  * problem, its output channels' rows against the Hessian of its own input

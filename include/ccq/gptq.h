@@ -19,6 +19,10 @@
  *
  * Float arithmetic (double for H and the solve, float32 for the forward
  * pass, which is fnet's), once, at set-up; never in the search loop.
+ * Environment (speed and memory only, never the result): CCQ_GPTQ_THREADS,
+ * threads of the forward passes (default the online CPUs); CCQ_GPTQ_CACHE_MB,
+ * room for the layer inputs kept between layers (default 2048; 0 reruns
+ * every layer's prefix instead).
  * Determinism: BLAS and LAPACK (OpenBLAS) run with one thread inside these
  * calls (openblas_set_num_threads(1), restored afterwards), so the result
  * does not depend on the machine's core count; the search computes the
