@@ -356,14 +356,192 @@ static void linear_qfwd(qnet *q, int i, const uint8_t *const *xs, uint8_t *y, in
     run_gemm(q, t, 0, &a, y, q->logits);
 }
 
+/* ---- C export ------------------------------------------------------------------- */
+
+/* The generated code of conv2d and linear (linear: a 1x1 conv of a 1x1 image of F channels):
+ * acc = bias[o] + sum of level * input over the window, a tap in the padding reading the input's
+ * zero point, exactly as the engine's padded image; bias holds bias_q - zp_in * sum(levels), so
+ * the sum is qfwd's. Any partial sum, in any order, is the bias plus some of the K products, so
+ * bounded by |bias_q| + 2 * 255 * K * qmax < 2^31 (quant_acc_fits): int32 is exact. */
+static const char k_conv_code[] =
+    "/* conv2d / linear (a 1x1 conv of a 1x1 image): groups of cig input and cog output channels. */\n"
+    "typedef struct {\n"
+    "    int ih, iw, ic, oh, ow, oc, kh, kw, sh, sw, dh, dw, pt, pl, cig, cog, bits, logits;\n"
+    "    int32_t zp_in, zp_out, lo, hi;\n"
+    "    const uint8_t *w;    /* levels [oc][kh][kw][cig], `bits` bits each (cq_unpack) */\n"
+    "    const int8_t *w8;    /* CQ_FAST: the same levels, one int8 each */\n"
+    "    const int32_t *bias; /* bias_q - zp_in * sum of the channel's levels */\n"
+    "    const int32_t *mult;\n"
+    "    const uint8_t *shift;\n"
+    "} cq_conv;\n"
+    "\n"
+    "#ifdef CQ_FAST\n"
+    "#define CQ_W(packed, unpacked) 0, unpacked\n"
+    "#else\n"
+    "#define CQ_W(packed, unpacked) packed, 0\n"
+    "\n"
+    "/* n levels from bit `bit` of p: each `bits` bits holding level + 2^(bits-1) - 1, LSB first. */\n"
+    "static void cq_unpack(const uint8_t *p, uint32_t bit, int n, int bits, int8_t *out)\n"
+    "{\n"
+    "    const uint32_t mask = ((uint32_t)1 << bits) - 1;\n"
+    "    const int qmax = (1 << (bits - 1)) - 1;\n"
+    "    uint32_t buf;\n"
+    "    int have, k;\n"
+    "    p += bit >> 3;\n"
+    "    buf = (uint32_t)*p++ >> (bit & 7);\n"
+    "    have = 8 - (int)(bit & 7);\n"
+    "    for (k = 0; k < n; k++) {\n"
+    "        if (have < bits) {\n"
+    "            buf |= (uint32_t)*p++ << have;\n"
+    "            have += 8;\n"
+    "        }\n"
+    "        out[k] = (int8_t)((int)(buf & mask) - qmax);\n"
+    "        buf >>= bits;\n"
+    "        have -= bits;\n"
+    "    }\n"
+    "}\n"
+    "#endif\n"
+    "\n"
+    "/* Output channel o of pixel p into y: a clamped level, or for the logits node the int32 logit. */\n"
+    "static void cq_conv_out(const cq_conv *c, int32_t acc, int o, long p, void *y)\n"
+    "{\n"
+    "    const int32_t v = cq_requant(acc, c->mult[o], c->shift[o]);\n"
+    "    if (c->logits)\n"
+    "        ((int32_t *)y)[p * c->oc + o] = v;\n"
+    "    else\n"
+    "        ((uint8_t *)y)[p * c->oc + o] = cq_clamp(c->zp_out + (int64_t)v, c->lo, c->hi);\n"
+    "}\n"
+    "\n"
+    "/* sum of x[k] w[k], k < n: straight-line blocks of 16 and 4 (unrolled for scalar targets,\n"
+    " * vectorisable as they stand) */\n"
+    "static int32_t cq_dot(const uint8_t *x, const int8_t *w, int n)\n"
+    "{\n"
+    "    int32_t acc = 0;\n"
+    "    for (; n >= 16; n -= 16, x += 16, w += 16) {\n"
+    "        acc += (int32_t)x[0] * w[0] + (int32_t)x[1] * w[1] + (int32_t)x[2] * w[2] + (int32_t)x[3] * w[3];\n"
+    "        acc += (int32_t)x[4] * w[4] + (int32_t)x[5] * w[5] + (int32_t)x[6] * w[6] + (int32_t)x[7] * w[7];\n"
+    "        acc += (int32_t)x[8] * w[8] + (int32_t)x[9] * w[9] + (int32_t)x[10] * w[10] + (int32_t)x[11] * w[11];\n"
+    "        acc += (int32_t)x[12] * w[12] + (int32_t)x[13] * w[13] + (int32_t)x[14] * w[14] + (int32_t)x[15] * w[15];\n"
+    "    }\n"
+    "    for (; n >= 4; n -= 4, x += 4, w += 4)\n"
+    "        acc += (int32_t)x[0] * w[0] + (int32_t)x[1] * w[1] + (int32_t)x[2] * w[2] + (int32_t)x[3] * w[3];\n"
+    "    for (; n > 0; n--) acc += (int32_t)*x++ * *w++;\n"
+    "    return acc;\n"
+    "}\n"
+    "\n"
+    "/* One output channel at a time (its levels unpacked into cq_wbuf, or read in place with\n"
+    " * CQ_FAST), then every pixel into y (uint8_t, or int32_t for the logits node). A window inside\n"
+    " * the image of a dense undilated conv reads each kernel row as kw * ic contiguous bytes;\n"
+    " * elsewhere tap by tap, a tap in the padding adding zp_in times its levels. */\n"
+    "static void cq_conv_run(const cq_conv *c, const uint8_t *x, void *y)\n"
+    "{\n"
+    "    const int K = c->kh * c->kw * c->cig, row = c->kw * c->cig;\n"
+    "    const int rows = c->cig == c->ic && c->dw == 1;\n"
+    "    int o, oy, ox, ky, kx, ci;\n"
+    "    for (o = 0; o < c->oc; o++) {\n"
+    "        const uint8_t *xg = x + (o / c->cog) * c->cig;\n"
+    "#ifdef CQ_FAST\n"
+    "        const int8_t *wo = c->w8 + (long)o * K;\n"
+    "#else\n"
+    "        const int8_t *wo = cq_wbuf;\n"
+    "        cq_unpack(c->w, (uint32_t)o * (uint32_t)K * (uint32_t)c->bits, K, c->bits, cq_wbuf);\n"
+    "#endif\n"
+    "        for (oy = 0; oy < c->oh; oy++) {\n"
+    "            const int iy0 = oy * c->sh - c->pt, yin = iy0 >= 0 && iy0 + (c->kh - 1) * c->dh < c->ih;\n"
+    "            for (ox = 0; ox < c->ow; ox++) {\n"
+    "                const int ix0 = ox * c->sw - c->pl;\n"
+    "                int32_t acc = c->bias[o];\n"
+    "                const int8_t *w = wo;\n"
+    "                if (rows && yin && ix0 >= 0 && ix0 + c->kw <= c->iw) {\n"
+    "                    const uint8_t *xp = xg + ((long)iy0 * c->iw + ix0) * c->ic;\n"
+    "                    for (ky = 0; ky < c->kh; ky++, w += row) acc += cq_dot(xp + (long)ky * c->dh * c->iw * c->ic, w, row);\n"
+    "                } else {\n"
+    "                    for (ky = 0; ky < c->kh; ky++) {\n"
+    "                        const int iy = iy0 + ky * c->dh;\n"
+    "                        for (kx = 0; kx < c->kw; kx++, w += c->cig) {\n"
+    "                            const int ix = ix0 + kx * c->dw;\n"
+    "                            if (iy >= 0 && iy < c->ih && ix >= 0 && ix < c->iw)\n"
+    "                                acc += cq_dot(xg + ((long)iy * c->iw + ix) * c->ic, w, c->cig);\n"
+    "                            else\n"
+    "                                for (ci = 0; ci < c->cig; ci++) acc += c->zp_in * w[ci];\n"
+    "                        }\n"
+    "                    }\n"
+    "                }\n"
+    "                cq_conv_out(c, acc, o, (long)oy * c->ow + ox, y);\n"
+    "            }\n"
+    "        }\n"
+    "    }\n"
+    "}\n"
+    "\n";
+
+/* Sets `bits` bits at bit position pos of p to v (p zeroed beforehand), LSB first. */
+static void put_bits(uint8_t *p, uint64_t pos, unsigned v, int bits)
+{
+    for (int b = 0; b < bits; b++, pos++)
+        if (v >> b & 1u) p[pos >> 3] |= (uint8_t)(1u << (pos & 7));
+}
+
+/* The `bits` bits at bit position pos of p, LSB first. */
+static unsigned get_bits(const uint8_t *p, uint64_t pos, int bits)
+{
+    unsigned v = 0;
+    for (int b = 0; b < bits; b++, pos++) v |= (unsigned)(p[pos >> 3] >> (pos & 7) & 1u) << b;
+    return v;
+}
+
+/* The levels in the generated code's order [oc][kh][kw][cig] (the NHWC order of a kernel row),
+ * packed at the layer's width and, for NAME_FAST, one byte each; the constants are the qnet's. */
+static ccq_status weighted_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err)
+{
+    (void)err;
+    const model_node *nd = &q->m->nodes[i];
+    const qnet_node *t = &q->nodes[i];
+    const int oc = t->oc, cig = t->cig, kh = t->kh, kw = t->kw, bits = nd->bits, qmax = model_qmax(bits);
+    const int64_t n = (int64_t)oc * t->K, nbytes = (n * bits + 7) / 8;
+    uint8_t *packed = ccq_calloc((size_t)nbytes, 1);
+    int8_t *lev = ccq_malloc((size_t)n);
+    int64_t k = 0;
+    /* model order: [oc][cig][kh][kw] ([oc][F] for linear: kh = kw = 1, cig = F) */
+    for (int o = 0; o < oc; o++)
+        for (int ky = 0; ky < kh; ky++)
+            for (int kx = 0; kx < kw; kx++)
+                for (int ci = 0; ci < cig; ci++, k++) {
+                    lev[k] = nd->levels[(((int64_t)o * cig + ci) * kh + ky) * kw + kx];
+                    put_bits(packed, (uint64_t)k * (uint64_t)bits, (unsigned)(lev[k] + qmax), bits);
+                }
+    for (k = 0; k < n; k++) CCQ_ASSERT((int)get_bits(packed, (uint64_t)k * (uint64_t)bits, bits) - qmax == lev[k]);
+    uint8_t *shift = ccq_malloc((size_t)oc);
+    for (int o = 0; o < oc; o++) {
+        CCQ_ASSERT(t->shift[o] >= 1 && t->shift[o] <= 62);
+        shift[o] = (uint8_t)t->shift[o];
+    }
+    cexport_need(x, CEXPORT_RT_CLAMP);
+    cexport_need(x, CEXPORT_RT_REQUANT);
+    cexport_code(x, MODEL_OP_CONV2D, k_conv_code);
+    cexport_array(x, i, "w", packed, nbytes, 1, 1, CEXPORT_LEVELS);
+    cexport_array(x, i, "w8", lev, n, 1, 0, CEXPORT_LEVELS_FAST);
+    cexport_array(x, i, "b", t->bias, oc, 4, 0, CEXPORT_CONST);
+    cexport_array(x, i, "m", t->mult, oc, 4, 0, CEXPORT_CONST);
+    cexport_array(x, i, "s", shift, oc, 1, 1, CEXPORT_CONST);
+    cexport_data(x,
+                 "static const cq_conv n%d = {%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d,\n"
+                 "    %d, %d, %d, %d, CQ_W(n%d_w, n%d_w8), n%d_b, n%d_m, n%d_s};\n\n",
+                 i, t->ih, t->iw, t->ic, t->oh, t->ow, oc, kh, kw, t->sh, t->sw, t->dh, t->dw, t->pt, t->pl, cig, t->cog,
+                 bits, t->is_logits, t->zp_in, t->zp_out, t->lo, t->hi, i, i, i, i, i);
+    cexport_scratch(x, (size_t)t->K);
+    cexport_call(x, "cq_conv_run(&n%d, %s, %s);", i, cexport_in(x, i, 0), cexport_out(x, i));
+    ccq_free(packed), ccq_free(lev), ccq_free(shift);
+    return CCQ_OK;
+}
+
 const op_traits op_conv2d = {
     .name = "conv2d", .min_in = 1, .max_in = 1, .flags = OP_WEIGHTED | OP_FUSES | OP_CALIBRATED,
     .load = conv_load, .save = weighted_save, .ffwd = conv_ffwd, .fscratch = conv_fscratch,
-    .qinit = weighted_qinit, .qfwd = conv_qfwd,
+    .qinit = weighted_qinit, .qfwd = conv_qfwd, .cexport = weighted_cexport,
 };
 
 const op_traits op_linear = {
     .name = "linear", .min_in = 1, .max_in = 1, .flags = OP_WEIGHTED | OP_FUSES | OP_CALIBRATED,
     .load = linear_load, .save = weighted_save, .ffwd = linear_ffwd,
-    .qinit = weighted_qinit, .qfwd = linear_qfwd,
+    .qinit = weighted_qinit, .qfwd = linear_qfwd, .cexport = weighted_cexport,
 };

@@ -78,9 +78,41 @@ static void add_qfwd(qnet *q, int i, const uint8_t *const *x, uint8_t *y, int n)
     q->isa->add_u8((size_t)n * t->oc * t->oh * t->ow, x[0], x[1], &t->add, y);
 }
 
+/* ---- C export ------------------------------------------------------------------- */
+
+/* `static const cq_addp NAME = {...};` of a kern_add. */
+static void emit_addp(cexport_ctx *x, const kern_add *p, int last)
+{
+    cexport_data(x, "{%d, %d, %d, %d, %d, %d, %d, %d}%s", p->za, p->am, p->zb, p->bm, p->shift, p->zo, p->lo, p->hi,
+                 last ? "" : ", ");
+}
+
+static const char k_add_code[] =
+    "/* add: cq_add_one on every element of two equal-shape tensors. */\n"
+    "static void cq_add(const uint8_t *a, const uint8_t *b, uint8_t *y, long n, const cq_addp *p)\n"
+    "{\n"
+    "    long k;\n"
+    "    for (k = 0; k < n; k++) y[k] = cq_add_one(a[k], b[k], p);\n"
+    "}\n"
+    "\n";
+
+static ccq_status add_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err)
+{
+    (void)err;
+    const qnet_node *t = &q->nodes[i];
+    cexport_need(x, CEXPORT_RT_ADDP);
+    cexport_code(x, MODEL_OP_ADD, k_add_code);
+    cexport_data(x, "static const cq_addp n%d = ", i);
+    emit_addp(x, &t->add, 1);
+    cexport_data(x, ";\n\n");
+    cexport_call(x, "cq_add(%s, %s, %s, %ldL, &n%d);", cexport_in(x, i, 0), cexport_in(x, i, 1), cexport_out(x, i),
+                 (long)t->oc * t->oh * t->ow, i);
+    return CCQ_OK;
+}
+
 const op_traits op_add = {
     .name = "add", .min_in = 2, .max_in = 2, .flags = OP_FUSES | OP_CALIBRATED,
-    .load = add_load, .save = no_save, .ffwd = add_ffwd, .qinit = add_qinit, .qfwd = add_qfwd,
+    .load = add_load, .save = no_save, .ffwd = add_ffwd, .qinit = add_qinit, .qfwd = add_qfwd, .cexport = add_cexport,
 };
 
 /* ---- mul ---------------------------------------------------------------------- */
@@ -158,9 +190,38 @@ static void mul_qfwd(qnet *q, int i, const uint8_t *const *x, uint8_t *y, int n)
     }
 }
 
+static const char k_mul_code[] =
+    "/* mul: zo + requant((a - za) (b - zb)) clamped; bcast: b is one value per channel. */\n"
+    "static void cq_mul(const uint8_t *a, const uint8_t *b, uint8_t *y, long hw, int C, int bcast, int32_t za,\n"
+    "                   int32_t zb, int32_t zo, int32_t lo, int32_t hi, int32_t mult, int shift)\n"
+    "{\n"
+    "    long px;\n"
+    "    int c;\n"
+    "    for (px = 0; px < hw; px++)\n"
+    "        for (c = 0; c < C; c++) {\n"
+    "            const int32_t v = (a[px * C + c] - za) * (b[(bcast ? 0 : px * C) + c] - zb);\n"
+    "            y[px * C + c] = cq_clamp(zo + (int64_t)cq_requant(v, mult, shift), lo, hi);\n"
+    "        }\n"
+    "}\n"
+    "\n";
+
+static ccq_status mul_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err)
+{
+    (void)err;
+    const qnet_node *t = &q->nodes[i];
+    const kern_add *p = &t->add;
+    cexport_need(x, CEXPORT_RT_CLAMP);
+    cexport_need(x, CEXPORT_RT_REQUANT);
+    cexport_code(x, MODEL_OP_MUL, k_mul_code);
+    cexport_call(x, "cq_mul(%s, %s, %s, %ldL, %d, %d, %d, %d, %d, %d, %d, %d, %d);", cexport_in(x, i, 0),
+                 cexport_in(x, i, 1), cexport_out(x, i), (long)t->oh * t->ow, t->oc, t->indirect, p->za, p->zb, p->zo,
+                 p->lo, p->hi, t->mult[0], t->shift[0]);
+    return CCQ_OK;
+}
+
 const op_traits op_mul = {
     .name = "mul", .min_in = 2, .max_in = 2, .flags = OP_CALIBRATED,
-    .load = mul_load, .save = no_save, .ffwd = mul_ffwd, .qinit = mul_qinit, .qfwd = mul_qfwd,
+    .load = mul_load, .save = no_save, .ffwd = mul_ffwd, .qinit = mul_qinit, .qfwd = mul_qfwd, .cexport = mul_cexport,
 };
 
 /* ---- concat ------------------------------------------------------------------- */
@@ -278,7 +339,51 @@ static void concat_qfwd(qnet *q, int i, const uint8_t *const *x, uint8_t *y, int
     }
 }
 
+static const char k_concat_code[] =
+    "/* concat: output row o (of outer rows of oin bytes) is every input's row o side by side, each\n"
+    " * input requantized onto the output's scale by cq_add_one with b = 0. */\n"
+    "static void cq_concat(const uint8_t *const *xs, int n, const long *inner, long outer, long oin, const cq_addp *p,\n"
+    "                      uint8_t *y)\n"
+    "{\n"
+    "    long off = 0, o, k;\n"
+    "    int j;\n"
+    "    for (j = 0; j < n; j++) {\n"
+    "        for (o = 0; o < outer; o++)\n"
+    "            for (k = 0; k < inner[j]; k++) y[o * oin + off + k] = cq_add_one(xs[j][o * inner[j] + k], 0, &p[j]);\n"
+    "        off += inner[j];\n"
+    "    }\n"
+    "}\n"
+    "\n";
+
+static ccq_status concat_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err)
+{
+    (void)err;
+    const model *m = q->m;
+    const qnet_node *t = &q->nodes[i];
+    int64_t outer, oin;
+    cat_geom(m, i, -1, 1, &outer, &oin);
+    cexport_need(x, CEXPORT_RT_ADDP);
+    cexport_code(x, MODEL_OP_CONCAT, k_concat_code);
+    cexport_data(x, "static const long n%d_in[%d] = {", i, t->n_in);
+    for (int j = 0; j < t->n_in; j++) {
+        int64_t o2, in;
+        cat_geom(m, i, j, 1, &o2, &in);
+        cexport_data(x, "%lldL%s", (long long)in, j + 1 < t->n_in ? ", " : "};\n");
+    }
+    cexport_data(x, "static const cq_addp n%d_p[%d] = {", i, t->n_in);
+    for (int j = 0; j < t->n_in; j++) emit_addp(x, &t->cat[j], j + 1 == t->n_in);
+    cexport_data(x, "};\n\n");
+    cexport_call(x, "{");
+    cexport_call(x, "    const uint8_t *const xs[%d] = {", t->n_in);
+    for (int j = 0; j < t->n_in; j++) cexport_call(x, "        %s%s", cexport_in(x, i, j), j + 1 < t->n_in ? "," : "};");
+    cexport_call(x, "    cq_concat(xs, %d, n%d_in, %lldL, %lldL, n%d_p, %s);", t->n_in, i, (long long)outer,
+                 (long long)oin, i, cexport_out(x, i));
+    cexport_call(x, "}");
+    return CCQ_OK;
+}
+
 const op_traits op_concat = {
     .name = "concat", .min_in = 2, .max_in = MODEL_MAX_IN, .flags = OP_CALIBRATED,
     .load = concat_load, .save = concat_save, .ffwd = concat_ffwd, .qinit = concat_qinit, .qfwd = concat_qfwd,
+    .cexport = concat_cexport,
 };

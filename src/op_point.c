@@ -41,9 +41,28 @@ static void relu_qfwd(qnet *q, int i, const uint8_t *const *xs, uint8_t *y, int 
     for (int64_t k = 0; k < ny; k++) y[k] = x[k] > t->zp_in ? x[k] : (uint8_t)t->zp_in;
 }
 
+static const char k_relu_code[] =
+    "/* relu: levels below the zero point (real zero) become it. */\n"
+    "static void cq_relu(const uint8_t *x, uint8_t *y, long n, int zp)\n"
+    "{\n"
+    "    long k;\n"
+    "    for (k = 0; k < n; k++) y[k] = x[k] > zp ? x[k] : (uint8_t)zp;\n"
+    "}\n"
+    "\n";
+
+static ccq_status relu_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err)
+{
+    (void)err;
+    const qnet_node *t = &q->nodes[i];
+    cexport_code(x, MODEL_OP_RELU, k_relu_code);
+    cexport_call(x, "cq_relu(%s, %s, %ldL, %d);", cexport_in(x, i, 0), cexport_out(x, i), (long)t->oc * t->oh * t->ow,
+                 t->zp_in);
+    return CCQ_OK;
+}
+
 const op_traits op_relu = {
     .name = "relu", .min_in = 1, .max_in = 1, .load = same_load, .save = no_save,
-    .ffwd = relu_ffwd, .qfwd = relu_qfwd,
+    .ffwd = relu_ffwd, .qfwd = relu_qfwd, .cexport = relu_cexport,
 };
 
 /* ---- clip --------------------------------------------------------------------- */
@@ -84,9 +103,29 @@ static void clip_qfwd(qnet *q, int i, const uint8_t *const *xs, uint8_t *y, int 
     for (int64_t k = 0; k < ny; k++) y[k] = op_clamp_u8(xs[0][k], t->lo, t->hi);
 }
 
+static const char k_clip_code[] =
+    "/* clip: the bounds on the input's grid. */\n"
+    "static void cq_clip(const uint8_t *x, uint8_t *y, long n, int32_t lo, int32_t hi)\n"
+    "{\n"
+    "    long k;\n"
+    "    for (k = 0; k < n; k++) y[k] = cq_clamp(x[k], lo, hi);\n"
+    "}\n"
+    "\n";
+
+static ccq_status clip_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err)
+{
+    (void)err;
+    const qnet_node *t = &q->nodes[i];
+    cexport_need(x, CEXPORT_RT_CLAMP);
+    cexport_code(x, MODEL_OP_CLIP, k_clip_code);
+    cexport_call(x, "cq_clip(%s, %s, %ldL, %d, %d);", cexport_in(x, i, 0), cexport_out(x, i), (long)t->oc * t->oh * t->ow,
+                 t->lo, t->hi);
+    return CCQ_OK;
+}
+
 const op_traits op_clip = {
     .name = "clip", .min_in = 1, .max_in = 1, .load = clip_load, .save = clip_save,
-    .ffwd = clip_ffwd, .qfwd = clip_qfwd,
+    .ffwd = clip_ffwd, .qfwd = clip_qfwd, .cexport = clip_cexport,
 };
 
 /* ---- act ---------------------------------------------------------------------- */
@@ -188,9 +227,28 @@ static void act_qfwd(qnet *q, int i, const uint8_t *const *xs, uint8_t *y, int n
     for (int64_t k = 0; k < ny; k++) y[k] = tab[xs[0][k]];
 }
 
+static const char k_act_code[] =
+    "/* act: the model file's 256-entry table. */\n"
+    "static void cq_act(const uint8_t *x, uint8_t *y, long n, const uint8_t *table)\n"
+    "{\n"
+    "    long k;\n"
+    "    for (k = 0; k < n; k++) y[k] = table[x[k]];\n"
+    "}\n"
+    "\n";
+
+static ccq_status act_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err)
+{
+    (void)err;
+    const qnet_node *t = &q->nodes[i];
+    cexport_code(x, MODEL_OP_ACT, k_act_code);
+    cexport_array(x, i, "t", q->m->nodes[i].table, 256, 1, 1, CEXPORT_CONST);
+    cexport_call(x, "cq_act(%s, %s, %ldL, n%d_t);", cexport_in(x, i, 0), cexport_out(x, i), (long)t->oc * t->oh * t->ow, i);
+    return CCQ_OK;
+}
+
 const op_traits op_act = {
     .name = "act", .min_in = 1, .max_in = 1, .flags = OP_CALIBRATED, .load = act_load, .save = act_save,
-    .ffwd = act_ffwd, .qprep = act_qprep, .qfwd = act_qfwd,
+    .ffwd = act_ffwd, .qprep = act_qprep, .qfwd = act_qfwd, .cexport = act_cexport,
 };
 
 /* ---- batchnorm ---------------------------------------------------------------- */
@@ -272,7 +330,36 @@ static void bn_qfwd(qnet *q, int i, const uint8_t *const *xs, uint8_t *y, int n)
     }
 }
 
+static const char k_bn_code[] =
+    "/* standalone batchnorm: zp_out + rshift((q - zp_in) cm[c] + cb[c], csh), clamped; channels last. */\n"
+    "static void cq_bn(const uint8_t *x, uint8_t *y, long n, int C, int32_t zp_in, int32_t zp_out, int32_t lo, int32_t hi,\n"
+    "                  const int32_t *cm, const int64_t *cb, int csh)\n"
+    "{\n"
+    "    long k;\n"
+    "    for (k = 0; k < n; k++) {\n"
+    "        const int c = (int)(k % C);\n"
+    "        const int64_t v = (int64_t)(x[k] - zp_in) * cm[c] + cb[c];\n"
+    "        y[k] = cq_clamp(zp_out + cq_rshift(v, csh), lo, hi);\n"
+    "    }\n"
+    "}\n"
+    "\n";
+
+static ccq_status bn_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err)
+{
+    (void)err;
+    const qnet_node *t = &q->nodes[i];
+    cexport_need(x, CEXPORT_RT_CLAMP);
+    cexport_need(x, CEXPORT_RT_RSHIFT);
+    cexport_code(x, MODEL_OP_BATCHNORM, k_bn_code);
+    cexport_array(x, i, "cm", t->cm, t->oc, 4, 0, CEXPORT_CONST);
+    cexport_array(x, i, "cb", t->cb, t->oc, 8, 0, CEXPORT_CONST);
+    cexport_call(x, "cq_bn(%s, %s, %ldL, %d, %d, %d, %d, %d, n%d_cm, n%d_cb, %d);", cexport_in(x, i, 0), cexport_out(x, i),
+                 (long)t->oc * t->oh * t->ow, t->oc, t->zp_in, t->zp_out, t->lo, t->hi, i, i, (int)t->csh);
+    return CCQ_OK;
+}
+
 const op_traits op_batchnorm = {
     .name = "batchnorm", .min_in = 1, .max_in = 1, .flags = OP_FUSES | OP_CALIBRATED,
     .load = bn_load, .save = bn_save, .ffwd = bn_ffwd, .qinit = bn_qinit, .qfwd = bn_qfwd,
+    .cexport = bn_cexport,
 };

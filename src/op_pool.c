@@ -130,17 +130,98 @@ static void gap_qfwd(qnet *q, int i, const uint8_t *const *xs, uint8_t *y, int n
     }
 }
 
+/* ---- C export ------------------------------------------------------------------- */
+
+static const char k_pool_code[] =
+    "/* maxpool (the largest level of the window's real taps) and avgpool (zp + round(sum(q - zp) /\n"
+    " * count), half away from zero; count_include_pad counts the window clipped to the padding). */\n"
+    "typedef struct {\n"
+    "    int ih, iw, c, oh, ow, kh, kw, sh, sw, pt, pl, pb, pr, avg, cip;\n"
+    "    int32_t zp_in, zp_out;\n"
+    "} cq_pool;\n"
+    "\n"
+    "static void cq_pool_run(const cq_pool *p, const uint8_t *x, uint8_t *y)\n"
+    "{\n"
+    "    int oy, ox, ch, iy, ix, y0, y1, ph, x0, x1, pw;\n"
+    "    for (oy = 0; oy < p->oh; oy++) {\n"
+    "        cq_window(oy, p->sh, p->kh, p->pt, p->pb, p->ih, &y0, &y1, &ph);\n"
+    "        for (ox = 0; ox < p->ow; ox++) {\n"
+    "            uint8_t *out = y + ((long)oy * p->ow + ox) * p->c;\n"
+    "            cq_window(ox, p->sw, p->kw, p->pl, p->pr, p->iw, &x0, &x1, &pw);\n"
+    "            for (ch = 0; ch < p->c; ch++) {\n"
+    "                if (!p->avg) {\n"
+    "                    uint8_t m = x[((long)y0 * p->iw + x0) * p->c + ch];\n"
+    "                    for (iy = y0; iy < y1; iy++)\n"
+    "                        for (ix = x0; ix < x1; ix++) {\n"
+    "                            const uint8_t v = x[((long)iy * p->iw + ix) * p->c + ch];\n"
+    "                            if (v > m) m = v;\n"
+    "                        }\n"
+    "                    out[ch] = m;\n"
+    "                } else {\n"
+    "                    int64_t s = 0;\n"
+    "                    for (iy = y0; iy < y1; iy++)\n"
+    "                        for (ix = x0; ix < x1; ix++) s += x[((long)iy * p->iw + ix) * p->c + ch] - p->zp_in;\n"
+    "                    const int64_t cnt = p->cip ? (int64_t)ph * pw : (int64_t)(y1 - y0) * (x1 - x0);\n"
+    "                    out[ch] = cq_clamp(p->zp_out + cq_div_round(s, cnt), 0, 255);\n"
+    "                }\n"
+    "            }\n"
+    "        }\n"
+    "    }\n"
+    "}\n"
+    "\n";
+
+static const char k_gap_code[] =
+    "/* globalavgpool: zp + round(sum(q - zp) / (H W)) per channel, half away from zero. */\n"
+    "static void cq_gap(const uint8_t *x, uint8_t *y, long hw, int C, int32_t zp_in, int32_t zp_out)\n"
+    "{\n"
+    "    long p;\n"
+    "    int c;\n"
+    "    for (c = 0; c < C; c++) {\n"
+    "        int64_t s = 0;\n"
+    "        for (p = 0; p < hw; p++) s += x[p * C + c] - zp_in;\n"
+    "        y[c] = cq_clamp(zp_out + cq_div_round(s, hw), 0, 255);\n"
+    "    }\n"
+    "}\n"
+    "\n";
+
+static ccq_status pool_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err)
+{
+    (void)err;
+    const qnet_node *t = &q->nodes[i];
+    cexport_need(x, CEXPORT_RT_CLAMP);
+    cexport_need(x, CEXPORT_RT_DIVROUND);
+    cexport_need(x, CEXPORT_RT_WINDOW);
+    cexport_code(x, MODEL_OP_MAXPOOL, k_pool_code);
+    cexport_data(x, "static const cq_pool n%d = {%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d};\n\n",
+                 i, t->ih, t->iw, t->ic, t->oh, t->ow, t->kh, t->kw, t->sh, t->sw, t->pt, t->pl, t->pb, t->pr,
+                 t->op == MODEL_OP_AVGPOOL, t->cip, t->zp_in, t->zp_out);
+    cexport_call(x, "cq_pool_run(&n%d, %s, %s);", i, cexport_in(x, i, 0), cexport_out(x, i));
+    return CCQ_OK;
+}
+
+static ccq_status gap_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err)
+{
+    (void)err;
+    const qnet_node *t = &q->nodes[i];
+    cexport_need(x, CEXPORT_RT_CLAMP);
+    cexport_need(x, CEXPORT_RT_DIVROUND);
+    cexport_code(x, MODEL_OP_GLOBALAVGPOOL, k_gap_code);
+    cexport_call(x, "cq_gap(%s, %s, %ldL, %d, %d, %d);", cexport_in(x, i, 0), cexport_out(x, i),
+                 (long)t->ih * t->iw, t->ic, t->zp_in, t->zp_out);
+    return CCQ_OK;
+}
+
 const op_traits op_maxpool = {
     .name = "maxpool", .min_in = 1, .max_in = 1, .load = pool_load, .save = pool_save,
-    .ffwd = maxpool_ffwd, .qinit = pool_qinit, .qfwd = pool_qfwd,
+    .ffwd = maxpool_ffwd, .qinit = pool_qinit, .qfwd = pool_qfwd, .cexport = pool_cexport,
 };
 
 const op_traits op_avgpool = {
     .name = "avgpool", .min_in = 1, .max_in = 1, .load = pool_load, .save = pool_save,
-    .ffwd = avgpool_ffwd, .qinit = pool_qinit, .qfwd = pool_qfwd,
+    .ffwd = avgpool_ffwd, .qinit = pool_qinit, .qfwd = pool_qfwd, .cexport = pool_cexport,
 };
 
 const op_traits op_globalavgpool = {
     .name = "globalavgpool", .min_in = 1, .max_in = 1, .load = gap_load, .save = no_save,
-    .ffwd = gap_ffwd, .qfwd = gap_qfwd,
+    .ffwd = gap_ffwd, .qfwd = gap_qfwd, .cexport = gap_cexport,
 };

@@ -45,9 +45,29 @@ static void flatten_qfwd(qnet *q, int i, const uint8_t *const *x, uint8_t *y, in
     }
 }
 
+static const char k_flatten_code[] =
+    "/* flatten: NHWC -> the float model's [C][H][W] order. */\n"
+    "static void cq_flatten(const uint8_t *x, uint8_t *y, long hw, int C)\n"
+    "{\n"
+    "    long p;\n"
+    "    int c;\n"
+    "    for (p = 0; p < hw; p++)\n"
+    "        for (c = 0; c < C; c++) y[c * hw + p] = x[p * C + c];\n"
+    "}\n"
+    "\n";
+
+static ccq_status flatten_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err)
+{
+    (void)err;
+    const qnet_node *t = &q->nodes[i];
+    cexport_code(x, MODEL_OP_FLATTEN, k_flatten_code);
+    cexport_call(x, "cq_flatten(%s, %s, %ldL, %d);", cexport_in(x, i, 0), cexport_out(x, i), (long)t->ih * t->iw, t->ic);
+    return CCQ_OK;
+}
+
 const op_traits op_flatten = {
     .name = "flatten", .min_in = 1, .max_in = 1, .load = flatten_load, .save = no_save,
-    .ffwd = flatten_ffwd, .qfwd = flatten_qfwd,
+    .ffwd = flatten_ffwd, .qfwd = flatten_qfwd, .cexport = flatten_cexport,
 };
 
 /* ---- pad ---------------------------------------------------------------------- */
@@ -110,9 +130,33 @@ static void pad_qfwd(qnet *q, int i, const uint8_t *const *x, uint8_t *y, int n)
     }
 }
 
+static const char k_pad_code[] =
+    "/* pad: the input's zero point around it, pc/ph/pw before channels, rows and columns. */\n"
+    "static void cq_pad(const uint8_t *x, uint8_t *y, int ih, int iw, int ic, int oh, int ow, int oc, int pc, int ph,\n"
+    "                   int pw, int zp)\n"
+    "{\n"
+    "    int h, w;\n"
+    "    memset(y, zp, (size_t)oh * (size_t)ow * (size_t)oc);\n"
+    "    for (h = 0; h < ih; h++)\n"
+    "        for (w = 0; w < iw; w++)\n"
+    "            memcpy(y + ((long)(h + ph) * ow + w + pw) * oc + pc, x + ((long)h * iw + w) * ic, (size_t)ic);\n"
+    "}\n"
+    "\n";
+
+static ccq_status pad_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err)
+{
+    (void)err;
+    const model_node *nd = &q->m->nodes[i];
+    const qnet_node *t = &q->nodes[i];
+    cexport_code(x, MODEL_OP_PAD, k_pad_code);
+    cexport_call(x, "cq_pad(%s, %s, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d);", cexport_in(x, i, 0), cexport_out(x, i),
+                 t->ih, t->iw, t->ic, t->oh, t->ow, t->oc, nd->pads[0], nd->pads[1], nd->pads[2], t->zp_in);
+    return CCQ_OK;
+}
+
 const op_traits op_pad = {
     .name = "pad", .min_in = 1, .max_in = 1, .load = pad_load, .save = pad_save,
-    .ffwd = pad_ffwd, .qfwd = pad_qfwd,
+    .ffwd = pad_ffwd, .qfwd = pad_qfwd, .cexport = pad_cexport,
 };
 
 /* ---- slice -------------------------------------------------------------------- */
@@ -190,7 +234,35 @@ static void slice_qfwd(qnet *q, int i, const uint8_t *const *x, uint8_t *y, int 
     }
 }
 
+static const char k_slice_code[] =
+    "/* slice: output (h, w, c) reads input (s1 + h t1, s2 + w t2, s0 + c t0); steps may be negative. */\n"
+    "static void cq_slice(const uint8_t *x, uint8_t *y, int iw, int ic, int oh, int ow, int oc, int s0, int s1, int s2,\n"
+    "                     int t0, int t1, int t2)\n"
+    "{\n"
+    "    int h, w, c;\n"
+    "    for (h = 0; h < oh; h++)\n"
+    "        for (w = 0; w < ow; w++) {\n"
+    "            const long ih = s1 + (long)h * t1, iw_ = s2 + (long)w * t2;\n"
+    "            const uint8_t *src = x + (ih * iw + iw_) * ic + s0;\n"
+    "            uint8_t *dst = y + ((long)h * ow + w) * oc;\n"
+    "            for (c = 0; c < oc; c++) dst[c] = src[(long)c * t0];\n"
+    "        }\n"
+    "}\n"
+    "\n";
+
+static ccq_status slice_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err)
+{
+    (void)err;
+    const model_node *nd = &q->m->nodes[i];
+    const qnet_node *t = &q->nodes[i];
+    cexport_code(x, MODEL_OP_SLICE, k_slice_code);
+    cexport_call(x, "cq_slice(%s, %s, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d);", cexport_in(x, i, 0),
+                 cexport_out(x, i), t->iw, t->ic, t->oh, t->ow, t->oc, nd->start[0], nd->start[1], nd->start[2],
+                 nd->step[0], nd->step[1], nd->step[2]);
+    return CCQ_OK;
+}
+
 const op_traits op_slice = {
     .name = "slice", .min_in = 1, .max_in = 1, .load = slice_load, .save = slice_save,
-    .ffwd = slice_ffwd, .qfwd = slice_qfwd,
+    .ffwd = slice_ffwd, .qfwd = slice_qfwd, .cexport = slice_cexport,
 };

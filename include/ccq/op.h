@@ -3,14 +3,16 @@
  * is one entry here (ggml's type_traits, XNNPACK's operator configs): its
  * name in the model file, its arity, its folding and calibration rule
  * (flags), how its attributes and data are read and written and its output
- * shape derived, its float forward (the reference, fnet_) and its integer
- * set-up and forward (qnet_). Adding an op means one entry, its functions
- * in one src/op_<family>.c file, its tests and its README lines.
+ * shape derived, its float forward (the reference, fnet_), its integer
+ * set-up and forward (qnet_) and its C export (cexport_). Adding an op
+ * means one entry, its functions in one src/op_<family>.c file, its tests
+ * and its README lines.
  *
  * This header is the contract between the graph modules (model_, fnet_,
- * quant_, qnet_) and the op implementations; nothing outside them needs it.
- * It holds the per-node integer state (qnet_node) because the integer
- * set-up and forward of an op live with the op.
+ * quant_, qnet_, cexport_) and the op implementations; nothing outside
+ * them needs it. It holds the per-node integer state (qnet_node) because the integer
+ * set-up and forward of an op live with the op, and so does its C export
+ * (cexport_).
  *
  * Families: op_conv.c (conv2d, linear), op_pool.c (maxpool, avgpool,
  * globalavgpool), op_elem.c (add, mul, concat), op_shape.c (flatten, pad,
@@ -21,6 +23,7 @@
 
 #include <stdint.h>
 
+#include "ccq/cexport.h"
 #include "ccq/common.h"
 #include "ccq/h5io.h"
 #include "ccq/kern.h"
@@ -67,6 +70,10 @@ typedef struct {
     /* Integer forward of n images (NHWC uint8 per tensor): x[j] is input j.
      * The logits node writes q->logits instead of y. */
     void (*qfwd)(qnet *q, int i, const uint8_t *const *x, uint8_t *y, int n);
+    /* C export of node i (cexport.h's emission API): the op's runtime code, its constants taken
+     * from q->nodes[i] (a qnet built with the scalar kernels) and its call, with exactly qfwd's
+     * integers. NULL: the op cannot be exported. */
+    ccq_status (*cexport)(cexport_ctx *x, const qnet *q, int i, ccq_err *err);
 } op_traits;
 
 const op_traits *op_get(model_op op);
