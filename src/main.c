@@ -27,6 +27,8 @@ static void usage(FILE *out)
             "                          evolve the low-bit levels (run under mpirun for several ranks)\n"
             "  bench MODEL.h5 --data DATA.h5 [--wbits B] [--batch N] [--layers] [--ceiling]\n"
             "                          integer forward-pass throughput (see ccq bench --help)\n"
+            "  export MODEL.h5 --format c OUT_DIR [--name NAME]\n"
+            "                          a quantized model as self-contained C99 source (see ccq export --help)\n"
             "  inspect FILE.h5         summarise a ccq model or data file\n"
             "  help                    this text (also: ccq SUBCOMMAND --help)\n"
             "  version                 print the version\n"
@@ -63,6 +65,8 @@ int main(int argc, char **argv)
         st = cmd_quantize(argc - 2, argv + 2, &err);
     else if (strcmp(sub, "inspect") == 0)
         st = cmd_inspect(argc - 2, argv + 2, &err);
+    else if (strcmp(sub, "export") == 0)
+        st = cmd_export(argc - 2, argv + 2, &err);
     else
         st = ccq_fail(&err, CCQ_ERR_USAGE, "unknown subcommand '%s' (see ccq help)", sub);
     if ((int)st < 0) return -(int)st; /* a non-zero MPI rank: rank 0 reports */
