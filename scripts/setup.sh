@@ -14,6 +14,8 @@ pkgs=(
   dataset-fashion-mnist
   python3 python3-torch python3-onnx python3-h5py python3-numpy python3-matplotlib python3-pil
   libopenblas0-pthread
+  # the C export's tests: clang, and 32-bit ARM (cross compiler, its libc for static links, qemu-arm)
+  clang gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user
 )
 
 missing=()
