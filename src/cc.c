@@ -390,6 +390,72 @@ static void teardown(cc_state *s)
     ccq_free(s->perm), ccq_free(s->best_levels);
 }
 
+/* ---- the test split, at the very end ------------------------------------------------ */
+
+/* Correct predictions of model m on images [lo, hi) of d (integer network). */
+static ccq_status count_correct(const model *m, const data_split *d, int lo, int hi, int mb, int64_t *correct,
+                                ccq_err *err)
+{
+    qnet q;
+    ccq_status st = qnet_init(&q, m, NULL, mb, err);
+    if (st) return st;
+    const int C = m->classes, chunk = 512;
+    const int64_t per = (int64_t)d->c * d->h * d->w;
+    int32_t *lg = ccq_malloc(sizeof(int32_t) * (size_t)chunk * (size_t)C);
+    for (int i0 = lo; i0 < hi; i0 += chunk) {
+        const int nb = hi - i0 < chunk ? hi - i0 : chunk;
+        qnet_forward(&q, d->images + per * i0, nb, lg);
+        for (int b = 0; b < nb; b++) {
+            const int32_t *v = lg + (int64_t)b * C;
+            int best = 0;
+            for (int k = 1; k < C; k++)
+                if (v[k] > v[best]) best = k;
+            *correct += best == d->labels[i0 + b];
+        }
+    }
+    ccq_free(lg);
+    qnet_free(&q);
+    return CCQ_OK;
+}
+
+/* When the data file has a test split: the test accuracy of the start and of
+ * the model kept, printed by rank 0 (each rank counts a contiguous share of
+ * the images; integer sums). A report only: nothing in the search reads the
+ * test split, and this runs after the output is written. */
+static ccq_status report_test(cc_state *s, ccq_err *err)
+{
+    if (!data_has_split(s->cfg.data, "test")) return CCQ_OK;
+    /* every rank reads the same file and builds the same networks: the same status everywhere */
+    data_split test;
+    ccq_status st = data_load(&test, s->cfg.data, "test", -1, err);
+    if (!st) st = data_check_fits(&test, &s->m, err);
+    if (st) {
+        data_free(&test);
+        return st;
+    }
+    model start;
+    model_copy(&start, &s->m);
+    for (int l = 0; l < s->g.n_layers; l++)
+        memcpy(start.nodes[s->g.layer_node[l]].levels, s->eda.base + s->g.layer_start[l],
+               (size_t)(s->g.layer_start[l + 1] - s->g.layer_start[l]));
+    const int r = s->d->rank, n = s->d->size, mb = (int)s->cfg.micro_batch;
+    const int lo = (int)((int64_t)test.n * r / n), hi = (int)((int64_t)test.n * (r + 1) / n);
+    int64_t c[2] = {0, 0};
+    st = count_correct(&start, &test, lo, hi, mb, &c[0], err);
+    if (!st) st = count_correct(&s->m, &test, lo, hi, mb, &c[1], err);
+    model_free(&start);
+    if (!st) {
+        dist_allreduce_sum(s->d, c, 2);
+        if (r == 0) {
+            printf("search: test accuracy (%d images of the test split, reported only): start (%s) %.2f%%, "
+                   "searched %.2f%%\n", test.n, s->start, 100.0 * c[0] / test.n, 100.0 * c[1] / test.n);
+            fflush(stdout);
+        }
+    }
+    data_free(&test);
+    return st;
+}
+
 /* ---- the loop ------------------------------------------------------------------ */
 
 ccq_status cc_run(const cfg_search *cfg, const char *resume, const dist_ctx *d, ccq_err *err)
@@ -459,6 +525,7 @@ ccq_status cc_run(const cfg_search *cfg, const char *resume, const dist_ctx *d, 
                    (long long)s.st.gen, (long long)s.st.evals, (long long)s.st.accepted, cfg->output);
     }
     st = (ccq_status)dist_bcast_int(d, (int)st);
+    if (!st) st = report_test(&s, err);
 done:
     ckpt_free(&ck);
     teardown(&s);

@@ -85,6 +85,17 @@ fail:
     return st;
 }
 
+int data_has_split(const char *path, const char *split)
+{
+    h5io_file f;
+    char obj[32];
+    if (h5io_file_open(&f, path, NULL)) return 0;
+    snprintf(obj, sizeof obj, "/%s", split);
+    const int yes = h5io_exists(&f, obj, NULL);
+    h5io_file_close(&f, NULL);
+    return yes;
+}
+
 void data_free(data_split *d)
 {
     ccq_free(d->images);

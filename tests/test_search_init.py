@@ -9,8 +9,13 @@ a run stopped at half the budget and resumed on 2 ranks prints that the
 start comes from the checkpoint, computes nothing, and ends bit-identical to
 the uninterrupted run. With quant.init = gptq_scale the checkpoint holds the
 searched scales and the logits' scale that follows them (again equal to
-ccq quantize's), and the output model carries them."""
+ccq quantize's), and the output model carries them. A checkpoint of format
+version 1 is refused (exit 4, one line). At the end rank 0 prints the test
+accuracy of the start and of the result (the data file has a test split),
+equal to `ccq eval`'s and the same on 1 and 2 ranks."""
+import json
 import os
+import re
 import sys
 import tempfile
 
@@ -82,13 +87,17 @@ def start_of(ckpt):
 
 
 with tempfile.TemporaryDirectory() as root:
-    got = {}
+    got, reports = {}, {}
     for np_ in (1, 2):
         d = os.path.join(root, f"np{np_}")
         rc, so, se = search(setup(d), np_)
         t.check(f"np={np_} runs", rc == 0, se[-2000:])
         t.check(f"np={np_}: the start is computed once", so.count("search: start: gptq, computed in") == 1, so[-600:])
         got[np_] = files(d) if rc == 0 else {}
+        reports[np_] = re.search(r"search: test accuracy \((\d+) images.*start \(gptq\) ([\d.]+)%, searched ([\d.]+)%",
+                                 so)
+        t.check(f"np={np_}: the test accuracies of the start and the result are printed", reports[np_] is not None,
+                so[-600:])
     for n in got[1]:
         t.check(f"gptq start: {n} bit-identical on 1 and 2 ranks", got[2].get(n) == got[1][n])
 
@@ -102,6 +111,19 @@ with tempfile.TemporaryDirectory() as root:
     t.check("checkpoint: start kind gptq", kind == "gptq", kind)
     t.check("checkpoint: start levels are quantize --init gptq's", np.array_equal(base, lv_q))
     t.check("checkpoint: start scales are quantize --init gptq's", np.array_equal(ws, ws_q) and np.array_equal(act, act_q))
+
+    # the printed test accuracies are ccq eval's of the start and of the output, on any rank count
+    def test_acc(path):
+        rc, so, se = run([ccq, "eval", path, "--data", data, "--json"])
+        return json.loads(so)["accuracy"] if rc == 0 else -1.0
+
+    if reports[1]:
+        n, start_acc, end_acc = reports[1].groups()
+        t.check("the report counts the whole test split", int(n) == 10000, n)
+        t.check("the start's test accuracy is ccq eval's", f"{test_acc(ref):.2f}" == start_acc, start_acc)
+        t.check("the result's test accuracy is ccq eval's",
+                f"{test_acc(os.path.join(root, 'np1', 'out.h5')):.2f}" == end_acc, end_acc)
+        t.check("2 ranks report the same", reports[2] is not None and reports[2].groups() == reports[1].groups())
 
     # stop at half the budget, resume on 2 ranks: nothing recomputed, same end
     d = os.path.join(root, "resume")
@@ -135,4 +157,14 @@ with tempfile.TemporaryDirectory() as root:
         _, ws_o, act_o = quantized(os.path.join(d, "out.h5"))
         t.check("gptq_scale: the output carries the start's scales", np.array_equal(ws_o, ws_q)
                 and np.array_equal(act_o, act_q))
+    # a checkpoint of the previous format is refused loudly
+    old = os.path.join(root, "v1.h5")
+    with open(os.path.join(root, "np1", "ckpt.h5"), "rb") as src, open(old, "wb") as dst:
+        dst.write(src.read())
+    with h5py.File(old, "r+") as f:
+        f.attrs["version"] = np.int32(1)
+    rc, so, se = search(os.path.join(root, "np1", "search.ini"), 1, ["--resume", old])
+    t.check("version-1 checkpoint: exit 4", rc == 4, f"rc {rc}: {se}")
+    t.check("version-1 checkpoint: one line naming both versions",
+            len(se.splitlines()) == 1 and "checkpoint version 1, this ccq reads 2" in se, se)
 t.finish()

@@ -6,10 +6,13 @@
  * and fitness pool), the loop of generations (step_run: one generation;
  * genome_: the search variables; feval_: the fitness passes; cclog_: the
  * log), validation of the context at every checkpoint, atomic checkpoints
- * and exact resume, and SIGTERM handling. A validation split held out of the
- * training images picks the model that is kept; the test split is never
- * touched. Same configuration and seed: bit-identical model, log and
- * checkpoints for any number of ranks and any stop/resume points.
+ * and exact resume, and SIGTERM handling. The start of a float model is
+ * computed once (a GPTQ start on rank 0, broadcast) and kept in the
+ * checkpoint. A validation split held out of the training images picks the
+ * model that is kept; the test split is never read before the end, where
+ * (if the data file has one) the test accuracy of the start and of the model
+ * kept is reported. Same configuration and seed: bit-identical model, log
+ * and checkpoints for any number of ranks and any stop/resume points.
  */
 #ifndef CCQ_CC_H
 #define CCQ_CC_H

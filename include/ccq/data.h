@@ -33,6 +33,10 @@ typedef struct {
 ccq_status data_load(data_split *d, const char *path, const char *split, int64_t limit, ccq_err *err);
 void data_free(data_split *d);
 
+/* 1 if path is a readable file with a group for split `split` (no checks
+ * beyond that: data_load validates), else 0. */
+int data_has_split(const char *path, const char *split);
+
 /* CCQ_ERR_MISMATCH unless the images have the model's input shape and the
  * labels fit the model's classes. */
 ccq_status data_check_fits(const data_split *d, const model *m, ccq_err *err);
