@@ -51,7 +51,7 @@ budget = {budget}
 """
 
 
-def setup(d, init="gptq", budget=200):
+def setup(d, init="gptq", budget=120):
     os.makedirs(d, exist_ok=True)
     p = os.path.join(d, "search.ini")
     open(p, "w").write(CONFIG.format(model=model, data=data, d=d, init=init, budget=budget))
@@ -127,10 +127,10 @@ with tempfile.TemporaryDirectory() as root:
 
     # stop at half the budget, resume on 2 ranks: nothing recomputed, same end
     d = os.path.join(root, "resume")
-    cfg = setup(d, budget=100)
+    cfg = setup(d, budget=60)
     rc, so, se = search(cfg, 1)
     t.check("half-budget run", rc == 0, se[-2000:])
-    rc, so, se = search(cfg, 2, ["--resume", os.path.join(d, "ckpt.h5"), "--set", "run.budget=200"])
+    rc, so, se = search(cfg, 2, ["--resume", os.path.join(d, "ckpt.h5"), "--set", "run.budget=120"])
     t.check("resume on 2 ranks runs", rc == 0, se[-2000:])
     t.check("resume: the start comes from the checkpoint", "search: start: gptq, from the checkpoint" in so, so[-600:])
     t.check("resume: no start is computed", "computed in" not in so and "on rank 0" not in so, so[-600:])
