@@ -350,7 +350,10 @@ ccq_status cmd_quantize(int argc, char **argv, ccq_err *err)
     if (st) return st;
     if (help) {
         printf("usage: ccq quantize MODEL.h5 --data DATA.h5 --wbits B -o OUT.h5 [--init I] [options]\n"
-               "  writes the quantized model (folded float weights, levels, scales) for ccq eval\n%s",
+               "  writes the quantized model (folded float weights, levels, scales) for ccq eval\n%s"
+               "environment (GPTQ's speed and memory only, never its result): CCQ_GPTQ_THREADS=N forward-pass\n"
+               "  threads (default all cores), CCQ_GPTQ_CACHE_MB=M room for layer inputs kept between layers\n"
+               "  (default 2048; 0 recomputes each layer's prefix)\n",
                k_quant_help);
         return CCQ_OK;
     }
