@@ -399,21 +399,8 @@ static ccq_status count_correct(const model *m, const data_split *d, int lo, int
     qnet q;
     ccq_status st = qnet_init(&q, m, NULL, mb, err);
     if (st) return st;
-    const int C = m->classes, chunk = 512;
     const int64_t per = (int64_t)d->c * d->h * d->w;
-    int32_t *lg = ccq_malloc(sizeof(int32_t) * (size_t)chunk * (size_t)C);
-    for (int i0 = lo; i0 < hi; i0 += chunk) {
-        const int nb = hi - i0 < chunk ? hi - i0 : chunk;
-        qnet_forward(&q, d->images + per * i0, nb, lg);
-        for (int b = 0; b < nb; b++) {
-            const int32_t *v = lg + (int64_t)b * C;
-            int best = 0;
-            for (int k = 1; k < C; k++)
-                if (v[k] > v[best]) best = k;
-            *correct += best == d->labels[i0 + b];
-        }
-    }
-    ccq_free(lg);
+    *correct += qnet_count_correct(&q, d->images + per * lo, d->labels + lo, hi - lo);
     qnet_free(&q);
     return CCQ_OK;
 }

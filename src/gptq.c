@@ -709,22 +709,7 @@ static ccq_status count_correct(const model *m, const data_split *d, int64_t *co
     qnet q;
     ccq_status st = qnet_init(&q, m, NULL, 8, err);
     if (st) return st;
-    const int chunk = 1024, C = m->classes;
-    const int64_t per = (int64_t)d->c * d->h * d->w;
-    int32_t *lg = ccq_malloc(sizeof(int32_t) * (size_t)chunk * (size_t)C);
-    int64_t ok = 0;
-    for (int i0 = 0; i0 < d->n; i0 += chunk) {
-        const int nb = d->n - i0 < chunk ? d->n - i0 : chunk;
-        qnet_forward(&q, d->images + per * i0, nb, lg);
-        for (int b = 0; b < nb; b++) {
-            const int32_t *v = lg + (int64_t)b * C;
-            int best = 0;
-            for (int k = 1; k < C; k++)
-                if (v[k] > v[best]) best = k;
-            ok += best == d->labels[i0 + b];
-        }
-    }
-    ccq_free(lg);
+    const int64_t ok = qnet_count_correct(&q, d->images, d->labels, d->n);
     qnet_free(&q);
     *correct = ok;
     return CCQ_OK;

@@ -338,3 +338,24 @@ void qnet_forward_cached(qnet *q, const qnet_cache *c, int off, int n_total, int
     q->input = input;
     memcpy(q->act, q->act_home, sizeof(uint8_t *) * (size_t)m->n_nodes);
 }
+
+int64_t qnet_count_correct(qnet *q, const uint8_t *images, const int32_t *labels, int n)
+{
+    const int C = q->m->classes, chunk = 512;
+    const size_t per = (size_t)model_numel(q->m->input);
+    int32_t *lg = ccq_malloc(sizeof(int32_t) * (size_t)chunk * (size_t)C);
+    int64_t ok = 0;
+    for (int i0 = 0; i0 < n; i0 += chunk) {
+        const int nb = n - i0 < chunk ? n - i0 : chunk;
+        qnet_forward(q, images + per * (size_t)i0, nb, lg);
+        for (int b = 0; b < nb; b++) {
+            const int32_t *v = lg + (size_t)b * C;
+            int best = 0;
+            for (int k = 1; k < C; k++)
+                if (v[k] > v[best]) best = k;
+            ok += best == labels[i0 + b];
+        }
+    }
+    ccq_free(lg);
+    return ok;
+}

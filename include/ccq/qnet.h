@@ -60,6 +60,10 @@ void qnet_update_levels(qnet *q, int node);
  * The model's own levels array is the caller's to keep in step. */
 void qnet_set_level(qnet *q, int node, int64_t w, int8_t v);
 
+/* Correct predictions on n images with their labels: argmax of the int32
+ * logits, ties to the lowest class. */
+int64_t qnet_count_correct(qnet *q, const uint8_t *images, const int32_t *labels, int n);
+
 /* Runs n images ([n][C][H][W] uint8), writing n * classes int32 logits. */
 void qnet_forward(qnet *q, const uint8_t *images, int n, int32_t *logits);
 
