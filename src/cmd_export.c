@@ -1,8 +1,10 @@
 /*
  * cmd_export.c: `ccq export MODEL.h5 --format c OUT_DIR [--name NAME]`: a
  * quantized model file as C99 source (cexport_), with its flash and RAM
- * footprint on stdout. The output paths are checked before the model is
- * read, and nothing is written unless the whole export succeeded.
+ * footprint on stdout; `ccq export MODEL.h5 --format onnx OUT.onnx
+ * [--input uint8|float]`: the same model as an ONNX QDQ file
+ * (onnxexport_). The output paths are checked before the model is read,
+ * and nothing is written unless the whole export succeeded.
  */
 #include <errno.h>
 #include <libgen.h>
@@ -14,17 +16,23 @@
 #include "ccq/cexport.h"
 #include "ccq/cmd.h"
 #include "ccq/model.h"
+#include "ccq/onnxexport.h"
 
 static void export_usage(FILE *out)
 {
     fprintf(out, "usage: ccq export MODEL.h5 --format c OUT_DIR [--name NAME]\n"
+                 "       ccq export MODEL.h5 --format onnx OUT.onnx [--input uint8|float]\n"
                  "  MODEL.h5     a quantized model file (ccq quantize, ccq search)\n"
                  "  --format c   C99 source: OUT_DIR/NAME.c and OUT_DIR/NAME.h with\n"
                  "               void NAME_run(const uint8_t *image, int32_t *logits), bit-identical to ccq eval\n"
                  "  OUT_DIR      created if missing (its parent must exist); files of the same name are replaced\n"
                  "  --name NAME  C identifier prefixing the generated names (default: MODEL's file name,\n"
                  "               made an identifier); compile with -DNAME_FAST (upper case) for the faster\n"
-                 "               path with unpacked levels\n");
+                 "               path with unpacked levels\n"
+                 "  --format onnx  ONNX opset 13 in QDQ form: int8 levels and float32 scales per output channel,\n"
+                 "               uint8 activations, int32 biases, act tables as Gather; an existing OUT.onnx is replaced\n"
+                 "  --input uint8  (default) the graph input is the raw uint8 image [N, C, H, W]\n"
+                 "  --input float  the graph input is the normalised float image (pixel/255 - mean) / std\n");
 }
 
 /* The default name: the model file's base name without its extension, as an identifier. */
@@ -79,6 +87,26 @@ static ccq_status check_outputs(const char *mpath, const char *dir, const char *
     return CCQ_OK;
 }
 
+/* Before any work: OUT.onnx is not a directory nor the input, and its directory exists and is writable. */
+static ccq_status check_onnx_output(const char *mpath, const char *path, ccq_err *err)
+{
+    struct stat sm, so, sd;
+    if (stat(path, &so) == 0) {
+        if (stat(mpath, &sm) == 0 && same_file(&sm, &so))
+            return ccq_fail(err, CCQ_ERR_USAGE, "export: OUT.onnx %s is the input model", path);
+        if (S_ISDIR(so.st_mode)) return ccq_fail(err, CCQ_ERR_IO, "%s: is a directory", path);
+    } else if (errno != ENOENT) {
+        return ccq_fail(err, CCQ_ERR_IO, "%s: %s", path, strerror(errno));
+    }
+    char parent[4200];
+    if (snprintf(parent, sizeof parent, "%s", path) >= (int)sizeof parent)
+        return ccq_fail(err, CCQ_ERR_IO, "%s: path too long", path);
+    const char *pd = dirname(parent);
+    if (stat(pd, &sd) != 0 || !S_ISDIR(sd.st_mode) || access(pd, W_OK | X_OK) != 0)
+        return ccq_fail(err, CCQ_ERR_IO, "%s: cannot be written (directory %s missing or not writable)", path, pd);
+    return CCQ_OK;
+}
+
 static void footprint(const cexport *x, const char *dir, const model *m)
 {
     const cexport_footprint *f = &x->fp;
@@ -97,19 +125,51 @@ static void footprint(const cexport *x, const char *dir, const model *m)
            f->levels_fast + f->const_bytes, f->arena_bytes);
 }
 
+/* --format onnx: OUT.onnx checked first, then the model read, exported in memory and written. */
+static ccq_status export_onnx(const char *mpath, const char *path, const char *name_arg, const char *input, ccq_err *err)
+{
+    if (name_arg) return ccq_fail(err, CCQ_ERR_USAGE, "export: --name is for --format c");
+    if (!path) return ccq_fail(err, CCQ_ERR_USAGE, "export: missing OUT.onnx");
+    onnxexport_input in = ONNXEXPORT_INPUT_UINT8;
+    if (input && strcmp(input, "float") == 0) in = ONNXEXPORT_INPUT_FLOAT;
+    else if (input && strcmp(input, "uint8") != 0)
+        return ccq_fail(err, CCQ_ERR_USAGE, "export: --input must be uint8 or float, got '%s'", input);
+    ccq_status st = check_onnx_output(mpath, path, err);
+    if (st) return st;
+    model m;
+    if ((st = model_load(&m, mpath, err))) return st;
+    if (!m.quantized) {
+        model_free(&m);
+        return ccq_fail(err, CCQ_ERR_USAGE, "export: %s is a float model: quantize it first (ccq quantize ... -o Q.h5)", mpath);
+    }
+    onnxexport x;
+    if (!(st = onnxexport_init(&x, &m, in, err))) {
+        if (!(st = onnxexport_write(&x, path, err)))
+            printf("export: wrote %s: ONNX opset 13, QDQ form, %d ONNX nodes for %d of %d ccq nodes, %zu bytes; input %s "
+                   "[N][%d][%d][%d], output float logits [N][%d]\n",
+                   path, x.onnx_nodes, x.live_nodes, m.n_nodes, x.n,
+                   in == ONNXEXPORT_INPUT_UINT8 ? "'image' uint8" : "'input' float", m.input.c, m.input.h, m.input.w,
+                   m.classes);
+        onnxexport_free(&x);
+    }
+    model_free(&m);
+    return st;
+}
+
 ccq_status cmd_export(int argc, char **argv, ccq_err *err)
 {
-    const char *mpath = NULL, *dir = NULL, *format = NULL, *name_arg = NULL;
+    const char *mpath = NULL, *dir = NULL, *format = NULL, *name_arg = NULL, *input = NULL;
     for (int i = 0; i < argc; i++) {
         const char *s = argv[i];
         if (strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0) {
             export_usage(stdout);
             return CCQ_OK;
         }
-        if (strcmp(s, "--format") == 0 || strcmp(s, "--name") == 0) {
+        if (strcmp(s, "--format") == 0 || strcmp(s, "--name") == 0 || strcmp(s, "--input") == 0) {
             if (i + 1 >= argc) return ccq_fail(err, CCQ_ERR_USAGE, "export: %s needs a value", s);
             if (strcmp(s, "--format") == 0) format = argv[++i];
-            else name_arg = argv[++i];
+            else if (strcmp(s, "--name") == 0) name_arg = argv[++i];
+            else input = argv[++i];
         } else if (s[0] == '-' && s[1] != '\0') {
             return ccq_fail(err, CCQ_ERR_USAGE, "export: unknown flag '%s' (see ccq export --help)", s);
         } else if (!mpath) {
@@ -121,8 +181,10 @@ ccq_status cmd_export(int argc, char **argv, ccq_err *err)
         }
     }
     if (!mpath) return ccq_fail(err, CCQ_ERR_USAGE, "export: missing MODEL.h5 (see ccq export --help)");
-    if (!format) return ccq_fail(err, CCQ_ERR_USAGE, "export: missing --format (c)");
-    if (strcmp(format, "c") != 0) return ccq_fail(err, CCQ_ERR_USAGE, "export: --format must be c, got '%s'", format);
+    if (!format) return ccq_fail(err, CCQ_ERR_USAGE, "export: missing --format (c or onnx)");
+    if (strcmp(format, "onnx") == 0) return export_onnx(mpath, dir, name_arg, input, err);
+    if (strcmp(format, "c") != 0) return ccq_fail(err, CCQ_ERR_USAGE, "export: --format must be c or onnx, got '%s'", format);
+    if (input) return ccq_fail(err, CCQ_ERR_USAGE, "export: --input is for --format onnx");
     if (!dir) return ccq_fail(err, CCQ_ERR_USAGE, "export: missing OUT_DIR");
     char name[64];
     if (name_arg) {

@@ -29,6 +29,8 @@ static void usage(FILE *out)
             "                          integer forward-pass throughput (see ccq bench --help)\n"
             "  export MODEL.h5 --format c OUT_DIR [--name NAME]\n"
             "                          a quantized model as self-contained C99 source (see ccq export --help)\n"
+            "  export MODEL.h5 --format onnx OUT.onnx [--input uint8|float]\n"
+            "                          a quantized model as an ONNX QDQ file (opset 13)\n"
             "  inspect FILE.h5         summarise a ccq model or data file\n"
             "  help                    this text (also: ccq SUBCOMMAND --help)\n"
             "  version                 print the version\n"

@@ -2,12 +2,13 @@
  * op_conv.c: the weighted ops, conv2d (dense, grouped, depthwise) and
  * linear: their model-file attributes and data (float weights, and the
  * levels and scales of a quantized model), float forward (fnet_conv2d,
- * fnet_linear) and integer set-up and forward over the ISA's GEMM kernels,
- * or its depthwise kernel for groups = Cin. Level packing and in-place
- * patches are qnet_update_levels/qnet_set_level (qnet.c); what the search
- * does with the levels is not here.
+ * fnet_linear), integer set-up and forward over the ISA's GEMM kernels, or
+ * its depthwise kernel for groups = Cin, and their C and ONNX exports.
+ * Level packing and in-place patches are qnet_update_levels/qnet_set_level
+ * (qnet.c); what the search does with the levels is not here.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -534,14 +535,76 @@ static ccq_status weighted_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err
     return CCQ_OK;
 }
 
+/* ---- ONNX export ------------------------------------------------------------------ */
+
+/* DequantizeLinear(levels int8, wscale, 0, axis 0) for the weight (the model's levels and float32
+ * scales unchanged; the width in the initializer's doc_string) and DequantizeLinear(bias_q int32,
+ * s_in * s_w, 0, axis 0) for the bias (the qnet's bias_q: the accumulator's own integers), then
+ * Conv or Gemm (transB) on the dequantized input. */
+static ccq_status weighted_onnx(onnxexport_ctx *x, const qnet *q, int i, ccq_err *err)
+{
+    (void)err;
+    const model *m = q->m;
+    const model_node *nd = &m->nodes[i];
+    const qnet_node *t = &q->nodes[i];
+    const int conv = nd->op == MODEL_OP_CONV2D, oc = nd->shape.c;
+    const model_shape in = model_in_shape(m, i, 0);
+    char lev[ONNXEXPORT_NAME_MAX], wsc[ONNXEXPORT_NAME_MAX], wzp[ONNXEXPORT_NAME_MAX], w[ONNXEXPORT_NAME_MAX];
+    char bq[ONNXEXPORT_NAME_MAX], bsc[ONNXEXPORT_NAME_MAX], bzp[ONNXEXPORT_NAME_MAX], b[ONNXEXPORT_NAME_MAX];
+    char doc[32];
+    ONNXEXPORT_NAME(lev, i, "levels"), ONNXEXPORT_NAME(wsc, i, "wscale"), ONNXEXPORT_NAME(wzp, i, "wzp");
+    ONNXEXPORT_NAME(w, i, "w"), ONNXEXPORT_NAME(bq, i, "bias_q"), ONNXEXPORT_NAME(bsc, i, "bias_scale");
+    ONNXEXPORT_NAME(bzp, i, "bias_zp"), ONNXEXPORT_NAME(b, i, "b");
+    const int64_t wd[4] = {oc, conv ? in.c / nd->groups : model_numel(in), nd->kernel[0], nd->kernel[1]};
+    const int64_t cd[1] = {oc};
+    snprintf(doc, sizeof doc, "ccq:bits %d", nd->bits);
+    onnxexport_const(x, lev, ONNXEXPORT_INT8, wd, conv ? 4 : 2, nd->levels, doc);
+    onnxexport_const(x, wsc, ONNXEXPORT_FLOAT, cd, 1, nd->wscale, NULL);
+    int8_t *z8 = ccq_calloc((size_t)oc, 1);
+    onnxexport_const(x, wzp, ONNXEXPORT_INT8, cd, 1, z8, NULL);
+    const onnxexport_attr axis0 = ONNXEXPORT_AINT("axis", 0);
+    const char *wi[3] = {lev, wsc, wzp};
+    onnxexport_node(x, "DequantizeLinear", NULL, wi, 3, w, &axis0, 1, NULL);
+    if (nd->bias) {
+        const double s_in = op_in_scale(m, nd->in[0]);
+        float *bs = ccq_malloc(sizeof(float) * (size_t)oc);
+        int32_t *z32 = ccq_calloc((size_t)oc, sizeof(int32_t));
+        for (int o = 0; o < oc; o++) bs[o] = (float)(s_in * nd->wscale[o]);
+        onnxexport_const(x, bq, ONNXEXPORT_INT32, cd, 1, t->bias_q, NULL);
+        onnxexport_const(x, bsc, ONNXEXPORT_FLOAT, cd, 1, bs, NULL);
+        onnxexport_const(x, bzp, ONNXEXPORT_INT32, cd, 1, z32, NULL);
+        const char *bi[3] = {bq, bsc, bzp};
+        onnxexport_node(x, "DequantizeLinear", NULL, bi, 3, b, &axis0, 1, NULL);
+        ccq_free(bs), ccq_free(z32);
+    }
+    ccq_free(z8);
+    const char *ins[3] = {onnxexport_in(x, i, 0), w, b};
+    char out[ONNXEXPORT_NAME_MAX];
+    snprintf(out, sizeof out, "%s", onnxexport_out(x, i));
+    if (conv) {
+        const int64_t k[2] = {nd->kernel[0], nd->kernel[1]}, s[2] = {nd->stride[0], nd->stride[1]};
+        const int64_t d[2] = {nd->dilation[0], nd->dilation[1]};
+        const int64_t p[4] = {nd->pad[0], nd->pad[1], nd->pad[2], nd->pad[3]}; /* ONNX: h, w begin; h, w end */
+        const onnxexport_attr a[5] = {ONNXEXPORT_AINTS("kernel_shape", k, 2), ONNXEXPORT_AINTS("strides", s, 2),
+                                      ONNXEXPORT_AINTS("pads", p, 4), ONNXEXPORT_AINTS("dilations", d, 2),
+                                      ONNXEXPORT_AINT("group", nd->groups)};
+        onnxexport_node(x, "Conv", onnxexport_node_name(x, i), ins, nd->bias ? 3 : 2, out, a, 5, NULL);
+    } else {
+        const onnxexport_attr a = ONNXEXPORT_AINT("transB", 1);
+        onnxexport_node(x, "Gemm", onnxexport_node_name(x, i), ins, nd->bias ? 3 : 2, out, &a, 1, NULL);
+    }
+    onnxexport_result(x, i, out);
+    return CCQ_OK;
+}
+
 const op_traits op_conv2d = {
     .name = "conv2d", .min_in = 1, .max_in = 1, .flags = OP_WEIGHTED | OP_FUSES | OP_CALIBRATED,
     .load = conv_load, .save = weighted_save, .ffwd = conv_ffwd, .fscratch = conv_fscratch,
-    .qinit = weighted_qinit, .qfwd = conv_qfwd, .cexport = weighted_cexport,
+    .qinit = weighted_qinit, .qfwd = conv_qfwd, .cexport = weighted_cexport, .onnx = weighted_onnx,
 };
 
 const op_traits op_linear = {
     .name = "linear", .min_in = 1, .max_in = 1, .flags = OP_WEIGHTED | OP_FUSES | OP_CALIBRATED,
     .load = linear_load, .save = weighted_save, .ffwd = linear_ffwd,
-    .qinit = weighted_qinit, .qfwd = linear_qfwd, .cexport = weighted_cexport,
+    .qinit = weighted_qinit, .qfwd = linear_qfwd, .cexport = weighted_cexport, .onnx = weighted_onnx,
 };

@@ -110,9 +110,29 @@ static ccq_status add_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err
     return CCQ_OK;
 }
 
+/* ---- ONNX export ------------------------------------------------------------------ */
+
+/* Add, Mul (a [C, 1, 1] operand broadcasts over H and W as in ONNX) and Concat (ccq's axis + 1:
+ * ONNX tensors carry the batch axis) on the dequantized inputs, quantized at the node's scale. */
+static ccq_status elem_onnx(onnxexport_ctx *x, const qnet *q, int i, ccq_err *err)
+{
+    (void)err;
+    const model_node *nd = &q->m->nodes[i];
+    const char *ins[MODEL_MAX_IN];
+    for (int j = 0; j < nd->n_in; j++) ins[j] = onnxexport_in(x, i, j);
+    char out[ONNXEXPORT_NAME_MAX];
+    snprintf(out, sizeof out, "%s", onnxexport_out(x, i));
+    const onnxexport_attr axis = ONNXEXPORT_AINT("axis", nd->axis + 1);
+    const char *type = nd->op == MODEL_OP_ADD ? "Add" : nd->op == MODEL_OP_MUL ? "Mul" : "Concat";
+    onnxexport_node(x, type, onnxexport_node_name(x, i), ins, nd->n_in, out, &axis, nd->op == MODEL_OP_CONCAT, NULL);
+    onnxexport_result(x, i, out);
+    return CCQ_OK;
+}
+
 const op_traits op_add = {
     .name = "add", .min_in = 2, .max_in = 2, .flags = OP_FUSES | OP_CALIBRATED,
     .load = add_load, .save = no_save, .ffwd = add_ffwd, .qinit = add_qinit, .qfwd = add_qfwd, .cexport = add_cexport,
+    .onnx = elem_onnx,
 };
 
 /* ---- mul ---------------------------------------------------------------------- */
@@ -222,6 +242,7 @@ static ccq_status mul_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err
 const op_traits op_mul = {
     .name = "mul", .min_in = 2, .max_in = 2, .flags = OP_CALIBRATED,
     .load = mul_load, .save = no_save, .ffwd = mul_ffwd, .qinit = mul_qinit, .qfwd = mul_qfwd, .cexport = mul_cexport,
+    .onnx = elem_onnx,
 };
 
 /* ---- concat ------------------------------------------------------------------- */
@@ -385,5 +406,5 @@ static ccq_status concat_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *
 const op_traits op_concat = {
     .name = "concat", .min_in = 2, .max_in = MODEL_MAX_IN, .flags = OP_CALIBRATED,
     .load = concat_load, .save = concat_save, .ffwd = concat_ffwd, .qinit = concat_qinit, .qfwd = concat_qfwd,
-    .cexport = concat_cexport,
+    .cexport = concat_cexport, .onnx = elem_onnx,
 };

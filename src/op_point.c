@@ -7,6 +7,7 @@
  * into it by quant_fold and becomes its output clamp (op_out_clamp).
  */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "ccq/fnet.h"
@@ -60,9 +61,61 @@ static ccq_status relu_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *er
     return CCQ_OK;
 }
 
+/* ---- ONNX export ------------------------------------------------------------------ */
+
+/* Relu, Clip (absent bounds left out) and BatchNormalization on the dequantized input, quantized at
+ * the node's scale; act as Cast(uint8 -> int32) and Gather on the model's uint8 table: the
+ * engine's own map from input to output level, exactly. The Gather's doc_string names the
+ * function and the output's quantization ("ccq:act FN ALPHA BETA SCALE ZP") for onnx2ccq: an act
+ * read only by another act has no DequantizeLinear to say it. */
+static ccq_status point_onnx(onnxexport_ctx *x, const qnet *q, int i, ccq_err *err)
+{
+    (void)err;
+    const model_node *nd = &q->m->nodes[i];
+    char out[ONNXEXPORT_NAME_MAX], a[ONNXEXPORT_NAME_MAX] = "", b[ONNXEXPORT_NAME_MAX] = "";
+    char c[ONNXEXPORT_NAME_MAX], d[ONNXEXPORT_NAME_MAX];
+    if (nd->op == MODEL_OP_ACT) {
+        char doc[96];
+        const int64_t n = 256;
+        ONNXEXPORT_NAME(a, i, "table"), ONNXEXPORT_NAME(b, i, "index"), ONNXEXPORT_NAME(out, i, "q");
+        onnxexport_const(x, a, ONNXEXPORT_UINT8, &n, 1, nd->table, NULL);
+        const onnxexport_attr to = ONNXEXPORT_AINT("to", ONNXEXPORT_INT32);
+        const char *ci[1] = {onnxexport_in_q(x, i, 0)};
+        onnxexport_node(x, "Cast", NULL, ci, 1, b, &to, 1, NULL);
+        snprintf(doc, sizeof doc, "ccq:act %s %.9g %.9g %.9g %d", model_act_name(nd->fn), (double)nd->act_alpha,
+                 (double)nd->act_beta, (double)nd->act_scale, nd->act_zp);
+        const char *gi[2] = {a, b};
+        onnxexport_node(x, "Gather", onnxexport_node_name(x, i), gi, 2, out, NULL, 0, doc);
+        onnxexport_result_q(x, i, out);
+        return CCQ_OK;
+    }
+    snprintf(out, sizeof out, "%s", onnxexport_out(x, i));
+    const char *ins[5] = {onnxexport_in(x, i, 0), a, b, c, d};
+    if (nd->op == MODEL_OP_RELU) {
+        onnxexport_node(x, "Relu", onnxexport_node_name(x, i), ins, 1, out, NULL, 0, NULL);
+    } else if (nd->op == MODEL_OP_CLIP) {
+        if (nd->clip[0] > -3.0e38f) ONNXEXPORT_NAME(a, i, "min"), onnxexport_const(x, a, ONNXEXPORT_FLOAT, NULL, 0, &nd->clip[0], NULL);
+        if (nd->clip[1] < 3.0e38f) ONNXEXPORT_NAME(b, i, "max"), onnxexport_const(x, b, ONNXEXPORT_FLOAT, NULL, 0, &nd->clip[1], NULL);
+        onnxexport_node(x, "Clip", onnxexport_node_name(x, i), ins, b[0] ? 3 : a[0] ? 2 : 1, out, NULL, 0, NULL);
+    } else {
+        const int64_t n = nd->shape.c;
+        const float *v[4] = {nd->gamma, nd->beta, nd->mean, nd->var};
+        char *nm[4] = {a, b, c, d};
+        static const char *const sfx[4] = {"gamma", "beta", "mean", "var"};
+        for (int k = 0; k < 4; k++) {
+            snprintf(nm[k], ONNXEXPORT_NAME_MAX, "n%d_%s", i, sfx[k]);
+            onnxexport_const(x, nm[k], ONNXEXPORT_FLOAT, &n, 1, v[k], NULL);
+        }
+        const onnxexport_attr eps = ONNXEXPORT_AFLOAT("epsilon", nd->eps);
+        onnxexport_node(x, "BatchNormalization", onnxexport_node_name(x, i), ins, 5, out, &eps, 1, NULL);
+    }
+    onnxexport_result(x, i, out);
+    return CCQ_OK;
+}
+
 const op_traits op_relu = {
     .name = "relu", .min_in = 1, .max_in = 1, .load = same_load, .save = no_save,
-    .ffwd = relu_ffwd, .qfwd = relu_qfwd, .cexport = relu_cexport,
+    .ffwd = relu_ffwd, .qfwd = relu_qfwd, .cexport = relu_cexport, .onnx = point_onnx,
 };
 
 /* ---- clip --------------------------------------------------------------------- */
@@ -125,7 +178,7 @@ static ccq_status clip_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *er
 
 const op_traits op_clip = {
     .name = "clip", .min_in = 1, .max_in = 1, .load = clip_load, .save = clip_save,
-    .ffwd = clip_ffwd, .qfwd = clip_qfwd, .cexport = clip_cexport,
+    .ffwd = clip_ffwd, .qfwd = clip_qfwd, .cexport = clip_cexport, .onnx = point_onnx,
 };
 
 /* ---- act ---------------------------------------------------------------------- */
@@ -248,7 +301,7 @@ static ccq_status act_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err
 
 const op_traits op_act = {
     .name = "act", .min_in = 1, .max_in = 1, .flags = OP_CALIBRATED, .load = act_load, .save = act_save,
-    .ffwd = act_ffwd, .qprep = act_qprep, .qfwd = act_qfwd, .cexport = act_cexport,
+    .ffwd = act_ffwd, .qprep = act_qprep, .qfwd = act_qfwd, .cexport = act_cexport, .onnx = point_onnx,
 };
 
 /* ---- batchnorm ---------------------------------------------------------------- */
@@ -361,5 +414,5 @@ static ccq_status bn_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err)
 const op_traits op_batchnorm = {
     .name = "batchnorm", .min_in = 1, .max_in = 1, .flags = OP_FUSES | OP_CALIBRATED,
     .load = bn_load, .save = bn_save, .ffwd = bn_ffwd, .qinit = bn_qinit, .qfwd = bn_qfwd,
-    .cexport = bn_cexport,
+    .cexport = bn_cexport, .onnx = point_onnx,
 };

@@ -2,8 +2,10 @@
  * op_pool.c: maxpool, avgpool and globalavgpool: attributes, float forward
  * (fnet.c's kernels) and integer forward. Pools keep their input's scale
  * (no calibration of their own): max pool moves levels, average pools
- * divide integer sums with rounding half away from zero.
+ * divide integer sums with rounding half away from zero. Their C and ONNX
+ * exports.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "ccq/fnet.h"
@@ -211,17 +213,67 @@ static ccq_status gap_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err
     return CCQ_OK;
 }
 
+/* ---- ONNX export ------------------------------------------------------------------ */
+
+/* MaxPool / AveragePool at ceil_mode 0: a ceil-mode window count becomes explicit end padding
+ * ((o - 1) s + k - in - pad_begin, less than k since the last window starts inside the input or
+ * the begin padding), which changes nothing a max or a count of real taps sees. An average pool
+ * counting padding whose last window would reach past the model's end padding is refused: ONNX
+ * would count the extra padding, the engine does not. */
+static ccq_status pool_onnx(onnxexport_ctx *x, const qnet *q, int i, ccq_err *err)
+{
+    const model *m = q->m;
+    const model_node *nd = &m->nodes[i];
+    const model_shape in = model_in_shape(m, i, 0);
+    const int avg = nd->op == MODEL_OP_AVGPOOL;
+    const int64_t k[2] = {nd->kernel[0], nd->kernel[1]}, s[2] = {nd->stride[0], nd->stride[1]};
+    int64_t p[4] = {nd->pad[0], nd->pad[1], nd->pad[2], nd->pad[3]};
+    if (nd->ceil_mode)
+        for (int a = 0; a < 2; a++) {
+            const int64_t n_in = a ? in.w : in.h, o = a ? nd->shape.w : nd->shape.h;
+            int64_t end = (o - 1) * s[a] + k[a] - n_in - p[a];
+            if (end < 0) end = 0;
+            if (avg && nd->count_include_pad && end > p[a + 2])
+                return ccq_fail(err, CCQ_ERR_USAGE,
+                                "%s: node %d (%s %s): ceil-mode average pool with count_include_pad whose last "
+                                "window reaches past the end padding: ONNX's AveragePool would count that "
+                                "padding, ccq does not, so it cannot be exported exactly",
+                                m->path, i, model_op_name(nd->op), nd->name);
+            p[a + 2] = end;
+        }
+    const onnxexport_attr at[4] = {ONNXEXPORT_AINTS("kernel_shape", k, 2), ONNXEXPORT_AINTS("strides", s, 2),
+                                   ONNXEXPORT_AINTS("pads", p, 4),
+                                   ONNXEXPORT_AINT("count_include_pad", nd->count_include_pad)};
+    const char *ins[1] = {onnxexport_in(x, i, 0)};
+    char out[ONNXEXPORT_NAME_MAX];
+    snprintf(out, sizeof out, "%s", onnxexport_out(x, i));
+    onnxexport_node(x, avg ? "AveragePool" : "MaxPool", onnxexport_node_name(x, i), ins, 1, out, at, avg ? 4 : 3, NULL);
+    onnxexport_result(x, i, out);
+    return CCQ_OK;
+}
+
+static ccq_status gap_onnx(onnxexport_ctx *x, const qnet *q, int i, ccq_err *err)
+{
+    (void)q, (void)err;
+    const char *ins[1] = {onnxexport_in(x, i, 0)};
+    char out[ONNXEXPORT_NAME_MAX];
+    snprintf(out, sizeof out, "%s", onnxexport_out(x, i));
+    onnxexport_node(x, "GlobalAveragePool", onnxexport_node_name(x, i), ins, 1, out, NULL, 0, NULL);
+    onnxexport_result(x, i, out);
+    return CCQ_OK;
+}
+
 const op_traits op_maxpool = {
     .name = "maxpool", .min_in = 1, .max_in = 1, .load = pool_load, .save = pool_save,
-    .ffwd = maxpool_ffwd, .qinit = pool_qinit, .qfwd = pool_qfwd, .cexport = pool_cexport,
+    .ffwd = maxpool_ffwd, .qinit = pool_qinit, .qfwd = pool_qfwd, .cexport = pool_cexport, .onnx = pool_onnx,
 };
 
 const op_traits op_avgpool = {
     .name = "avgpool", .min_in = 1, .max_in = 1, .load = pool_load, .save = pool_save,
-    .ffwd = avgpool_ffwd, .qinit = pool_qinit, .qfwd = pool_qfwd, .cexport = pool_cexport,
+    .ffwd = avgpool_ffwd, .qinit = pool_qinit, .qfwd = pool_qfwd, .cexport = pool_cexport, .onnx = pool_onnx,
 };
 
 const op_traits op_globalavgpool = {
     .name = "globalavgpool", .min_in = 1, .max_in = 1, .load = gap_load, .save = no_save,
-    .ffwd = gap_ffwd, .qfwd = gap_qfwd, .cexport = gap_cexport,
+    .ffwd = gap_ffwd, .qfwd = gap_qfwd, .cexport = gap_cexport, .onnx = gap_onnx,
 };

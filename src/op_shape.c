@@ -5,6 +5,7 @@
  * included). Their outputs keep the input's scale and zero point; pad writes
  * the zero point, which is real zero.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "ccq/op.h"
@@ -65,9 +66,56 @@ static ccq_status flatten_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err 
     return CCQ_OK;
 }
 
+/* ---- ONNX export ------------------------------------------------------------------ */
+
+/* Flatten (axis 1), Pad (constant zeros: real zero, which the engine writes as the zero point) and
+ * Slice on the dequantized input, quantized again at the same scale: the levels move unchanged.
+ * Shapes gain the batch axis in front; a slice's end past index 0 backwards is INT64_MIN, as ONNX
+ * asks. */
+static ccq_status shape_onnx(onnxexport_ctx *x, const qnet *q, int i, ccq_err *err)
+{
+    (void)err;
+    const model_node *nd = &q->m->nodes[i];
+    const model_shape in = model_in_shape(q->m, i, 0);
+    const int r = in.rank;
+    const int dims_out[3] = {nd->shape.c, nd->shape.h, nd->shape.w};
+    char out[ONNXEXPORT_NAME_MAX], a[ONNXEXPORT_NAME_MAX], b[ONNXEXPORT_NAME_MAX], c[ONNXEXPORT_NAME_MAX],
+        d[ONNXEXPORT_NAME_MAX];
+    snprintf(out, sizeof out, "%s", onnxexport_out(x, i));
+    const char *ins[5] = {onnxexport_in(x, i, 0), a, b, c, d};
+    if (nd->op == MODEL_OP_FLATTEN) {
+        const onnxexport_attr axis = ONNXEXPORT_AINT("axis", 1);
+        onnxexport_node(x, "Flatten", onnxexport_node_name(x, i), ins, 1, out, &axis, 1, NULL);
+    } else if (nd->op == MODEL_OP_PAD) {
+        int64_t pads[8] = {0}; /* ONNX: every axis' begin, then every axis' end, batch first */
+        const int64_t n = 2 * (r + 1);
+        for (int k = 0; k < r; k++) pads[1 + k] = nd->pads[k], pads[r + 2 + k] = nd->pads[3 + k]; /* ccq: [c, h, w] begin, then end */
+        ONNXEXPORT_NAME(a, i, "pads");
+        onnxexport_const(x, a, ONNXEXPORT_INT64, &n, 1, pads, NULL);
+        onnxexport_node(x, "Pad", onnxexport_node_name(x, i), ins, 2, out, NULL, 0, NULL);
+    } else {
+        int64_t st[3], en[3], ax[3], sp[3];
+        const int64_t n = r;
+        for (int k = 0; k < r; k++) {
+            st[k] = nd->start[k], sp[k] = nd->step[k], ax[k] = k + 1;
+            en[k] = (int64_t)nd->start[k] + (int64_t)dims_out[k] * nd->step[k];
+            if (en[k] < 0) en[k] = INT64_MIN;
+        }
+        ONNXEXPORT_NAME(a, i, "starts"), ONNXEXPORT_NAME(b, i, "ends");
+        ONNXEXPORT_NAME(c, i, "axes"), ONNXEXPORT_NAME(d, i, "steps");
+        onnxexport_const(x, a, ONNXEXPORT_INT64, &n, 1, st, NULL);
+        onnxexport_const(x, b, ONNXEXPORT_INT64, &n, 1, en, NULL);
+        onnxexport_const(x, c, ONNXEXPORT_INT64, &n, 1, ax, NULL);
+        onnxexport_const(x, d, ONNXEXPORT_INT64, &n, 1, sp, NULL);
+        onnxexport_node(x, "Slice", onnxexport_node_name(x, i), ins, 5, out, NULL, 0, NULL);
+    }
+    onnxexport_result(x, i, out);
+    return CCQ_OK;
+}
+
 const op_traits op_flatten = {
     .name = "flatten", .min_in = 1, .max_in = 1, .load = flatten_load, .save = no_save,
-    .ffwd = flatten_ffwd, .qfwd = flatten_qfwd, .cexport = flatten_cexport,
+    .ffwd = flatten_ffwd, .qfwd = flatten_qfwd, .cexport = flatten_cexport, .onnx = shape_onnx,
 };
 
 /* ---- pad ---------------------------------------------------------------------- */
@@ -156,7 +204,7 @@ static ccq_status pad_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err
 
 const op_traits op_pad = {
     .name = "pad", .min_in = 1, .max_in = 1, .load = pad_load, .save = pad_save,
-    .ffwd = pad_ffwd, .qfwd = pad_qfwd, .cexport = pad_cexport,
+    .ffwd = pad_ffwd, .qfwd = pad_qfwd, .cexport = pad_cexport, .onnx = shape_onnx,
 };
 
 /* ---- slice -------------------------------------------------------------------- */
@@ -264,5 +312,5 @@ static ccq_status slice_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *e
 
 const op_traits op_slice = {
     .name = "slice", .min_in = 1, .max_in = 1, .load = slice_load, .save = slice_save,
-    .ffwd = slice_ffwd, .qfwd = slice_qfwd, .cexport = slice_cexport,
+    .ffwd = slice_ffwd, .qfwd = slice_qfwd, .cexport = slice_cexport, .onnx = shape_onnx,
 };

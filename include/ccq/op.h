@@ -4,15 +4,16 @@
  * name in the model file, its arity, its folding and calibration rule
  * (flags), how its attributes and data are read and written and its output
  * shape derived, its float forward (the reference, fnet_), its integer
- * set-up and forward (qnet_) and its C export (cexport_). Adding an op
+ * set-up and forward (qnet_), its C export (cexport_) and its ONNX export
+ * (onnxexport_). Adding an op
  * means one entry, its functions in one src/op_<family>.c file, its tests
  * and its README lines.
  *
  * This header is the contract between the graph modules (model_, fnet_,
  * quant_, qnet_, cexport_) and the op implementations; nothing outside
  * them needs it. It holds the per-node integer state (qnet_node) because the integer
- * set-up and forward of an op live with the op, and so does its C export
- * (cexport_).
+ * set-up and forward of an op live with the op, and so do its C and ONNX
+ * exports (cexport_, onnxexport_).
  *
  * Families: op_conv.c (conv2d, linear), op_pool.c (maxpool, avgpool,
  * globalavgpool), op_elem.c (add, mul, concat), op_shape.c (flatten, pad,
@@ -28,6 +29,7 @@
 #include "ccq/h5io.h"
 #include "ccq/kern.h"
 #include "ccq/model.h"
+#include "ccq/onnxexport.h"
 #include "ccq/qnet.h"
 
 enum {
@@ -74,6 +76,12 @@ typedef struct {
      * from q->nodes[i] (a qnet built with the scalar kernels) and its call, with exactly qfwd's
      * integers. NULL: the op cannot be exported. */
     ccq_status (*cexport)(cexport_ctx *x, const qnet *q, int i, ccq_err *err);
+    /* ONNX export of node i (onnxexport.h's emission API): its QDQ-form nodes, reading
+     * onnxexport_in and ending in onnxexport_result, with the model's levels, scales and tables
+     * unchanged and integer constants (bias_q) from q->nodes[i]. An attribute ONNX cannot express
+     * with the engine's meaning is an error naming the node (CCQ_ERR_USAGE). NULL: the op cannot be
+     * exported. */
+    ccq_status (*onnx)(onnxexport_ctx *x, const qnet *q, int i, ccq_err *err);
 } op_traits;
 
 const op_traits *op_get(model_op op);
