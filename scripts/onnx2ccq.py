@@ -27,6 +27,19 @@ different from the ONNX graph.
 per input channel (or one for all): ccq feeds the network
 (pixel/255 - mean) / std. The layout it writes is documented in README.md
 ("Model file"); a file is written only when the whole graph converted.
+
+A graph in QDQ form (QuantizeLinear/DequantizeLinear: `ccq export --format
+onnx`, and other quantizers' per-output-channel symmetric int8 weights,
+int32 biases at s_in * s_w and per-tensor uint8 activations) becomes a
+quantized model file instead, `ccq eval` and `ccq search` ready: the levels,
+float32 weight scales, activation scales and zero points and act tables as
+they are (a ccq export's round trip gives identical int32 logits), a ReLU or
+Clip between a layer and its QuantizeLinear fused as `ccq quantize` fuses
+it, act tables of Sigmoid & co. computed as `ccq quantize` computes them. A
+convention ccq cannot represent exactly (non-zero weight zero points,
+per-channel or int8 activations, a bias at another scale, an op reading a
+uint8 tensor other than ccq's act Gather, a requantization between a
+QuantizeLinear and its DequantizeLinear) is an error naming the node.
 """
 import argparse
 import os
@@ -955,6 +968,7 @@ class Converter:
             stack.extend(self.nodes[i]["inputs"])
         order = sorted(live)
         remap = {old: new for new, old in enumerate(order)}
+        self.remap = dict(remap)
         remap[-1] = -1
         nodes = []
         for old in order:
@@ -962,6 +976,365 @@ class Converter:
             nd["inputs"] = [remap[i] for i in nd["inputs"]]
             nodes.append(nd)
         return nodes
+
+
+# ---- QDQ models: a quantized integer network ---------------------------------------------------
+# A QDQ graph (QuantizeLinear/DequantizeLinear around float ops, as `ccq export --format onnx` and
+# other quantizers write) becomes a quantized model file: the QDQ layer is read off (QDQ.strip),
+# the float graph left over goes through the converter above, and the integer network is put back
+# on its nodes (QDQ.assemble) without re-deriving anything ccq would derive differently: the int8
+# levels and float32 weight scales, each activation's float32 scale and uint8 zero point, int32
+# biases and 256-entry act tables are taken as they are. ccq's own exports carry what QDQ cannot
+# say in doc strings and metadata (README, "Deploy"): layer widths ("ccq:bits B" on a levels
+# initializer), act functions and their output quantization ("ccq:act FN ALPHA BETA SCALE ZP" on a
+# Gather), the input normalisation.
+
+CALIBRATED = {"conv2d", "linear", "add", "mul", "concat", "act", "batchnorm"}  # own output scale
+FUSES = {"conv2d", "linear", "batchnorm", "add"}                              # may absorb a ReLU/Clip
+
+
+def qmax(bits):
+    return (1 << (bits - 1)) - 1
+
+
+def act_eval(fn, a, b, x):
+    """ccq's act functions in double (src/op_point.c act_eval; the same libm through math)."""
+    import math
+    if fn == "sigmoid":
+        return 1.0 / (1.0 + math.exp(-x))
+    if fn == "hardsigmoid":
+        return max(0.0, min(1.0, a * x + b))
+    if fn == "hardswish":
+        return x * max(0.0, min(1.0, x / 6.0 + 0.5))
+    if fn == "tanh":
+        return math.tanh(x)
+    if fn == "leakyrelu":
+        return x if x >= 0 else a * x
+    if fn == "elu":
+        return x if x > 0 else a * (math.exp(x) - 1.0)
+    if fn == "gelu":
+        return 0.5 * x * (1.0 + math.erf(x / math.sqrt(2.0)))
+    return 0.5 * x * (1.0 + math.tanh(math.sqrt(2.0 / 3.14159265358979323846) * (x + 0.044715 * x * x * x)))
+
+
+def act_table(fn, a, b, s_in, z_in, s_out, z_out):
+    """table[q] = clamp(zo + round(f(s_in (q - z_in)) / s_out), 0, 255), as `ccq quantize` makes it."""
+    import math
+    t = np.zeros(256, np.uint8)
+    for q in range(256):
+        v = act_eval(fn, float(a), float(b), float(s_in) * (q - z_in)) / float(s_out) + z_out
+        t[q] = 0 if v <= 0 else 255 if v >= 255 else int(math.floor(v + 0.5))
+    return t
+
+
+def llround(v):
+    """C's llround: half away from zero."""
+    return int(np.sign(v) * np.floor(abs(v) + 0.5))
+
+
+class QDQ:
+    """The QDQ layer of a graph, read off: weights[t] and biases[t] (the constant DequantizeLinear
+    outputs), quant[t] (float tensor t is quantized per tensor at (scale, zero point)), tables
+    (act Gathers), and the float graph that remains."""
+
+    def __init__(self, model):
+        import onnx
+        from onnx import numpy_helper
+        self.onnx, self.nh, self.model, self.g = onnx, numpy_helper, model, model.graph
+        self.consts = {t.name: numpy_helper.to_array(t) for t in self.g.initializer}
+        self.docs = {t.name: t.doc_string for t in self.g.initializer}
+        for n in self.g.node:
+            if n.op_type == "Constant" and len(n.attribute) == 1 and n.attribute[0].name == "value":
+                self.consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+        self.meta = {p.key: p.value for p in model.metadata_props}
+
+    @staticmethod
+    def present(model):
+        return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+    def arg(self, n, i):
+        return self.consts.get(n.input[i]) if len(n.input) > i and n.input[i] else None
+
+    def per_tensor(self, n):
+        """(scale, zero point) of a per-tensor uint8 Q/DQ node."""
+        s, z = self.arg(n, 1), self.arg(n, 2)
+        if s is None or (len(n.input) > 2 and n.input[2] and z is None):
+            raise ConvertError(f"{node_label(n)}: scale and zero point must be constants")
+        if s.size != 1 or (z is not None and z.size != 1):
+            raise ConvertError(f"{node_label(n)}: per-channel activation quantization: ccq's activations are "
+                               f"quantized per tensor")
+        if z is not None and z.dtype != np.uint8:
+            raise ConvertError(f"{node_label(n)}: {z.dtype} activations: ccq's activations are uint8")
+        s = np.float32(s.reshape(-1)[0])
+        if not (np.isfinite(s) and s > 0):
+            raise ConvertError(f"{node_label(n)}: scale {s} must be finite and positive")
+        return s, int(z.reshape(-1)[0]) if z is not None else 0
+
+    def strip(self):
+        """The float graph without its QDQ layer (a new ModelProto)."""
+        helper, nh = self.onnx.helper, self.nh
+        self.weights, self.biases, self.quant, self.tables = {}, {}, {}, {}
+        src = {}     # uint8 tensor -> (float tensor it stands for, (scale, zp) or None)
+        used_by = {}
+        for n in self.g.node:
+            for i in n.input:
+                used_by.setdefault(i, []).append(n)
+        inputs = [i for i in self.g.input if i.name not in self.consts]
+        new_inputs = []
+        for i in inputs:
+            tt = i.type.tensor_type
+            if tt.elem_type == self.onnx.TensorProto.UINT8:
+                src[i.name] = (i.name, None)
+                dims = [d.dim_param or d.dim_value for d in tt.shape.dim]
+                i = helper.make_tensor_value_info(i.name, self.onnx.TensorProto.FLOAT, dims)
+            new_inputs.append(i)
+        nodes, inits = [], [t for t in self.g.initializer]
+        skip = set()
+
+        def setq(t, sz, n):
+            if t in self.quant and self.quant[t] != sz:
+                raise ConvertError(f"{node_label(n)}: '{t}' quantized twice, at {self.quant[t]} and {sz}: ccq keeps one "
+                                   f"scale per tensor")
+            self.quant[t] = sz
+        for n in self.g.node:
+            if id(n) in skip or n.op_type == "Constant" and n.output[0] in self.consts:
+                continue
+            if n.op_type == "DequantizeLinear" and n.input[0] in self.consts:
+                x, s, z = self.consts[n.input[0]], self.arg(n, 1), self.arg(n, 2)
+                axis = next((helper.get_attribute_value(a) for a in n.attribute if a.name == "axis"), 1)
+                if s is None:
+                    raise ConvertError(f"{node_label(n)}: the scale must be a constant")
+                if z is not None and np.any(z != 0):
+                    raise ConvertError(f"{node_label(n)}: non-zero weight zero point (asymmetric weights): ccq's "
+                                       f"weights are symmetric, zero point 0")
+                if x.dtype == np.int8:
+                    if np.any(x == -128):
+                        raise ConvertError(f"{node_label(n)}: level -128: ccq's levels are within +-127")
+                    self.weights[n.output[0]] = (x, s.astype(np.float32), axis, self.docs.get(n.input[0], ""), n)
+                elif x.dtype == np.int32:
+                    self.biases[n.output[0]] = (x, s.astype(np.float32), n)
+                else:
+                    raise ConvertError(f"{node_label(n)}: {x.dtype} constant: ccq reads int8 weights and int32 biases")
+                shape = [1] * x.ndim
+                if s.size > 1:
+                    ax = axis + x.ndim if axis < 0 else axis
+                    shape[ax] = s.size
+                v = (x.astype(np.float64) * s.astype(np.float64).reshape(shape)).astype(np.float32)
+                inits.append(nh.from_array(v, n.output[0]))
+                continue
+            if n.op_type == "QuantizeLinear":
+                sz = self.per_tensor(n)
+                setq(n.input[0], sz, n)
+                src[n.output[0]] = (n.input[0], sz)
+                continue
+            if n.op_type == "DequantizeLinear":
+                if n.input[0] not in src:
+                    raise ConvertError(f"{node_label(n)}: dequantizes '{n.input[0]}', which is not a uint8 activation "
+                                       f"(QuantizeLinear output, uint8 input or act table)")
+                f, sz0 = src[n.input[0]]
+                sz = self.per_tensor(n)
+                if sz0 is not None and sz0 != sz:
+                    raise ConvertError(f"{node_label(n)}: dequantizes at {sz} what was quantized at {sz0}: ccq keeps one "
+                                       f"scale per tensor")
+                setq(f, sz, n)
+                nodes.append(helper.make_node("Identity", [f], [n.output[0]], name=n.name))
+                continue
+            if n.op_type == "Cast" and n.input[0] in src:
+                to = next((helper.get_attribute_value(a) for a in n.attribute if a.name == "to"), None)
+                g = used_by.get(n.output[0], [])
+                tab = self.arg(g[0], 0) if len(g) == 1 and g[0].op_type == "Gather" else None
+                gax = next((helper.get_attribute_value(a) for a in g[0].attribute if a.name == "axis"), 0) if g else 0
+                if to not in (self.onnx.TensorProto.INT32, self.onnx.TensorProto.INT64) or tab is None or \
+                        tab.dtype != np.uint8 or tab.shape != (256,) or g[0].input[1] != n.output[0] or gax != 0:
+                    raise ConvertError(f"{node_label(n)}: a uint8 activation cast is only read as the index of a "
+                                       f"256-entry uint8 table (Gather): ccq's act")
+                gn = g[0]
+                skip.add(id(gn))
+                out_f = gn.output[0] + ":f"
+                self.tables[gn.output[0]] = (tab, gn.doc_string, gn)
+                src[gn.output[0]] = (out_f, None)
+                doc = next((x.split() for x in gn.doc_string.split("\n") if x.startswith("ccq:act ")), [])
+                if len(doc) == 6:  # ccq's export: the table's output quantization, for an act only acts read
+                    setq(out_f, (np.float32(doc[4]), int(doc[5])), gn)
+                nodes.append(helper.make_node("CcqAct", [src[n.input[0]][0]], [out_f], name=gn.name or gn.output[0],
+                                              doc_string=gn.doc_string))
+                continue
+            for i in n.input:
+                if i in src:
+                    raise ConvertError(f"{node_label(n)}: reads the uint8 tensor '{i}' directly: only the QDQ form "
+                                       f"(a DequantizeLinear before every op) is supported")
+            nodes.append(n)
+        for o in self.g.output:
+            if o.name in src:
+                raise ConvertError(f"output '{o.name}' is a uint8 tensor: ccq's logits are the float output of the "
+                                   f"last linear or conv layer")
+        g = helper.make_graph(nodes, self.g.name or "qdq", new_inputs, list(self.g.output), inits)
+        m = helper.make_model(g, opset_imports=list(self.model.opset_import))
+        m.ir_version = self.model.ir_version
+        return m
+
+    # ---- the integer network on the converted nodes --------------------------------------------
+    def assemble(self, conv, nodes, in_name):
+        """Quantize the converter's nodes with what strip() read: fuse ReLU/Clip (and refuse a
+        BatchNorm) that follow a layer with no quantization of its own, then give every node its
+        output scale, every layer its levels, scales, bias and width, every act its table.
+        Returns (nodes, input scale, input zero point)."""
+        n_nodes = len(nodes)
+        tensors = {}
+        for t, ref in conv.env.items():
+            if ref[0] == "node" and ref[1] in conv.remap:
+                tensors.setdefault(conv.remap[ref[1]], []).append(t)
+        own = []
+        for k, nd in enumerate(nodes):
+            qs = {self.quant[t] for t in tensors.get(k, []) if t in self.quant}
+            if len(qs) > 1:
+                raise ConvertError(f"node '{nd['name']}' ({nd['op']}): its output is quantized at {sorted(qs)}: "
+                                   f"ccq keeps one scale per tensor")
+            own.append(qs.pop() if qs else None)
+        if in_name not in self.quant:
+            raise ConvertError(f"input '{in_name}' is not quantized (no DequantizeLinear of the uint8 image nor "
+                               f"QuantizeLinear of the float input)")
+        in_q = self.quant[in_name]
+        uses = [0] * n_nodes
+        for nd in nodes:
+            for j in nd["inputs"]:
+                if j >= 0:
+                    uses[j] += 1
+        out_idx = n_nodes - 1
+        uses[out_idx] += 1
+        # fusion, as ccq's quant_fold: a ReLU or Clip alone reading an unquantized fusing op
+        keep, mp = [], {}
+        for k, nd in enumerate(nodes):
+            ins = [mp[j] if j >= 0 else -1 for j in nd["inputs"]]
+            p = ins[0] if ins else -1
+            prod = keep[p] if p >= 0 else None
+            if prod is not None and own[nd["inputs"][0]] is None and nd["inputs"][0] != out_idx:
+                pk = nd["inputs"][0]
+                if nd["op"] in ("relu", "clip") and prod["op"] in FUSES and uses[pk] == 1 and not prod.get("relu") \
+                        and "clip" not in prod["attrs"]:
+                    if nd["op"] == "relu":
+                        prod["relu"] = 1
+                    else:
+                        prod["attrs"]["clip"] = [np.float32(nd["attrs"]["min"]), np.float32(nd["attrs"]["max"])]
+                    prod["q"] = own[k]
+                    prod["name_out"] = nd["name"]
+                    mp[k] = p
+                    continue
+                if nd["op"] == "batchnorm" and prod["op"] in ("conv2d", "linear"):
+                    raise ConvertError(f"node '{nd['name']}' (batchnorm): follows '{prod['name']}' with no "
+                                       f"quantization between: fold BatchNorm into the layer before quantizing")
+            nd = dict(nd, inputs=ins, q=own[k], attrs=dict(nd["attrs"]), k=k)
+            mp[k] = len(keep)
+            keep.append(nd)
+        out_idx = mp[out_idx]
+        scale = lambda j: in_q if j < 0 else (keep[j]["act_scale"], keep[j]["act_zp"])  # noqa: E731
+        for k, nd in enumerate(keep):
+            lab = f"node '{nd['name']}' ({nd['op']})"
+            s_in, z_in = scale(nd["inputs"][0]) if nd["inputs"] else in_q
+            if nd["op"] in ("conv2d", "linear"):
+                self.layer(nd, s_in, lab, conv)
+            if k == out_idx:
+                if nd["op"] not in ("conv2d", "linear") or nd.get("relu") or "clip" in nd["attrs"]:
+                    raise ConvertError(f"{lab}: the logits must come from a linear or conv2d layer without "
+                                       f"ReLU or Clip")
+                nd["act_scale"] = np.float32(max(float(s_in) * float(w) for w in nd["qdata"]["wscale"]))
+                nd["act_zp"] = 0
+                continue
+            if nd["op"] in CALIBRATED:
+                if nd["q"] is None:
+                    raise ConvertError(f"{lab}: its output is not quantized (no QuantizeLinear after it)")
+                nd["act_scale"], nd["act_zp"] = nd["q"]
+            else:
+                if nd["q"] is not None and tuple(nd["q"]) != (s_in, z_in):
+                    raise ConvertError(f"{lab}: output quantized at {nd['q']}, input at {(s_in, z_in)}: ccq's "
+                                       f"{nd['op']} keeps its input's scale")
+                nd["act_scale"], nd["act_zp"] = s_in, z_in
+            if nd["op"] == "act":
+                if "table" in nd:
+                    nd["qdata"] = {"table": nd.pop("table")}
+                else:
+                    a = nd["attrs"]
+                    nd["qdata"] = {"table": act_table(a["fn"], a["alpha"], a["beta"], s_in, z_in, nd["act_scale"],
+                                                      nd["act_zp"])}
+        return keep, in_q
+
+    def layer(self, nd, s_in, lab, conv):
+        """Levels, wscale, width, float weight and bias of a conv2d/linear node from its QDQ constants."""
+        n = nd["src"]
+        w_name = n.input[1]
+        if w_name not in self.weights:
+            raise ConvertError(f"{lab}: its weight is not a DequantizeLinear of int8 levels")
+        lev, s, axis, doc, dq = self.weights[w_name]
+        oc_axis = 0
+        if n.op_type == "MatMul" or (n.op_type == "Gemm" and not any(a.name == "transB" and a.i for a in n.attribute)):
+            oc_axis = 1
+        if n.op_type == "Gemm" and any(a.name in ("alpha", "beta") and a.f != 1.0 for a in n.attribute):
+            raise ConvertError(f"{lab}: Gemm alpha/beta other than 1 on quantized weights")
+        ax = axis + lev.ndim if axis < 0 else axis
+        if s.size > 1 and ax != oc_axis:
+            raise ConvertError(f"{node_label(dq)}: weight scales along axis {axis}: ccq's are per output channel")
+        levels = np.ascontiguousarray(lev if oc_axis == 0 else lev.T)
+        oc = levels.shape[0]
+        wscale = np.broadcast_to(s.reshape(-1), (oc,)).astype(np.float32).copy()
+        if not np.all(wscale > 0) or not np.all(np.isfinite(wscale)):
+            raise ConvertError(f"{node_label(dq)}: weight scales must be finite and positive")
+        want = (levels.astype(np.float64) * wscale.astype(np.float64).reshape((oc,) + (1,) * (levels.ndim - 1)))
+        if nd["data"]["weight"].shape != levels.shape or \
+                not np.array_equal(nd["data"]["weight"], want.astype(np.float32)):
+            raise ConvertError(f"{lab}: its weights are not the dequantized levels (a constant scaling folded "
+                               f"into a quantized layer)")
+        m = next((x for x in doc.split("\n") if x.startswith("ccq:bits ")), None)
+        mx = int(np.abs(levels).max()) if levels.size else 0
+        bits = int(m.split()[1]) if m else max(2, next(b for b in range(2, 9) if qmax(b) >= mx))
+        if not 2 <= bits <= 8 or qmax(bits) < mx:
+            raise ConvertError(f"{node_label(dq)}: levels up to {mx} do not fit the {bits} bits stated")
+        nd["bits"] = bits
+        nd["qdata"] = {"levels": levels, "wscale": wscale}
+        nd["data"]["weight"] = want.astype(np.float32)
+        b = None
+        cands = [n.input[2]] if len(n.input) > 2 and n.input[2] else []
+        if n.op_type == "MatMul":
+            cands = [i for c in conv.consumers.get(n.output[0], []) if c.op_type == "Add" for i in c.input]
+        b = next((self.biases[c] for c in cands if c in self.biases), None)
+        if b is None:
+            return  # no bias, or a float one: ccq rounds it to the accumulator's scale as always
+        bq, bs, bdq = b
+        bq = bq.reshape(-1)
+        acc = float(s_in) * wscale.astype(np.float64)
+        bs = np.broadcast_to(bs.reshape(-1), (oc,)).astype(np.float64)
+        if bq.shape != (oc,) or np.any(np.abs(bs / acc - 1) > 2.0 ** -20):
+            raise ConvertError(f"{node_label(bdq)}: the bias scale must be s_in * s_w per output channel (the "
+                               f"accumulator's), as ccq's integer engine adds it")
+        bias = (bq.astype(np.float64) * acc).astype(np.float32)
+        back = np.array([llround(v) for v in bias.astype(np.float64) / acc])
+        if not np.array_equal(back, bq):
+            raise ConvertError(f"{node_label(bdq)}: int32 bias too large to store exactly as ccq's float bias")
+        nd["data"]["bias"] = bias
+
+
+class QDQConverter(Converter):
+    """The converter with ccq's act tables (CcqAct, from QDQ.strip) and each node's ONNX source."""
+
+    def __init__(self, model, qdq):
+        super().__init__(model)
+        self.qdq = qdq
+
+    def emit(self, n, op, inputs, shape, attrs=None, data=None):
+        ref = super().emit(n, op, inputs, shape, attrs, data)
+        self.nodes[-1]["src"] = n
+        return ref
+
+    def op_CcqAct(self, n):
+        doc = next((x for x in n.doc_string.split("\n") if x.startswith("ccq:act ")), None)
+        if doc is None:
+            raise ConvertError(f"node '{n.name}' (Gather): an act table without its function (doc_string "
+                               f"'ccq:act FN ALPHA BETA', as ccq export writes)")
+        p = doc.split()
+        if len(p) not in (4, 6) or p[1] not in [v[0] for v in ACTS.values()] + ["gelu", "gelu_tanh"]:
+            raise ConvertError(f"node '{n.name}' (Gather): cannot read '{doc}'")
+        self.emit(n, "act", [self.tensor(n, n.input[0])], self.shape[n.input[0]],
+                  {"fn": p[1], "alpha": np.float32(p[2]), "beta": np.float32(p[3])})
+        self.nodes[-1]["table"] = self.qdq.tables[n.output[0][:-2]][0].copy()
 
 
 def parse_floats(s, what, channels):
@@ -978,7 +1351,10 @@ def parse_floats(s, what, channels):
     return np.array(v, dtype=np.float32)
 
 
-def write(path, name, in_shape, mean, std, nodes):
+def write(path, name, in_shape, mean, std, nodes, quant=None):
+    """The model file (README, "Model file"), atomically. quant = (input scale, input zero point)
+    writes a quantized model file: nodes then carry act_scale, act_zp, relu, bits and qdata
+    (levels int8, wscale float32, table uint8) as QDQ.assemble leaves them."""
     import h5py
     tmp = path + ".tmp"
     try:
@@ -991,6 +1367,11 @@ def write(path, name, in_shape, mean, std, nodes):
             gi.attrs["shape"] = np.array(in_shape, dtype=np.int32)
             gi.attrs["mean"] = mean
             gi.attrs["std"] = std
+            if quant is not None:
+                f.attrs["quantized"] = np.int32(1)
+                f.attrs["abits"] = np.int32(8)
+                gi.attrs["act_scale"] = np.float32(quant[0])
+                gi.attrs["act_zp"] = np.int32(quant[1])
             gn = f.create_group("nodes")
             gn.attrs["count"] = np.int32(len(nodes))
             for i, nd in enumerate(nodes):
@@ -1002,12 +1383,22 @@ def write(path, name, in_shape, mean, std, nodes):
                 for k, v in nd["attrs"].items():
                     if isinstance(v, str):
                         g.attrs[k] = np.bytes_(v)
-                    elif isinstance(v, (np.floating, float)):
-                        g.attrs[k] = np.float32(v)
+                    elif isinstance(v, (np.floating, float)) or k == "clip":
+                        g.attrs[k] = np.asarray(v, dtype=np.float32)
                     else:
                         g.attrs[k] = np.array(v, dtype=np.int32)
                 for k, v in nd["data"].items():
                     g.create_dataset(k, data=np.ascontiguousarray(v, dtype=np.float32))
+                if quant is None:
+                    continue
+                if nd.get("relu"):
+                    g.attrs["relu"] = np.int32(1)
+                g.attrs["act_scale"] = np.float32(nd["act_scale"])
+                g.attrs["act_zp"] = np.int32(nd["act_zp"])
+                if "bits" in nd:
+                    g.attrs["bits"] = np.int32(nd["bits"])
+                for k, v in nd.get("qdata", {}).items():
+                    g.create_dataset(k, data=np.ascontiguousarray(v))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -1016,13 +1407,18 @@ def write(path, name, in_shape, mean, std, nodes):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Convert an ONNX image classifier into a ccq model file.")
+    ap = argparse.ArgumentParser(description="Convert an ONNX image classifier (float, or quantized in QDQ form) "
+                                             "into a ccq model file.")
     ap.add_argument("onnx_in", metavar="IN.onnx")
     ap.add_argument("out", metavar="OUT.h5")
-    ap.add_argument("--name", help="model name stored in the file (default: the input file's stem)")
-    ap.add_argument("--mean", default="0", help="input mean per channel, pixel/255 units (default 0)")
-    ap.add_argument("--std", default="1", help="input std per channel, pixel/255 units (default 1)")
+    ap.add_argument("--name", help="model name stored in the file (default: the input file's stem, or the "
+                                   "name a ccq export recorded)")
+    ap.add_argument("--mean", default=None, help="input mean per channel, pixel/255 units (default 0; QDQ: what a "
+                                                 "ccq export recorded, else the input zero point / 255)")
+    ap.add_argument("--std", default=None, help="input std per channel, pixel/255 units (default 1; QDQ: what a "
+                                                "ccq export recorded, else 1 / (255 x the input scale))")
     a = ap.parse_args(argv)
+    quant = None
     try:
         import onnx
         import warnings
@@ -1034,17 +1430,32 @@ def main(argv=None):
             raise ConvertError("file not found")
         except Exception as e:  # onnx raises DecodeError and friends for non-ONNX bytes
             raise ConvertError(f"not a readable ONNX model ({type(e).__name__})")
-        conv = Converter(model)
-        nodes = conv.run()
+        meta = {}
+        if QDQ.present(model):
+            qdq = QDQ(model)
+            conv = QDQConverter(qdq.strip(), qdq)
+            nodes = conv.run()
+            in_name = [i.name for i in conv.g.input if i.name not in conv.consts][0]
+            nodes, quant = qdq.assemble(conv, nodes, in_name)
+            meta = qdq.meta
+        else:
+            conv = Converter(model)
+            nodes = conv.run()
         c = conv.in_shape[0]
-        mean = parse_floats(a.mean, "mean", c)
-        std = parse_floats(a.std, "std", c)
-        name = a.name or os.path.splitext(os.path.basename(a.onnx_in))[0]
-        write(a.out, name, conv.in_shape, mean, std, nodes)
+        if quant is not None:
+            derived = (f"{quant[1] / 255.0!r}", f"{1.0 / (255.0 * float(quant[0]))!r}")
+            mean = parse_floats(a.mean or meta.get("ccq.mean") or derived[0], "mean", c)
+            std = parse_floats(a.std or meta.get("ccq.std") or derived[1], "std", c)
+        else:
+            mean = parse_floats(a.mean or "0", "mean", c)
+            std = parse_floats(a.std or "1", "std", c)
+        name = a.name or meta.get("ccq.name") or os.path.splitext(os.path.basename(a.onnx_in))[0]
+        write(a.out, name, conv.in_shape, mean, std, nodes, quant)
     except ConvertError as e:
         print(f"onnx2ccq: {a.onnx_in}: {e}", file=sys.stderr)
         return 1
-    print(f"onnx2ccq: wrote {a.out}: {len(nodes)} nodes, input {conv.in_shape}")
+    kind = f"quantized (QDQ), input scale {quant[0]!r} zero point {quant[1]}" if quant else "float"
+    print(f"onnx2ccq: wrote {a.out}: {len(nodes)} nodes, input {conv.in_shape}, {kind}")
     return 0
 
 
