@@ -16,12 +16,17 @@ pkgs=(
   libopenblas0-pthread
   # the C export's tests: clang, and 32-bit ARM (cross compiler, its libc for static links, qemu-arm)
   clang gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user
+  # the ONNX export's tests run ONNX Runtime's npm package under Node.js
+  nodejs
 )
 
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+
+# npm: Debian's package, unless a Node.js install already brings its own npm
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   SUDO=""
@@ -36,4 +41,16 @@ data="$here/build/data/fashion-mnist.h5"
 if [ ! -s "$data" ]; then
   mkdir -p "$(dirname "$data")"
   /usr/bin/python3 "$here/scripts/data2ccq.py" --fashion-mnist "$data"
+fi
+
+# ONNX Runtime for the ONNX export's tests (tests/test_onnxexport.py, scripts/ort_eval.js): the npm
+# package, pinned, into build/ort. Its CPU library for linux x64 ships inside the package;
+# --ignore-scripts keeps its install script from fetching optional GPU binaries from elsewhere.
+ORT_VERSION=1.30.0
+ort="$here/build/ort"
+have=$(node -p "require('$ort/node_modules/onnxruntime-node/package.json').version" 2>/dev/null || true)
+if [ "$have" != "$ORT_VERSION" ]; then
+  mkdir -p "$ort"
+  [ -f "$ort/package.json" ] || echo '{"name": "ccq-ort", "private": true}' > "$ort/package.json"
+  (cd "$ort" && npm install --ignore-scripts --no-audit --no-fund "onnxruntime-node@$ORT_VERSION")
 fi
