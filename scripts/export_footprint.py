@@ -83,5 +83,8 @@ L += ["", f"Code and descriptors (ARM -O2 flash minus levels and constants): {mi
       "FP32 size, 3-bit 3/32, 4-bit 1/8, 8-bit 1/4. Arena: the activations alive at the same time under the",
       "export's liveness plan (a buffer is reused once its tensor's last reader has run); in parentheses,",
       "every tensor in a buffer of its own."]
-open(OUT, "w").write("\n".join(L) + "\n")
+# keep the ONNX section scripts/bench_onnx.py writes after these tables
+old = open(OUT).read() if os.path.exists(OUT) else ""
+keep = "\n" + old[old.index("<!-- onnx: bench_onnx.py -->"):] if "<!-- onnx: bench_onnx.py -->" in old else ""
+open(OUT, "w").write("\n".join(L) + "\n" + keep)
 print(f"wrote {OUT}")
