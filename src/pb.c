@@ -79,19 +79,3 @@ void pb_str(pb_buf *b, int field, const char *s) { pb_bytes(b, field, s, strlen(
 void pb_msg(pb_buf *b, int field, const pb_buf *m) { pb_bytes(b, field, m->p, m->n); }
 
 void pb_append(pb_buf *b, const pb_buf *fields) { put(b, fields->p, fields->n); }
-
-void pb_packed_ints(pb_buf *b, int field, const int64_t *v, int n)
-{
-    pb_buf t = {0};
-    for (int k = 0; k < n; k++) raw_varint(&t, (uint64_t)v[k]);
-    pb_bytes(b, field, t.p, t.n);
-    pb_free(&t);
-}
-
-void pb_packed_floats(pb_buf *b, int field, const float *v, int n)
-{
-    pb_buf t = {0};
-    for (int k = 0; k < n; k++) raw_float(&t, v[k]);
-    pb_bytes(b, field, t.p, t.n);
-    pb_free(&t);
-}

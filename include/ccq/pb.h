@@ -6,8 +6,8 @@
  * A nested message is built in a buffer of its own and appended with
  * pb_msg, which writes its length first: the wire format needs no schema,
  * and fields may come in any order. Repeated scalars are written one field
- * each (the unpacked form every parser accepts) or packed (pb_packed_*:
- * one length-delimited field, also accepted by every proto2/proto3 parser).
+ * each (the unpacked form every parser accepts); bulk data goes as bytes
+ * (ONNX's raw_data).
  *
  * It does not decode, and knows nothing of ONNX's message types.
  */
@@ -38,8 +38,5 @@ void pb_msg(pb_buf *b, int field, const pb_buf *m);
 /* Appends already-encoded fields (a message's body built elsewhere: concatenated fields are
  * valid wire format). */
 void pb_append(pb_buf *b, const pb_buf *fields);
-/* Packed repeated int64 (varints) and float (fixed32) fields. */
-void pb_packed_ints(pb_buf *b, int field, const int64_t *v, int n);
-void pb_packed_floats(pb_buf *b, int field, const float *v, int n);
 
 #endif
