@@ -124,10 +124,10 @@ def main():
          "(fed (pixel/255 - mean) / std); `node scripts/ort_eval.js Q.onnx ...`; agreement = images whose ORT argmax "
          "is ccq's (int32 logits, ties to the lower class). Round trip: `scripts/onnx2ccq.py Q.onnx BACK.h5` then "
          "`ccq eval BACK.h5 --save-logits`: images whose int32 logits differ from Q.h5's (0: identical, bit for "
-         "bit). w2 starts from GPTQ with the scale search (`--init gptq_scale`); RTN at 2 bits is near chance.",
+         "bit). w2 starts from GPTQ with the scale search (`--init gptq_scale`); round-to-nearest at 2 bits leaves 16-21% accuracy (results/rtn.md).",
          "",
          "| model | bits | start | ccq eval | ORT (uint8 input) | agreement | difference | ORT (float input) | "
-         "agreement | difference | round trip: images changed | ONNX file B | ORT s |",
+         "agreement | difference | round trip: images changed | ONNX file B | ORT s (uint8 input) |",
          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         u, fl = r["uint8"], r["float"]
