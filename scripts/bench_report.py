@@ -64,7 +64,7 @@ def main():
         if k in peak:
             L.append(f"| {k} | {peak[k]:.1f} |")
     L.append("")
-    for m in ("lenet", "resnet20"):
+    for m in ("lenet", "resnet20", "mobilenet"):
         cm = [r for r in ccq if r["model"] == m]
         tm = [r for r in torch_r if r["arch"] == m]
         if not cm:
