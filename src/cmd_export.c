@@ -51,6 +51,18 @@ static void default_name(const char *mpath, char *name, size_t n)
     if (!cexport_name_ok(name)) snprintf(name, n, "model");
 }
 
+/* The quantized model to export; a float model is a usage error. */
+static ccq_status load_quantized(model *m, const char *mpath, ccq_err *err)
+{
+    ccq_status st = model_load(m, mpath, err);
+    if (st) return st;
+    if (!m->quantized) {
+        model_free(m);
+        return ccq_fail(err, CCQ_ERR_USAGE, "export: %s is a float model: quantize it first (ccq quantize ... -o Q.h5)", mpath);
+    }
+    return CCQ_OK;
+}
+
 /* 1 if a and b are the same file. */
 static int same_file(const struct stat *a, const struct stat *b) { return a->st_dev == b->st_dev && a->st_ino == b->st_ino; }
 
@@ -137,11 +149,7 @@ static ccq_status export_onnx(const char *mpath, const char *path, const char *n
     ccq_status st = check_onnx_output(mpath, path, err);
     if (st) return st;
     model m;
-    if ((st = model_load(&m, mpath, err))) return st;
-    if (!m.quantized) {
-        model_free(&m);
-        return ccq_fail(err, CCQ_ERR_USAGE, "export: %s is a float model: quantize it first (ccq quantize ... -o Q.h5)", mpath);
-    }
+    if ((st = load_quantized(&m, mpath, err))) return st;
     onnxexport x;
     if (!(st = onnxexport_init(&x, &m, in, err))) {
         if (!(st = onnxexport_write(&x, path, err)))
@@ -201,11 +209,7 @@ ccq_status cmd_export(int argc, char **argv, ccq_err *err)
     if (st) return st;
 
     model m;
-    if ((st = model_load(&m, mpath, err))) return st;
-    if (!m.quantized) {
-        model_free(&m);
-        return ccq_fail(err, CCQ_ERR_USAGE, "export: %s is a float model: quantize it first (ccq quantize ... -o Q.h5)", mpath);
-    }
+    if ((st = load_quantized(&m, mpath, err))) return st;
     cexport x;
     if (!(st = cexport_init(&x, &m, name, err))) {
         if (!(st = cexport_write(&x, dir, err))) footprint(&x, dir, &m);
