@@ -6,6 +6,9 @@
 #include "ccq/cfg.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <ini.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -174,20 +177,76 @@ static int handler(void *user, const char *section, const char *key, const char 
     return 1;
 }
 
+/* The longest line a configuration may have: inih's line buffer is made this
+ * large (Debian's inih sets it at run time), and longer lines are refused
+ * rather than split (a split line's tail would become a setting). */
+#define CFG_LINE_MAX 4000
+#define CFG_FILE_MAX (1 << 20)
+
+/* Reads the whole file (a regular file of at most CFG_FILE_MAX bytes, no NUL
+ * byte, no line over CFG_LINE_MAX characters) into *text. */
+static ccq_status read_text(const char *path, char **text, ccq_err *err)
+{
+    *text = NULL;
+    struct stat st; /* before opening: opening a FIFO would block */
+    if (stat(path, &st) != 0)
+        return ccq_fail(err, CCQ_ERR_IO, "%s: %s", path, errno == ENOENT ? "no such file" : strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        return ccq_fail(err, CCQ_ERR_IO, "%s: %s", path,
+                        S_ISDIR(st.st_mode) ? "is a directory, not a file" : "not a regular file (a FIFO or device)");
+    FILE *f = fopen(path, "rb");
+    if (!f) return ccq_fail(err, CCQ_ERR_IO, "%s: %s", path, strerror(errno));
+    if (st.st_size > CFG_FILE_MAX) {
+        fclose(f);
+        return ccq_fail(err, CCQ_ERR_USAGE, "%s: %lld bytes: a configuration is at most %d", path,
+                        (long long)st.st_size, CFG_FILE_MAX);
+    }
+    char *buf = ccq_malloc((size_t)st.st_size + 1);
+    const size_t n = fread(buf, 1, (size_t)st.st_size, f);
+    const int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        ccq_free(buf);
+        return ccq_fail(err, CCQ_ERR_IO, "%s: cannot read", path);
+    }
+    buf[n] = '\0';
+    int line = 1;
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (buf[i] == '\0') {
+            ccq_free(buf);
+            return ccq_fail(err, CCQ_ERR_USAGE, "%s:%d: a NUL byte: not a text file", path, line);
+        }
+        if (buf[i] == '\n') {
+            line++;
+            len = 0;
+        } else if (++len > CFG_LINE_MAX) {
+            ccq_free(buf);
+            return ccq_fail(err, CCQ_ERR_USAGE, "%s:%d: line longer than %d characters", path, line, CFG_LINE_MAX);
+        }
+    }
+    *text = buf;
+    return CCQ_OK;
+}
+
 ccq_status cfg_load(cfg_search *c, const char *path, ccq_err *err)
 {
     load_ctx x;
     memset(&x, 0, sizeof x);
     x.c = c;
-    FILE *f = fopen(path, "r");
-    if (!f) return ccq_fail(err, CCQ_ERR_IO, "%s: %s", path, errno == ENOENT ? "no such file" : strerror(errno));
-    const int line = ini_parse_file(f, handler, &x);
-    fclose(f);
+    char *text;
+    ccq_status st = read_text(path, &text, err);
+    if (st) return st;
+    ini_use_stack = false; /* a heap buffer of ini_max_line bytes, not the 200 compiled in */
+    ini_allow_realloc = true;
+    ini_max_line = CFG_LINE_MAX + 3;
+    const int line = ini_parse_string(text, handler, &x);
+    ccq_free(text);
     if (line > 0) {
         if (!x.why[0]) snprintf(x.why, sizeof x.why, "not a valid INI line");
         return ccq_fail(err, CCQ_ERR_USAGE, "%s:%d: %s", path, line, x.why);
     }
-    if (line < 0) return ccq_fail(err, CCQ_ERR_IO, "%s: cannot read", path);
+    if (line < 0) return ccq_fail(err, CCQ_ERR_LIMIT, "%s: out of memory reading the configuration", path);
     return CCQ_OK;
 }
 

@@ -13,6 +13,7 @@
 #include "ccq/gptq.h"
 #include "ccq/h5io.h"
 #include "ccq/model.h"
+#include "ccq/outpath.h"
 #include "ccq/qnet.h"
 #include "ccq/quant.h"
 
@@ -243,6 +244,10 @@ ccq_status cmd_eval(int argc, char **argv, ccq_err *err)
         eval_usage(stdout);
         return CCQ_OK;
     }
+    if (a.save_logits) {
+        const outpath_item in[2] = {{"MODEL.h5", a.model}, {"--data", a.data}}, out[1] = {{"--save-logits", a.save_logits}};
+        if ((st = outpath_check(in, 2, out, 1, 0, err))) return st;
+    }
     if ((st = model_load(&fm, a.model, err))) return st;
     const int integer = !a.is_float && (a.wbits_given || fm.quantized);
     if (!a.is_float && !integer) {
@@ -359,6 +364,8 @@ ccq_status cmd_quantize(int argc, char **argv, ccq_err *err)
     }
     if (!a.wbits_given) return ccq_fail(err, CCQ_ERR_USAGE, "quantize: missing --wbits B");
     if (!a.out) return ccq_fail(err, CCQ_ERR_USAGE, "quantize: missing -o OUT.h5");
+    const outpath_item in[2] = {{"MODEL.h5", a.model}, {"--data", a.data}}, out[1] = {{"-o", a.out}};
+    if ((st = outpath_check(in, 2, out, 1, 0, err))) return st;
     if ((st = model_load(&fm, a.model, err))) return st;
     if (fm.quantized) {
         model_free(&fm);

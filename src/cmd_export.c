@@ -17,6 +17,7 @@
 #include "ccq/cmd.h"
 #include "ccq/model.h"
 #include "ccq/onnxexport.h"
+#include "ccq/outpath.h"
 
 static void export_usage(FILE *out)
 {
@@ -99,26 +100,6 @@ static ccq_status check_outputs(const char *mpath, const char *dir, const char *
     return CCQ_OK;
 }
 
-/* Before any work: OUT.onnx is not a directory nor the input, and its directory exists and is writable. */
-static ccq_status check_onnx_output(const char *mpath, const char *path, ccq_err *err)
-{
-    struct stat sm, so, sd;
-    if (stat(path, &so) == 0) {
-        if (stat(mpath, &sm) == 0 && same_file(&sm, &so))
-            return ccq_fail(err, CCQ_ERR_USAGE, "export: OUT.onnx %s is the input model", path);
-        if (S_ISDIR(so.st_mode)) return ccq_fail(err, CCQ_ERR_IO, "%s: is a directory", path);
-    } else if (errno != ENOENT) {
-        return ccq_fail(err, CCQ_ERR_IO, "%s: %s", path, strerror(errno));
-    }
-    char parent[4200];
-    if (snprintf(parent, sizeof parent, "%s", path) >= (int)sizeof parent)
-        return ccq_fail(err, CCQ_ERR_IO, "%s: path too long", path);
-    const char *pd = dirname(parent);
-    if (stat(pd, &sd) != 0 || !S_ISDIR(sd.st_mode) || access(pd, W_OK | X_OK) != 0)
-        return ccq_fail(err, CCQ_ERR_IO, "%s: cannot be written (directory %s missing or not writable)", path, pd);
-    return CCQ_OK;
-}
-
 static void footprint(const cexport *x, const char *dir, const model *m)
 {
     const cexport_footprint *f = &x->fp;
@@ -146,7 +127,8 @@ static ccq_status export_onnx(const char *mpath, const char *path, const char *n
     if (input && strcmp(input, "float") == 0) in = ONNXEXPORT_INPUT_FLOAT;
     else if (input && strcmp(input, "uint8") != 0)
         return ccq_fail(err, CCQ_ERR_USAGE, "export: --input must be uint8 or float, got '%s'", input);
-    ccq_status st = check_onnx_output(mpath, path, err);
+    const outpath_item ins[1] = {{"MODEL.h5", mpath}}, outs[1] = {{"OUT.onnx", path}};
+    ccq_status st = outpath_check(ins, 1, outs, 1, 0, err);
     if (st) return st;
     model m;
     if ((st = load_quantized(&m, mpath, err))) return st;

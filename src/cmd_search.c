@@ -3,35 +3,39 @@
  * the MPI entry point: every rank parses the same configuration, rank 0
  * echoes it and reports; errors are printed once, by rank 0.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "ccq/cc.h"
 #include "ccq/cfg.h"
 #include "ccq/cmd.h"
 #include "ccq/dist.h"
+#include "ccq/outpath.h"
 
-/* mkdir -p of the directory part of path. */
-static ccq_status make_parent(const char *path, ccq_err *err)
+/* Every path the search writes, checked on rank 0 before any compute: none is an input
+ * (config, model, data, the checkpoint resumed from unless it is run.checkpoint itself) or
+ * another output; directories are made. */
+static ccq_status check_paths(const cfg_search *c, const char *config, const char *resume, ccq_err *err)
 {
-    char dir[CFG_PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash || slash == dir) return CCQ_OK;
-    *slash = '\0';
-    for (char *p = dir + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(dir, 0777) != 0 && errno != EEXIST) return ccq_fail(err, CCQ_ERR_IO, "%s: cannot create: %s", dir, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST) return ccq_fail(err, CCQ_ERR_IO, "%s: cannot create: %s", dir, strerror(errno));
-    return CCQ_OK;
+    char log_time[CFG_PATH_MAX + 8];
+    snprintf(log_time, sizeof log_time, "%s.time", c->log);
+    const outpath_item in[4] = {
+        {"the config", config},
+        {"model.model", c->model},
+        {"model.data", c->data},
+        {"--resume", resume && !outpath_same(resume, c->checkpoint) ? resume : NULL},
+    };
+    const outpath_item out[4] = {
+        {"run.output", c->output},
+        {"run.log", c->log},
+        {"run.log's timing file", log_time},
+        {"run.checkpoint", c->checkpoint},
+    };
+    return outpath_check(in, 4, out, 4, 1, err);
 }
 
-static ccq_status parse(int argc, char **argv, cfg_search *c, const char **resume, int *help, ccq_err *err)
+static ccq_status parse(int argc, char **argv, cfg_search *c, const char **config, const char **resume, int *help,
+                        ccq_err *err)
 {
     const char *path = NULL;
     ccq_status st;
@@ -56,6 +60,7 @@ static ccq_status parse(int argc, char **argv, cfg_search *c, const char **resum
         }
     }
     if (!path) return ccq_fail(err, CCQ_ERR_USAGE, "search: missing CONFIG.ini (see ccq search --help)");
+    *config = path;
     if ((st = cfg_load(c, path, err))) return st;
     for (int i = 0; i < argc; i++)
         if (!strcmp(argv[i], "--set") && (st = cfg_set(c, argv[i + 1], err))) return st;
@@ -65,11 +70,11 @@ static ccq_status parse(int argc, char **argv, cfg_search *c, const char **resum
 ccq_status cmd_search(int argc, char **argv, ccq_err *err)
 {
     cfg_search c;
-    const char *resume;
+    const char *resume, *config = NULL;
     int help = 0;
     dist_ctx d;
     dist_init(&d, NULL, NULL);
-    ccq_status st = parse(argc, argv, &c, &resume, &help, err);
+    ccq_status st = parse(argc, argv, &c, &config, &resume, &help, err);
     if (!st && help) {
         if (d.rank == 0)
             printf("usage: [mpirun -np N] ccq search CONFIG.ini [--set section.key=value]... [--resume CKPT.h5]\n"
@@ -78,10 +83,11 @@ ccq_status cmd_search(int argc, char **argv, ccq_err *err)
         dist_finalize();
         return CCQ_OK;
     }
-    if (!st && d.rank == 0) {
-        if (!(st = make_parent(c.output, err)) && !(st = make_parent(c.log, err))) st = make_parent(c.checkpoint, err);
+    if (!st) { /* found on rank 0 (it alone writes), the outcome reaches every rank */
+        st = d.rank == 0 ? check_paths(&c, config, resume, err) : CCQ_OK;
+        st = (ccq_status)dist_bcast_int(&d, (int)st);
     }
-    if (st) { /* usage and file errors are found identically on every rank */
+    if (st) { /* usage and file errors reach every rank; rank 0 prints them */
         dist_finalize();
         return d.rank == 0 ? st : (ccq_status)-(int)st;
     }

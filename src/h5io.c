@@ -43,6 +43,7 @@ ccq_status h5io_file_open(h5io_file *f, const char *path, ccq_err *err)
     if (stat(path, &st) != 0)
         return ccq_fail(err, CCQ_ERR_IO, "%s: %s", path, errno == ENOENT ? "no such file" : strerror(errno));
     if (S_ISDIR(st.st_mode)) return ccq_fail(err, CCQ_ERR_IO, "%s: is a directory, not a file", path);
+    if (!S_ISREG(st.st_mode)) return ccq_fail(err, CCQ_ERR_IO, "%s: not a regular file (a FIFO or device)", path);
     FILE *fp = fopen(path, "rb");
     if (!fp) return ccq_fail(err, CCQ_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
     fclose(fp);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -108,6 +109,52 @@ static void test_errors(void **state)
     assert_non_null(strstr(err.msg, "/nonexistent/ccq.ini: no such file"));
 }
 
+/* Long lines are read whole (inih's compiled-in 200 would split them, and the tail of a
+ * comment would become a setting); lines over the limit, NUL bytes and non-regular files
+ * are refused. */
+static void test_long_lines(void **state)
+{
+    (void)state;
+    char text[6000], path[460];
+    memset(path, 'p', sizeof path - 1);
+    path[0] = '/';
+    path[sizeof path - 1] = '\0';
+    char pad[300];
+    memset(pad, 'x', sizeof pad - 1);
+    pad[sizeof pad - 1] = '\0';
+    snprintf(text, sizeof text, "[search]\n; %s lambda = 3\nmu = 2\n[run]\noutput = %s\n", pad, path);
+    cfg_search c;
+    ccq_err err;
+    cfg_defaults(&c);
+    write_file(text);
+    assert_int_equal(cfg_load(&c, g_path, &err), CCQ_OK);
+    unlink(g_path);
+    assert_int_equal(c.lambda, 32); /* the comment's tail is not a setting */
+    assert_int_equal(c.mu, 2);
+    assert_string_equal(c.output, path);
+    char big[6000];
+    snprintf(big, sizeof big, "[run]\nlog = a\n;");
+    size_t n = strlen(big);
+    memset(big + n, 'y', 4100);
+    big[n + 4100] = '\0';
+    expect_error(big, CCQ_ERR_USAGE, ":3: line longer than 4000 characters");
+    FILE *f = open_temp();
+    fwrite("[run]\nlog = a\0b\n", 1, 17, f);
+    fclose(f);
+    cfg_defaults(&c);
+    assert_int_equal(cfg_load(&c, g_path, &err), CCQ_ERR_USAGE);
+    unlink(g_path);
+    assert_non_null(strstr(err.msg, ":2: a NUL byte"));
+    assert_int_equal(cfg_load(&c, "/tmp", &err), CCQ_ERR_IO);
+    assert_non_null(strstr(err.msg, "/tmp: is a directory"));
+    snprintf(g_path, sizeof g_path, "/tmp/ccq_test_cfg_fifo_%ld", (long)getpid());
+    unlink(g_path);
+    assert_int_equal(mkfifo(g_path, 0600), 0);
+    assert_int_equal(cfg_load(&c, g_path, &err), CCQ_ERR_IO); /* refused without opening: no hang */
+    unlink(g_path);
+    assert_non_null(strstr(err.msg, "not a regular file"));
+}
+
 static void test_set(void **state)
 {
     (void)state;
@@ -130,6 +177,7 @@ int main(void)
         cmocka_unit_test(test_defaults_and_file),
         cmocka_unit_test(test_echo_roundtrip),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_long_lines),
         cmocka_unit_test(test_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -112,6 +112,32 @@ with tempfile.TemporaryDirectory() as d:
     out = os.path.join(d, "logits.h5")
     expect("save-logits missing dir", ev(tiny) + ["--save-logits", os.path.join(d, "no", "x.h5")], IO, ["x.h5"])
     t.check("no stray files after failed write", os.listdir(d) == [], str(os.listdir(d)))
+    # aliasing: an output that is an input (by name, .., symbolic or hard link) is refused before any work
+    mcopy = os.path.join(d, "m.h5")
+    shutil.copy(tiny, mcopy)
+    mbytes = open(mcopy, "rb").read()
+    os.symlink(mcopy, os.path.join(d, "sym.h5"))
+    os.link(mcopy, os.path.join(d, "hard.h5"))
+    os.mkfifo(os.path.join(d, "fifo"))
+    Q = lambda *r: ["quantize", mcopy, "--data", data, "--wbits", "4", *r]  # noqa: E731
+    expect("quantize -o the model", Q("-o", mcopy), USAGE, ["-o would overwrite MODEL.h5"])
+    expect("quantize -o the model via ..", Q("-o", os.path.join(d, "..", os.path.basename(d), "m.h5")), USAGE,
+           ["-o would overwrite MODEL.h5"])
+    expect("quantize -o a symbolic link to the model", Q("-o", os.path.join(d, "sym.h5")), USAGE,
+           ["-o would overwrite MODEL.h5"])
+    expect("quantize -o a hard link to the model", Q("-o", os.path.join(d, "hard.h5")), USAGE,
+           ["-o would overwrite MODEL.h5"])
+    expect("quantize -o the data", Q("-o", data), USAGE, ["-o would overwrite --data"])
+    expect("quantize -o a directory", Q("-o", d), IO, ["-o is a directory"])
+    expect("quantize -o a FIFO", Q("-o", os.path.join(d, "fifo")), IO, ["-o is not a regular file"])
+    expect("save-logits the data", ev(mcopy) + ["--save-logits", data], USAGE, ["--save-logits would overwrite --data"])
+    expect("save-logits the model", ev(mcopy) + ["--save-logits", os.path.join(d, "hard.h5")], USAGE,
+           ["--save-logits would overwrite MODEL.h5"])
+    expect("model is a FIFO", ev(os.path.join(d, "fifo")), IO, ["fifo", "not a regular file"])
+    expect("data is a FIFO", ev(mcopy, os.path.join(d, "fifo")), IO, ["fifo", "not a regular file"])
+    t.check("the model survives every refusal", open(mcopy, "rb").read() == mbytes)
+    for n in ("m.h5", "sym.h5", "hard.h5", "fifo"):
+        os.unlink(os.path.join(d, n))
     shutil.copy(F("tiny_expected.h5"), out)
     before = open(out, "rb").read()
     expect("failing run keeps existing output", ev(tiny, F("data_5x5.h5")) + ["--save-logits", out], MISMATCH, [])

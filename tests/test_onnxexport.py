@@ -618,11 +618,11 @@ def errors(fx, data):
     os.makedirs(os.path.join(work, "adir"))
     expect("OUT.onnx is a directory", [q, "--format", "onnx", os.path.join(work, "adir")], IO, ["is a directory"])
     expect("OUT.onnx in a missing directory", [q, "--format", "onnx", os.path.join(work, "no", "x.onnx")], IO,
-           ["cannot be written", "missing"])
-    expect("OUT.onnx is the input", [q, "--format", "onnx", q], USAGE, ["is the input model"])
+           ["x.onnx", "No such file or directory"])
+    expect("OUT.onnx is the input", [q, "--format", "onnx", q], USAGE, ["OUT.onnx would overwrite MODEL.h5"])
     link = os.path.join(work, "link.onnx")
     os.symlink(q, link)
-    expect("OUT.onnx is a link to the input", [q, "--format", "onnx", link], USAGE, ["is the input model"])
+    expect("OUT.onnx is a link to the input", [q, "--format", "onnx", link], USAGE, ["OUT.onnx would overwrite MODEL.h5"])
     # an existing OUT.onnx: a failed export leaves it alone, a good one replaces it
     open(out, "w").write("old")
     expect("failure with an old OUT.onnx in place", [lenet, "--format", "onnx", out], USAGE, ["float"])

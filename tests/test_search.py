@@ -244,6 +244,50 @@ with tempfile.TemporaryDirectory() as root:
     rc, so, se = search(cfg_other, 1, ["--set", "search.lambda=1"])
     t.check("bad --set: exit 2", rc == 2 and "search.lambda: 1 is outside" in se, se)
 
+    # output paths: checked on rank 0 before any compute, the outcome reaching every rank (2 ranks: a
+    # rank left waiting would hang, hence the timeout); nothing written, no input touched
+    paths = os.path.join(root, "paths")
+    cfg_p = setup(paths)
+    model_before = open(model, "rb").read()
+    os.makedirs(os.path.join(paths, "adir"))
+    os.mkfifo(os.path.join(paths, "fifo"))
+    blocker = os.path.join(paths, "afile")
+    open(blocker, "w").write("x")
+    P = lambda n: os.path.join(paths, n)  # noqa: E731
+    cases = [
+        ("run.log is the model", ["--set", f"run.log={model}"], 2, ["run.log would overwrite model.model"]),
+        ("run.output is the model via ..", ["--set", f"run.output={P('adir')}/../{os.path.relpath(model, paths)}"],
+         2, ["run.output would overwrite model.model"]),
+        ("run.log is the data", ["--set", f"run.log={data}"], 2, ["run.log would overwrite model.data"]),
+        ("run.output is the config", ["--set", f"run.output={cfg_p}"], 2, ["run.output would overwrite the config"]),
+        ("run.log is the checkpoint", ["--set", f"run.log={P('ckpt.h5')}"], 2,
+         ["run.checkpoint and run.log", "are the same file"]),
+        ("run.output is the log's timing file", ["--set", f"run.output={P('log.jsonl')}.time"], 2,
+         ["run.log's timing file and run.output", "are the same file"]),
+        ("run.log is a directory", ["--set", f"run.log={P('adir')}"], 3, ["run.log is a directory"]),
+        ("run.log is a FIFO", ["--set", f"run.log={P('fifo')}"], 3, ["run.log is not a regular file"]),
+        ("run.output's folder cannot be made", ["--set", f"run.output={blocker}/sub/out.h5"], 3,
+         ["afile/sub/out.h5", "run.output"]),
+        ("--resume the model", ["--resume", model, "--set", f"run.output={model}"], 2,
+         ["run.output would overwrite model.model"]),
+        ("the config is a FIFO", None, 3, ["fifo", "not a regular file"]),
+    ]
+    for label, extra, code, needles in cases:
+        cmd = MPI + ["2", ccq, "search"] + ([P("fifo")] if extra is None else [cfg_p] + extra)
+        try:
+            rc, so, se = run(cmd, timeout=60)
+        except subprocess.TimeoutExpired:
+            t.check(f"2 ranks, {label}: ends", False, "hung for 60 s")
+            continue
+        t.check(f"2 ranks, {label}: exit {code}", rc == code, f"rc={rc} {se[-600:]}")
+        ours = [ln for ln in se.splitlines() if ln.startswith("ccq: ")]
+        t.check(f"2 ranks, {label}: one ccq line", len(ours) == 1, se[-600:])
+        for n in needles:
+            t.check(f"2 ranks, {label}: names '{n}'", any(n in ln for ln in ours), se[-600:])
+        t.check(f"2 ranks, {label}: no search output", not any(os.path.exists(P(n)) for n in ("out.h5", "log.jsonl",
+                                                                                              "ckpt.h5")))
+    t.check("the model file is untouched by every refusal", open(model, "rb").read() == model_before)
+
     # the search optimises what it says: the context's batch fitness falls from its RTN start
     first = [r for r in recs if r["gen"] <= 5]
     last = [r for r in recs if r["gen"] > len(recs) - 5]
