@@ -184,7 +184,7 @@ static int handler(void *user, const char *section, const char *key, const char 
 #define CFG_FILE_MAX (1 << 20)
 
 /* Reads the whole file (a regular file of at most CFG_FILE_MAX bytes, no NUL
- * byte, no line over CFG_LINE_MAX characters) into *text. */
+ * byte) into *text; cfg_load_text checks the line lengths. */
 static ccq_status read_text(const char *path, char **text, ccq_err *err)
 {
     *text = NULL;
@@ -210,44 +210,52 @@ static ccq_status read_text(const char *path, char **text, ccq_err *err)
         return ccq_fail(err, CCQ_ERR_IO, "%s: cannot read", path);
     }
     buf[n] = '\0';
-    int line = 1;
-    size_t len = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (buf[i] == '\0') {
-            ccq_free(buf);
-            return ccq_fail(err, CCQ_ERR_USAGE, "%s:%d: a NUL byte: not a text file", path, line);
-        }
-        if (buf[i] == '\n') {
-            line++;
-            len = 0;
-        } else if (++len > CFG_LINE_MAX) {
-            ccq_free(buf);
-            return ccq_fail(err, CCQ_ERR_USAGE, "%s:%d: line longer than %d characters", path, line, CFG_LINE_MAX);
-        }
+    /* a NUL byte inside the file: the text would end there, the rest unread */
+    if (strlen(buf) != n) {
+        int line = 1;
+        for (size_t i = 0; buf[i]; i++) line += buf[i] == '\n';
+        ccq_free(buf);
+        return ccq_fail(err, CCQ_ERR_USAGE, "%s:%d: a NUL byte: not a text file", path, line);
     }
     *text = buf;
     return CCQ_OK;
 }
 
-ccq_status cfg_load(cfg_search *c, const char *path, ccq_err *err)
+ccq_status cfg_load_text(cfg_search *c, const char *text, const char *name, ccq_err *err)
 {
+    int line = 1;
+    size_t len = 0;
+    for (const char *p = text; *p; p++) {
+        if (*p == '\n') {
+            line++;
+            len = 0;
+        } else if (++len > CFG_LINE_MAX) {
+            return ccq_fail(err, CCQ_ERR_USAGE, "%s:%d: line longer than %d characters", name, line, CFG_LINE_MAX);
+        }
+    }
     load_ctx x;
     memset(&x, 0, sizeof x);
     x.c = c;
-    char *text;
-    ccq_status st = read_text(path, &text, err);
-    if (st) return st;
     ini_use_stack = false; /* a heap buffer of ini_max_line bytes, not the 200 compiled in */
     ini_allow_realloc = true;
     ini_max_line = CFG_LINE_MAX + 3;
-    const int line = ini_parse_string(text, handler, &x);
-    ccq_free(text);
+    line = ini_parse_string(text, handler, &x);
     if (line > 0) {
         if (!x.why[0]) snprintf(x.why, sizeof x.why, "not a valid INI line");
-        return ccq_fail(err, CCQ_ERR_USAGE, "%s:%d: %s", path, line, x.why);
+        return ccq_fail(err, CCQ_ERR_USAGE, "%s:%d: %s", name, line, x.why);
     }
-    if (line < 0) return ccq_fail(err, CCQ_ERR_LIMIT, "%s: out of memory reading the configuration", path);
+    if (line < 0) return ccq_fail(err, CCQ_ERR_LIMIT, "%s: out of memory reading the configuration", name);
     return CCQ_OK;
+}
+
+ccq_status cfg_load(cfg_search *c, const char *path, ccq_err *err)
+{
+    char *text;
+    ccq_status st = read_text(path, &text, err);
+    if (st) return st;
+    st = cfg_load_text(c, text, path, err);
+    ccq_free(text);
+    return st;
 }
 
 ccq_status cfg_set(cfg_search *c, const char *assignment, ccq_err *err)

@@ -1,15 +1,23 @@
 /*
  * ckpt.c: checkpoint files (see ckpt.h), HDF5 through h5io, written
  * atomically, refused loudly on a wrong format, version or shape.
+ * Reading checks everything the file alone can tell (counters, the
+ * configuration snapshot, level bounds, every EDA row, the start's scales);
+ * whether it fits a given model is the caller's (ckpt_check_fit, cc.c).
  */
 #include "ccq/ckpt.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "ccq/cfg.h"
+#include "ccq/eda.h"
 #include "ccq/h5io.h"
+#include "ccq/model.h"
 
 ccq_status ckpt_file_hash(const char *path, uint64_t *hash, ccq_err *err)
 {
@@ -66,6 +74,73 @@ static ccq_status read_i64(const h5io_file *f, const char *name, int64_t *v, ccq
     return h5io_attr_ints_n(f, "/", name, v, 1, err);
 }
 
+/* The start's kinds a checkpoint may name (cc.c's s->start). */
+static const char *const k_starts[] = {"rtn", "gptq", "gptq_scale", "file"};
+
+/* Largest level magnitude any weight of the search may have: the configured
+ * width, or 8 bits when the first and last layers are kept at 8. */
+static int config_qmax(const cfg_search *cfg)
+{
+    return model_qmax(cfg->first_last_8 ? 8 : (int)cfg->wbits);
+}
+
+/* Every row of the EDA's distribution: candidates summing exactly to
+ * EDA_ONE, none outside [-qmax, qmax] with nonzero mass (eda_sample and
+ * eda_update assume both: a row of zeros walks before the buffer, mass
+ * outside the grid trips eda_update's assertion). qmax is per weight when the
+ * caller knows the model, else one bound for all. */
+static ccq_status check_rows(const ckpt_data *c, const int8_t *qmax_w, int qmax_all, const char *path,
+                             ccq_err *err)
+{
+    const int r = c->width / 2;
+    for (int64_t i = 0; i < c->n; i++) {
+        const int q = qmax_w ? qmax_w[i] : qmax_all;
+        const int8_t lv[3] = {c->levels[i], c->best_levels[i], c->eda_base[i]};
+        static const char *const what[3] = {"level", "best level", "EDA base level"};
+        for (int k = 0; k < 3; k++)
+            if (lv[k] < -q || lv[k] > q)
+                return ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (%s %d of weight %lld outside +-%d)", path,
+                                what[k], lv[k], (long long)i, q);
+        const uint32_t *p = c->eda_p + i * c->width;
+        uint64_t sum = 0;
+        for (int j = 0; j < c->width; j++) {
+            const int level = c->eda_base[i] - r + j;
+            if (p[j] && (level < -q || level > q))
+                return ccq_fail(err, CCQ_ERR_FORMAT,
+                                "%s: malformed checkpoint (EDA row %lld gives level %d, outside +-%d, probability %u)",
+                                path, (long long)i, level, q, p[j]);
+            sum += p[j];
+        }
+        if (sum != EDA_ONE)
+            return ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (EDA row %lld sums to %llu, not %d)", path,
+                            (long long)i, (unsigned long long)sum, EDA_ONE);
+    }
+    return CCQ_OK;
+}
+
+ccq_status ckpt_check_fit(const ckpt_data *c, const int8_t *qmax, const char *path, ccq_err *err)
+{
+    return check_rows(c, qmax, 0, path, err);
+}
+
+/* Checks the scalars against each other and what the configuration snapshot
+ * says (the snapshot itself must parse). */
+static ccq_status check_counters(const ckpt_data *c, const cfg_search *cfg, const char *path, ccq_err *err)
+{
+    if (c->gen < 0 || c->evals < 0 || c->accepted < 0 || c->accepted > c->evals)
+        return ccq_fail(err, CCQ_ERR_FORMAT,
+                        "%s: malformed checkpoint (generation %lld, evaluations %lld, accepted %lld: each must be >= 0, "
+                        "accepted <= evaluations)",
+                        path, (long long)c->gen, (long long)c->evals, (long long)c->accepted);
+    if (c->log_bytes < 0 || c->layer_cursor < 0)
+        return ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (log position %lld, layer cursor %lld: must be >= 0)",
+                        path, (long long)c->log_bytes, (long long)c->layer_cursor);
+    if (c->width != 2 * cfg->radius + 1)
+        return ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (%d EDA candidates, its search.radius %lld needs %lld)",
+                        path, c->width, (long long)cfg->radius, (long long)(2 * cfg->radius + 1));
+    return CCQ_OK;
+}
+
 ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
 {
     h5io_file f;
@@ -74,6 +149,9 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
     hsize_t dims[H5IO_MAX_RANK];
     int rank = 0;
     ccq_status st;
+    struct stat fst;
+    cfg_search cfg;
+    ccq_err why;
     memset(c, 0, sizeof *c);
     if ((st = h5io_file_open(&f, path, err))) return st;
     if (H5Aexists_by_name(f.id, "/", "format", H5P_DEFAULT) <= 0 ||
@@ -89,6 +167,11 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
     }
     c->config = ccq_malloc(65536);
     if ((st = h5io_attr_str(&f, "/", "config", c->config, 65536, err))) goto fail;
+    cfg_defaults(&cfg);
+    if (cfg_load_text(&cfg, c->config, "config", &why)) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (its configuration: %s)", path, why.msg);
+        goto fail;
+    }
     int64_t mh, dh;
     if ((st = read_i64(&f, "model_hash", &mh, err)) || (st = read_i64(&f, "data_hash", &dh, err)) ||
         (st = read_i64(&f, "generation", &c->gen, err)) || (st = read_i64(&f, "evaluations", &c->evals, err)) ||
@@ -96,10 +179,28 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
         (st = read_i64(&f, "log_bytes", &c->log_bytes, err)) ||
         (st = read_i64(&f, "layer_cursor", &c->layer_cursor, err)) || (st = read_i64(&f, "eda_width", v, err)))
         goto fail;
-    c->model_hash = (uint64_t)mh, c->data_hash = (uint64_t)dh, c->width = (int)v[0];
+    c->model_hash = (uint64_t)mh, c->data_hash = (uint64_t)dh;
+    if (v[0] < 3 || v[0] > 2 * EDA_MAX_R + 1 || v[0] % 2 == 0) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (eda_width %lld: expected 3 to %d, odd)", path,
+                      (long long)v[0], 2 * EDA_MAX_R + 1);
+        goto fail;
+    }
+    c->width = (int)v[0];
+    if ((st = check_counters(c, &cfg, path, err))) goto fail;
     if ((st = h5io_dset_dims(&f, "/", "levels", &rank, dims, err))) goto fail;
-    if (rank != 1 || c->width < 3 || c->width > 7 || c->gen < 0 || c->log_bytes < 0) {
-        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint", path);
+    /* ckpt_write stores every array uncompressed: together they cannot be
+     * larger than the file, which bounds what is allocated below. */
+    if (stat(path, &fst) != 0) {
+        st = ccq_fail(err, CCQ_ERR_IO, "%s: %s", path, strerror(errno));
+        goto fail;
+    }
+    const uint64_t fsize = (uint64_t)fst.st_size;
+    if (rank != 1 || dims[0] < 1 || dims[0] > fsize / (3 + 4 * (uint64_t)c->width)) {
+        if (rank != 1)
+            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (levels: not one-dimensional)", path);
+        else
+            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (levels: %llu weights in a file of %llu bytes)",
+                          path, (unsigned long long)dims[0], (unsigned long long)fsize);
         goto fail;
     }
     c->n = (int64_t)dims[0];
@@ -113,13 +214,22 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
         (st = h5io_dset_read(&f, "/", "eda_base", H5T_NATIVE_INT8, 1, n1, -1, c->eda_base, err)) ||
         (st = h5io_dset_read(&f, "/", "eda_p", H5T_NATIVE_UINT32, 1, np, -1, c->eda_p, err)))
         goto fail;
+    if ((st = check_rows(c, NULL, config_qmax(&cfg), path, err))) goto fail;
     if ((st = h5io_attr_str(&f, "/", "start", c->start, sizeof c->start, err))) goto fail;
+    int known = 0;
+    for (size_t k = 0; k < CCQ_ARRAY_LEN(k_starts); k++) known |= strcmp(c->start, k_starts[k]) == 0;
+    if (!known) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start '%s': expected rtn, gptq, gptq_scale or file)",
+                      path, c->start);
+        goto fail;
+    }
     hsize_t ws[H5IO_MAX_RANK], as[H5IO_MAX_RANK];
     int wr = 0, ar = 0;
     if ((st = h5io_dset_dims(&f, "/", "start_wscale", &wr, ws, err)) ||
         (st = h5io_dset_dims(&f, "/", "start_act_scale", &ar, as, err)))
         goto fail;
-    if (wr != 1 || ar != 1) {
+    if (wr != 1 || ar != 1 || ws[0] < 1 || as[0] < 1 || ws[0] > fsize / 4 || as[0] > fsize / 4 ||
+        ws[0] + as[0] > fsize / 4) {
         st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start scales)", path);
         goto fail;
     }
@@ -129,6 +239,15 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
     if ((st = h5io_dset_read(&f, "/", "start_wscale", H5T_NATIVE_FLOAT, 1, ws, -1, c->start_wscale, err)) ||
         (st = h5io_dset_read(&f, "/", "start_act_scale", H5T_NATIVE_FLOAT, 1, as, -1, c->start_act_scale, err)))
         goto fail;
+    for (int64_t k = 0; k < c->n_wscale + c->n_act; k++) {
+        const int w = k < c->n_wscale;
+        const float x = w ? c->start_wscale[k] : c->start_act_scale[k - c->n_wscale];
+        if (!(x > 0.0f && isfinite(x))) {
+            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start %s scale %lld is %g: must be finite and > 0)",
+                          path, w ? "weight" : "activation", (long long)(w ? k : k - c->n_wscale), (double)x);
+            goto fail;
+        }
+    }
     return h5io_file_close(&f, err);
 fail:
     if (f.id >= 0) H5Fclose(f.id);

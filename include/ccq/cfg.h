@@ -51,6 +51,10 @@ void cfg_defaults(cfg_search *c);
  * a bad key or value ("path:line: section.key: reason"). */
 ccq_status cfg_load(cfg_search *c, const char *path, ccq_err *err);
 
+/* The same from INI text (a configuration snapshot, as a checkpoint keeps);
+ * name stands for the file in messages. */
+ccq_status cfg_load_text(cfg_search *c, const char *text, const char *name, ccq_err *err);
+
 /* Applies one "section.key=value" override (command line). */
 ccq_status cfg_set(cfg_search *c, const char *assignment, ccq_err *err);
 
