@@ -129,7 +129,7 @@ def exact_dot(w, x):
     """w [O, K] (levels) @ x [K, P] (q - zp), both integer arrays: the exact int64 product."""
     if os.environ.get("CCQ_INT_DOT") == "int64":
         return w.astype(np.int64) @ x.astype(np.int64)
-    y = w.astype(np.float64) @ x.astype(np.float64)
+    y = w.astype(np.float64) @ x.astype(np.float64, copy=False)
     # every partial sum is an integer below 2^31 in magnitude, so float64 holds it exactly
     assert np.abs(y).max(initial=0) < 2.0**31
     return y.astype(np.int64)
@@ -237,18 +237,20 @@ def _conv(nd, x, logits):
     pt, pl, pb, pr = (int(v) for v in nd["pad"])
     G = int(nd.get("groups", 1))
     O, oh, ow = nd["shape"]
-    xc = np.zeros((N, C, H + pt + pb, W + pl + pr), np.int64)
-    xc[:, :, pt:pt + H, pl:pl + W] = x - nd["zp_in"]
-    # taps [N, C, kh * kw, oh, ow]
-    taps = np.stack([xc[:, :, ky * dh:ky * dh + (oh - 1) * sh + 1:sh, kx * dw:kx * dw + (ow - 1) * sw + 1:sw]
-                     for ky in range(kh) for kx in range(kw)], axis=2)
+    # (q - zp_in) in float64 (exact small integers), the padding zero; then every tap's view laid out as
+    # cols [C, kh * kw, N, oh, ow], so that group g's rows (K in (c, ky, kx) order) are one contiguous block
+    xc = np.zeros((C, N, H + pt + pb, W + pl + pr))
+    xc[:, :, pt:pt + H, pl:pl + W] = (x - nd["zp_in"]).transpose(1, 0, 2, 3)
+    cols = np.empty((C, kh * kw, N, oh, ow))
+    for ky in range(kh):
+        for kx in range(kw):
+            cols[:, ky * kw + kx] = xc[:, :, ky * dh:ky * dh + (oh - 1) * sh + 1:sh, kx * dw:kx * dw + (ow - 1) * sw + 1:sw]
     cig, cog = C // G, O // G
-    acc = np.empty((N, O, oh * ow), np.int64)
+    acc = np.empty((O, N * oh * ow), np.int64)
     for g in range(G):
-        cols = taps[:, g * cig:(g + 1) * cig].reshape(N, cig * kh * kw, oh * ow)  # K in (c, ky, kx) order
-        cols = cols.transpose(1, 0, 2).reshape(cig * kh * kw, N * oh * ow)
         w = nd["lev"][g * cog:(g + 1) * cog].reshape(cog, cig * kh * kw)
-        acc[:, g * cog:(g + 1) * cog] = exact_dot(w, cols).reshape(cog, N, oh * ow).transpose(1, 0, 2)
+        acc[g * cog:(g + 1) * cog] = exact_dot(w, cols[g * cig:(g + 1) * cig].reshape(cig * kh * kw, N * oh * ow))
+    acc = acc.reshape(O, N, oh * ow).transpose(1, 0, 2)
     acc += nd["bias_q"][None, :, None]
     assert np.abs(acc).max() < 2**31
     v = requant(acc, nd["mult"][None, :, None], nd["shift"][None, :, None]).reshape(N, O, oh, ow)
