@@ -244,7 +244,8 @@ def _conv(nd, x, logits):
     cols = np.empty((C, kh * kw, N, oh, ow))
     for ky in range(kh):
         for kx in range(kw):
-            cols[:, ky * kw + kx] = xc[:, :, ky * dh:ky * dh + (oh - 1) * sh + 1:sh, kx * dw:kx * dw + (ow - 1) * sw + 1:sw]
+            y0, x0 = ky * dh, kx * dw
+            cols[:, ky * kw + kx] = xc[:, :, y0:y0 + (oh - 1) * sh + 1:sh, x0:x0 + (ow - 1) * sw + 1:sw]
     cig, cog = C // G, O // G
     acc = np.empty((O, N * oh * ow), np.int64)
     for g in range(G):
