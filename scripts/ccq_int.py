@@ -8,7 +8,10 @@ logits that `ccq eval --save-logits` writes as /logits_int. tests/test_qnet.py
 requires the engine to match it bit for bit. It is written from the README's
 stated semantics, in its own layout (NCHW, whole batches, numpy), and checked
 against src/op*.c and src/quant.c where the README is silent; it shares no
-code with the engine and is never used by it.
+code with the engine and is never used by it. It does not validate the file
+as ccq's loader does (it assumes a file `ccq eval` accepts), quantize, or
+model the kernels' layouts, packing and micro-batches (none of which may
+change an integer).
 
 What it derives exactly as the engine's set-up does (these are part of the
 semantics, since a one-ulp difference changes a multiplier):
