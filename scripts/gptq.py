@@ -120,6 +120,7 @@ SCALE_FACTORS = [round(0.25 + 0.05 * i, 2) for i in range(16)]  # 0.25 .. 1.00 o
 
 
 def main():
+    """One line `gptq: FILE: problem` and exit 1 for a bad file, never a traceback or a partial OUT."""
     ap = argparse.ArgumentParser(description="GPTQ initial levels for a quantized ccq model file.")
     ap.add_argument("qmodel")
     ap.add_argument("data")
@@ -134,6 +135,25 @@ def main():
                     help="choose each output channel's scale among 0.25, 0.30, .., 1.00 x the file's by GPTQ's "
                          "layer-output error (the file's scales otherwise)")
     a = ap.parse_args()
+    for role, p in (("QMODEL", a.qmodel), ("DATA", a.data)):
+        if not os.path.isfile(p):
+            print(f"gptq: {p}: {'is a directory' if os.path.isdir(p) else 'no such file'}", file=sys.stderr)
+            return 1
+        if os.path.exists(a.out) and os.path.exists(p) and os.path.samefile(a.out, p):
+            print(f"gptq: {a.out}: OUT would overwrite {role}", file=sys.stderr)
+            return 1
+    tmp = a.out + ".tmp"
+    try:
+        return run(a, tmp)
+    except (OSError, KeyError, ValueError, IndexError, TypeError) as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        where = getattr(e, "filename", None) or f"{a.qmodel} / {a.data}"
+        print(f"gptq: {where}: {getattr(e, 'strerror', None) or e} ({type(e).__name__})", file=sys.stderr)
+        return 1
+
+
+def run(a, tmp):
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     net = load(a.qmodel)
     with h5py.File(a.data, "r") as f:
@@ -156,7 +176,6 @@ def main():
         return H
 
     H = hessians(None) if a.float_inputs else {}
-    tmp = a.out + ".tmp"
     shutil.copy(a.qmodel, tmp)
     changed = 0
     with h5py.File(tmp, "r+") as f:
@@ -190,6 +209,7 @@ def main():
                 nd["weight"] = (lev * nd["wscale"].view(-1, 1)).reshape(nd["weight"].shape)
     os.replace(tmp, a.out)
     print(f"gptq: wrote {a.out}: {changed} levels differ from the input's round-to-nearest")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1420,6 +1420,10 @@ def main(argv=None):
     a = ap.parse_args(argv)
     quant = None
     try:
+        if os.path.exists(a.out) and os.path.exists(a.onnx_in) and os.path.samefile(a.out, a.onnx_in):
+            raise ConvertError(f"OUT.h5 {a.out} is the input file")
+        if os.path.isdir(a.out):
+            raise ConvertError(f"OUT.h5 {a.out} is a directory")
         import onnx
         import warnings
         try:
@@ -1453,6 +1457,12 @@ def main(argv=None):
         write(a.out, name, conv.in_shape, mean, std, nodes, quant)
     except ConvertError as e:
         print(f"onnx2ccq: {a.onnx_in}: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"onnx2ccq: {e.filename or a.onnx_in}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a graph the checks above did not foresee: one line, never a traceback
+        print(f"onnx2ccq: {a.onnx_in}: cannot convert ({type(e).__name__}: {e})", file=sys.stderr)
         return 1
     kind = f"quantized (QDQ), input scale {quant[0]!r} zero point {quant[1]}" if quant else "float"
     print(f"onnx2ccq: wrote {a.out}: {len(nodes)} nodes, input {conv.in_shape}, {kind}")

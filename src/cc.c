@@ -144,13 +144,15 @@ static void start_scales(const model *m, int64_t *n_w, float **w, int64_t *n_a, 
 static ccq_status write_checkpoint(cc_state *s, ccq_err *err)
 {
     ccq_status st = CCQ_OK;
-    if (s->d->rank == 0) {
+    int64_t log_bytes = 0;
+    if (s->d->rank == 0) st = cclog_sync(&s->log, &log_bytes, err); /* a failed log write stops here, not later */
+    if (s->d->rank == 0 && !st) {
         ckpt_data c;
         memset(&c, 0, sizeof c);
         c.config = search_config_text(&s->cfg);
         c.model_hash = s->model_hash, c.data_hash = s->data_hash;
         c.gen = s->st.gen, c.evals = s->st.evals, c.accepted = s->st.accepted, c.best_val = s->best_val;
-        c.log_bytes = cclog_bytes(&s->log);
+        c.log_bytes = log_bytes;
         c.layer_cursor = s->st.cursor;
         c.n = s->g.n_w, c.width = s->eda.width;
         c.levels = ccq_malloc((size_t)s->g.n_w);
@@ -159,6 +161,11 @@ static ccq_status write_checkpoint(cc_state *s, ccq_err *err)
         snprintf(c.start, sizeof c.start, "%s", s->start);
         start_scales(&s->m, &c.n_wscale, &c.start_wscale, &c.n_act, &c.start_act_scale);
         st = ckpt_write(&c, s->cfg.checkpoint, err);
+        if (st) { /* say what survives */
+            char why[sizeof err->msg];
+            snprintf(why, sizeof why, "%s", err->msg);
+            st = ccq_fail(err, st, "%.600s (%.100s, if any, is unchanged)", why, s->cfg.checkpoint);
+        }
         free(c.config);
         ccq_free(c.levels);
         ccq_free(c.start_wscale);

@@ -3,7 +3,10 @@
  */
 #include "ccq/cclog.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ccq/cfg.h"
@@ -11,18 +14,32 @@
 ccq_status cclog_open(cclog *l, const char *path, int64_t resume_bytes, ccq_err *err)
 {
     memset(l, 0, sizeof *l);
+    snprintf(l->path, sizeof l->path, "%s", path);
     l->t0 = ccq_seconds();
     l->log = fopen(path, resume_bytes >= 0 ? "r+" : "w");
     if (!l->log)
         return ccq_fail(err, CCQ_ERR_IO, "%s: cannot open the log for %s", path,
                         resume_bytes >= 0 ? "resuming (it must be the log of the checkpointed run)" : "writing");
+    struct stat st;
+    if (resume_bytes >= 0 && (fstat(fileno(l->log), &st) != 0 || st.st_size < resume_bytes)) {
+        const long long have = (long long)st.st_size;
+        cclog_close(l);
+        return ccq_fail(err, CCQ_ERR_MISMATCH,
+                        "%s: the log holds %lld bytes, the checkpoint says %lld: not the log of the checkpointed run",
+                        path, have, (long long)resume_bytes);
+    }
     if (resume_bytes >= 0 &&
-        (ftruncate(fileno(l->log), resume_bytes) != 0 || fseek(l->log, resume_bytes, SEEK_SET) != 0))
+        (ftruncate(fileno(l->log), resume_bytes) != 0 || fseek(l->log, resume_bytes, SEEK_SET) != 0)) {
+        cclog_close(l);
         return ccq_fail(err, CCQ_ERR_IO, "%s: cannot rewind the log to the checkpoint", path);
+    }
     char tpath[CFG_PATH_MAX + 16];
     snprintf(tpath, sizeof tpath, "%s.time", path);
     l->timing = fopen(tpath, resume_bytes >= 0 ? "a" : "w");
-    if (!l->timing) return ccq_fail(err, CCQ_ERR_IO, "%s: cannot open for writing", tpath);
+    if (!l->timing) {
+        cclog_close(l);
+        return ccq_fail(err, CCQ_ERR_IO, "%s: cannot open for writing", tpath);
+    }
     return CCQ_OK;
 }
 
@@ -32,11 +49,21 @@ void cclog_mark(cclog *l, int64_t evaluations)
     l->evals0 = evaluations;
 }
 
-int64_t cclog_bytes(cclog *l)
+/* Flushes f to the disk; the error of any write since the last call. */
+static int sync_file(FILE *f) { return fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0 ? -1 : 0; }
+
+ccq_status cclog_sync(cclog *l, int64_t *bytes, ccq_err *err)
 {
-    if (!l->log) return 0;
-    fflush(l->log);
-    return ftell(l->log);
+    *bytes = 0;
+    if (!l->log) return CCQ_OK;
+    if (sync_file(l->log) != 0)
+        return ccq_fail(err, CCQ_ERR_IO, "%s: writing the log failed: %s", l->path, strerror(errno));
+    if (sync_file(l->timing) != 0)
+        return ccq_fail(err, CCQ_ERR_IO, "%s.time: writing the timing file failed: %s", l->path, strerror(errno));
+    const long pos = ftell(l->log);
+    if (pos < 0) return ccq_fail(err, CCQ_ERR_IO, "%s: %s", l->path, strerror(errno));
+    *bytes = pos;
+    return CCQ_OK;
 }
 
 void cclog_generation(cclog *l, const cclog_rec *r, int ranks, double forward_s, size_t cache_bytes)

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 static int g_rank = -1;
 
@@ -39,24 +40,38 @@ _Noreturn void ccq_abort(const char *file, int line, const char *fmt, ...)
     abort();
 }
 
+/* Out of memory is not a bug: one line and the documented exit code 6 (CCQ_ERR_LIMIT), not an
+ * abort with a core dump. Under MPI the launcher then ends the other ranks. */
+static _Noreturn void out_of_memory(size_t count, size_t size)
+{
+    fflush(stdout);
+    char who[32] = "";
+    if (g_rank >= 0) snprintf(who, sizeof who, "rank %d: ", g_rank);
+    if (count == 1)
+        fprintf(stderr, "ccq: %sout of memory allocating %zu bytes\n", who, size);
+    else
+        fprintf(stderr, "ccq: %sout of memory allocating %zu x %zu bytes\n", who, count, size);
+    _exit(CCQ_ERR_LIMIT); /* not exit(): library destructors (OpenBLAS's thread shutdown) can hang when memory is short */
+}
+
 void *ccq_malloc(size_t n)
 {
     void *p = malloc(n ? n : 1);
-    if (!p) ccq_abort(__FILE__, __LINE__, "out of memory allocating %zu bytes", n);
+    if (!p) out_of_memory(1, n);
     return p;
 }
 
 void *ccq_calloc(size_t count, size_t size)
 {
     void *p = calloc(count ? count : 1, size ? size : 1);
-    if (!p) ccq_abort(__FILE__, __LINE__, "out of memory allocating %zu x %zu bytes", count, size);
+    if (!p) out_of_memory(count, size);
     return p;
 }
 
 void *ccq_realloc(void *p, size_t n)
 {
     void *q = realloc(p, n ? n : 1);
-    if (!q) ccq_abort(__FILE__, __LINE__, "out of memory reallocating %zu bytes", n);
+    if (!q) out_of_memory(1, n);
     return q;
 }
 

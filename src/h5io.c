@@ -388,13 +388,17 @@ ccq_status h5io_write_dset(const h5io_file *f, const char *obj, const char *name
 {
     char full[512];
     objname(full, sizeof full, obj, name);
+    errno = 0; /* the system's reason, if HDF5's write fails in a write(2) (a full disk) */
     hid_t s = H5Screate_simple(rank, dims, NULL), p = no_times(H5P_DATASET_CREATE);
     hid_t d = s < 0 || p < 0 ? -1 : H5Dcreate2(f->id, full, file_type, s, H5P_DEFAULT, p, H5P_DEFAULT);
     herr_t rc = d < 0 ? -1 : H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+    const int e = errno;
     if (p >= 0) H5Pclose(p);
     if (d >= 0) H5Dclose(d);
     if (s >= 0) H5Sclose(s);
-    if (rc < 0) return ccq_fail(err, CCQ_ERR_IO, "%s: %s: cannot write dataset", f->path, full);
+    if (rc < 0)
+        return ccq_fail(err, CCQ_ERR_IO, "%s: %s: cannot write dataset%s%s", f->path, full, e ? ": " : "",
+                        e ? strerror(e) : "");
     return CCQ_OK;
 }
 

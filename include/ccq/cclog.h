@@ -16,6 +16,7 @@
 
 typedef struct {
     FILE *log, *timing;
+    char path[1024]; /* the log's, for messages */
     double t0, last_print;
     int64_t evals0;
 } cclog;
@@ -38,12 +39,15 @@ typedef struct {
 } cclog_rec;
 
 /* Opens LOG and LOG.time for writing, or (resume_bytes >= 0) cuts LOG back
- * to resume_bytes and appends. CCQ_ERR_IO naming the file on failure. */
+ * to resume_bytes and appends (a log shorter than resume_bytes is not the
+ * checkpointed run's: refused). CCQ_ERR_IO naming the file on failure. */
 ccq_status cclog_open(cclog *l, const char *path, int64_t resume_bytes, ccq_err *err);
 /* Starts the clock of the rates: `evaluations` done before this (re)start. */
 void cclog_mark(cclog *l, int64_t evaluations);
-/* Bytes of the log written so far (flushed), for the checkpoint. */
-int64_t cclog_bytes(cclog *l);
+/* Flushes the log and its timing file to disk (fsync) and gives the log's
+ * length, for the checkpoint: a write that failed since the last sync (a full
+ * disk) is reported here, naming the file, before a checkpoint can point past it. */
+ccq_status cclog_sync(cclog *l, int64_t *bytes, ccq_err *err);
 /* The record, its timing line and (every 2 s or at the end) the progress line.
  * ranks, forward_s and cache_bytes go to the timing file only. */
 void cclog_generation(cclog *l, const cclog_rec *r, int ranks, double forward_s, size_t cache_bytes);

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# test_sanitize.sh: builds ccq and its tests with AddressSanitizer and UndefinedBehaviorSanitizer
+# (cmake -DCCQ_SANITIZE=ON, in build-asan/) and runs the tests labelled unit, cli and mpi there,
+# or the ctest selection given as arguments (e.g. -LE slow for everything). Any ASan error,
+# UBSan report or leak outside tests/sanitize/lsan.supp fails its test. Assumes setup.sh ran.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/scripts/env.sh"
+cmake -S "$here" -B "$here/build-asan" -DCMAKE_BUILD_TYPE=Debug -DCCQ_SANITIZE=ON > /dev/null
+cmake --build "$here/build-asan" -j "$(nproc)"
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:exitcode=99:detect_stack_use_after_return=0"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=98"
+export LSAN_OPTIONS="suppressions=$here/tests/sanitize/lsan.supp:print_suppressions=0"
+cd "$here/build-asan"
+if [ $# -eq 0 ]; then set -- -L "unit|cli|mpi"; fi
+ctest --output-on-failure -j "$(nproc)" "$@"
