@@ -9,6 +9,11 @@ import sys
 class Checks:
     def __init__(self, name):
         self.name, self.passed, self.failed = name, 0, 0
+        self.refused = set()  # labels of the malformed inputs tried (results/reliability.md counts them)
+
+    def refusal(self, label):
+        """Records one distinct bad input (file, config or flag) that the test expects ccq to refuse."""
+        self.refused.add(label)
 
     def check(self, label, cond, detail=""):
         if cond:
@@ -18,6 +23,8 @@ class Checks:
             print(f"FAIL {label}: {detail}", flush=True)
 
     def finish(self):
+        if self.refused:
+            print(f"{self.name}: {len(self.refused)} malformed inputs refused")
         print(f"{self.name}: {self.passed} passed, {self.failed} failed")
         sys.exit(1 if self.failed or not self.passed else 0)
 

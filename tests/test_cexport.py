@@ -268,6 +268,7 @@ def errors(fx, data):
                {os.path.relpath(d, work) + "/": 0 for d, _, _ in os.walk(work)}
 
     def expect(what, args, code, needles):
+        t.refusal(what)
         before = listing()
         rc, so, se = run([ccq, "export"] + args)
         lines = se.splitlines()

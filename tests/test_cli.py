@@ -22,6 +22,7 @@ USAGE, IO, FORMAT, MISMATCH = 2, 3, 4, 5
 
 
 def expect(label, args, code, needles):
+    t.refusal(label)
     rc, out, err = run([ccq] + args)
     lines = err.splitlines()
     t.check(f"{label}: exit code", rc == code, f"got {rc}, want {code}; stderr={err!r}")

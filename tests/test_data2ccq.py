@@ -69,6 +69,7 @@ with tempfile.TemporaryDirectory() as d:
         t.check("idx converts", rc == 0 and np.array_equal(f["train/images"][...][:, 0], x[:20, :, :, 0]), se)
 
     def bad(label, args, needle):
+        t.refusal(label)
         out = P("bad.h5")
         rc, so, se = run(CONVERT + args + [out])
         lines = se.strip().splitlines()
@@ -264,6 +265,7 @@ with tempfile.TemporaryDirectory() as d:
 
     # ---- bad folders: one line, exit 2, no output (an existing one untouched)
     def bad_folder(label, args, needle, out=None, proc=False):
+        t.refusal(label)
         out = out or P("bad.h5")
         rc, so, se = call(args + [out], proc)
         lines = se.strip().splitlines()

@@ -23,6 +23,7 @@ USAGE = 2
 
 
 def expect(label, args, needles, out=None):
+    t.refusal(label)
     before = open(out, "rb").read() if out and os.path.exists(out) else None
     rc, so, se = run([ccq] + args)
     lines = se.splitlines()

@@ -78,6 +78,7 @@ flat = helper.make_node("Flatten", ["x"], ["f"], name="flat", axis=1)
 
 
 def expect_error(label, model, needles, extra=()):
+    t.refusal(label)
     with tempfile.TemporaryDirectory() as d:
         rc, err, dst = convert(model, d, extra)
         lines = err.strip().splitlines()

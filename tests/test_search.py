@@ -229,6 +229,8 @@ with tempfile.TemporaryDirectory() as root:
     cfg_other = setup(other, sseed=4)
     shutil.copy(os.path.join(ref, "ckpt.h5"), os.path.join(other, "ckpt.h5"))
     before = open(os.path.join(other, "ckpt.h5"), "rb").read()
+    for label in ("checkpoint of another configuration", "damaged checkpoint", "bad configuration value", "bad --set"):
+        t.refusal(label)
     rc, so, se = search(cfg_other, 1, ["--resume", os.path.join(other, "ckpt.h5")])
     t.check("checkpoint of another configuration refused (exit 5)", rc == 5 and "different configuration" in se, se)
     t.check("refused checkpoint untouched", open(os.path.join(other, "ckpt.h5"), "rb").read() == before)
@@ -273,6 +275,7 @@ with tempfile.TemporaryDirectory() as root:
         ("the config is a FIFO", None, 3, ["fifo", "not a regular file"]),
     ]
     for label, extra, code, needles in cases:
+        t.refusal(label)
         cmd = MPI + ["2", ccq, "search"] + ([P("fifo")] if extra is None else [cfg_p] + extra)
         try:
             rc, so, se = run(cmd, timeout=60)
