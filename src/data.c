@@ -47,7 +47,8 @@ ccq_status data_load(data_split *d, const char *path, const char *split, int64_t
         st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: no '%s' split", path, split);
         goto fail;
     }
-    if ((st = h5io_dset_dims(&f, obj, "images", &rank, dims, err))) goto fail;
+    /* the shape first: an absurd size is a limit (exit 6) before the storage is looked at */
+    if ((st = h5io_dset_shape(&f, obj, "images", &rank, dims, err))) goto fail;
     if (rank != 4 || dims[0] < 1 || dims[0] > INT32_MAX || dims[1] < 1 || dims[1] > MODEL_MAX_CHANNELS_IN ||
         dims[2] < 1 || dims[2] > MODEL_MAX_DIM || dims[3] < 1 || dims[3] > MODEL_MAX_DIM) {
         st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s/images must be [N,C,H,W] with N >= 1", path, obj);
@@ -59,8 +60,15 @@ ccq_status data_load(data_split *d, const char *path, const char *split, int64_t
     d->h = (int)dims[2];
     d->w = (int)dims[3];
     int64_t per = (int64_t)d->c * d->h * d->w;
-    /* Sizes come from the file: a damaged or hostile header must not abort the process. */
-    d->images = per * d->n <= (INT64_C(1) << 36) ? malloc((size_t)(per * d->n)) : NULL;
+    /* Sizes come from the file: a damaged or hostile header must not abort the process,
+     * and the file must store what it claims before anything is allocated for it. */
+    const int too_big = per * d->n > (INT64_C(1) << 36);
+    hsize_t stored[H5IO_MAX_RANK];
+    int stored_rank = 0;
+    if (!too_big && ((st = h5io_dset_dims(&f, obj, "images", &stored_rank, stored, err)) ||
+                     (st = h5io_dset_dims(&f, obj, "labels", &stored_rank, stored, err))))
+        goto fail;
+    d->images = too_big ? NULL : malloc((size_t)(per * d->n));
     d->labels = d->images ? malloc(sizeof(int32_t) * (size_t)d->n) : NULL;
     if (!d->images || !d->labels) {
         st = ccq_fail(err, CCQ_ERR_LIMIT, "%s: %s split of %d images of %lld bytes does not fit in memory", path, split,

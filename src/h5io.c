@@ -161,6 +161,28 @@ done:
     return st;
 }
 
+/* A number type HDF5 would convert without complaint but should not: more
+ * than 8 bytes per element (converted slowly, with buffers of that size per
+ * element), or bit fields (precision, offset; a float's sign, exponent and
+ * mantissa) that do not lie inside the element, which HDF5's conversion
+ * routines read out of bounds (a damaged offset crashed H5T__bit_find). */
+static ccq_status check_number_type(const h5io_file *f, const char *full, hid_t t, ccq_err *err)
+{
+    const size_t sz = H5Tget_size(t), bits = 8 * sz;
+    if (sz < 1 || sz > 8)
+        return ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: numbers of %zu bytes (expected 1 to 8)", f->path, full, sz);
+    const size_t prec = H5Tget_precision(t);
+    const int off = H5Tget_offset(t);
+    int ok = prec >= 1 && off >= 0 && (size_t)off + prec <= bits;
+    if (ok && H5Tget_class(t) == H5T_FLOAT) {
+        size_t spos = 0, epos = 0, esize = 0, mpos = 0, msize = 0;
+        ok = H5Tget_fields(t, &spos, &epos, &esize, &mpos, &msize) >= 0 && spos < bits && esize >= 1 &&
+             msize >= 1 && epos + esize <= bits && mpos + msize <= bits;
+    }
+    if (!ok) return ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: damaged number type (bit fields outside the element)", f->path, full);
+    return CCQ_OK;
+}
+
 static ccq_status attr_numbers(const h5io_file *f, const char *obj, const char *name, H5T_class_t cls,
                                hid_t mem, void *out, int max, int *count, ccq_err *err)
 {
@@ -176,6 +198,7 @@ static ccq_status attr_numbers(const h5io_file *f, const char *obj, const char *
                       cls == H5T_INTEGER ? "integer" : "floating-point");
         goto done;
     }
+    if ((st = check_number_type(f, full, t, err))) goto done;
     hssize_t np = H5Sget_simple_extent_npoints(s);
     if (np < 1 || np > max) {
         st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: %lld values, expected 1 to %d", f->path, full, (long long)np,
@@ -245,19 +268,57 @@ static hid_t dset_open(const h5io_file *f, const char *obj, const char *name, cc
     return d;
 }
 
-ccq_status h5io_dset_dims(const h5io_file *f, const char *obj, const char *name, int *rank, hsize_t *dims,
-                          ccq_err *err)
+/* Where a dataset's bytes are and whether there are enough of them, so that
+ * a damaged or hostile header cannot make a loader allocate (and HDF5 fill)
+ * more than the file could hold: no external files or virtual layouts (their
+ * data would come from other paths); stored bytes within the file; without
+ * filters, at least what the elements need (fewer: truncated or never
+ * written, read back as fill values); with filters (compression), at most
+ * 1024 times the stored bytes (gzip's limit is about 1032). */
+static ccq_status check_stored(const h5io_file *f, const char *full, hid_t d, hid_t s, ccq_err *err)
+{
+    ccq_status st = CCQ_OK;
+    hid_t t = H5Dget_type(d), dcpl = H5Dget_create_plist(d);
+    const hssize_t np = H5Sget_simple_extent_npoints(s);
+    const size_t tsz = t >= 0 ? H5Tget_size(t) : 0;
+    const H5D_layout_t lay = dcpl >= 0 ? H5Pget_layout(dcpl) : H5D_LAYOUT_ERROR;
+    const int nfilt = dcpl >= 0 ? H5Pget_nfilters(dcpl) : -1, next = dcpl >= 0 ? H5Pget_external_count(dcpl) : -1;
+    hsize_t fsize = 0;
+    if (np < 0 || tsz == 0 || lay < 0 || nfilt < 0 || next < 0 || H5Fget_filesize(f->id, &fsize) < 0) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: unreadable dataset properties", f->path, full);
+    } else if (next > 0 || lay == H5D_VIRTUAL) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: data in other files (external or virtual): refused", f->path, full);
+    } else if (np > 0) {
+        const hsize_t stored = H5Dget_storage_size(d);
+        const uint64_t need = (uint64_t)np > UINT64_MAX / tsz ? UINT64_MAX : (uint64_t)np * tsz;
+        if (stored > fsize)
+            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: claims %llu stored bytes in a file of %llu", f->path, full,
+                          (unsigned long long)stored, (unsigned long long)fsize);
+        else if (nfilt == 0 && stored < need)
+            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: holds %llu of its %llu bytes (truncated or never written)",
+                          f->path, full, (unsigned long long)stored, (unsigned long long)need);
+        else if (nfilt > 0 && need / 1024 > stored)
+            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: %llu bytes compressed into %llu: refused (a ratio above 1024)",
+                          f->path, full, (unsigned long long)need, (unsigned long long)stored);
+    }
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (t >= 0) H5Tclose(t);
+    return st;
+}
+
+static ccq_status dset_dims(const h5io_file *f, const char *obj, const char *name, int *rank, hsize_t *dims,
+                            int stored, ccq_err *err)
 {
     char full[512];
     ccq_status st = CCQ_OK;
     hid_t d = dset_open(f, obj, name, err, &st), s = H5I_INVALID_HID;
     if (d < 0) return st;
+    objname(full, sizeof full, obj, name);
     s = H5Dget_space(d);
     int r = s < 0 ? -1 : H5Sget_simple_extent_ndims(s);
     if (r < 0 || r > H5IO_MAX_RANK || H5Sget_simple_extent_dims(s, dims, NULL) < 0) {
-        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: unreadable or unsupported dataspace", f->path,
-                      objname(full, sizeof full, obj, name));
-    } else {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: unreadable or unsupported dataspace", f->path, full);
+    } else if (!stored || !(st = check_stored(f, full, d, s, err))) {
         *rank = r;
     }
     if (s >= 0) H5Sclose(s);
@@ -295,6 +356,7 @@ ccq_status h5io_dset_read(const h5io_file *f, const char *obj, const char *name,
                       want_cls == H5T_FLOAT ? "floating-point" : "integer");
         goto done;
     }
+    if ((st = check_number_type(f, full, t, err))) goto done;
     herr_t rc;
     if (rows >= 0) {
         hsize_t start[H5IO_MAX_RANK] = {0}, count[H5IO_MAX_RANK];
@@ -316,6 +378,18 @@ done:
     if (t >= 0) H5Tclose(t);
     H5Dclose(d);
     return st;
+}
+
+ccq_status h5io_dset_dims(const h5io_file *f, const char *obj, const char *name, int *rank, hsize_t *dims,
+                          ccq_err *err)
+{
+    return dset_dims(f, obj, name, rank, dims, 1, err);
+}
+
+ccq_status h5io_dset_shape(const h5io_file *f, const char *obj, const char *name, int *rank, hsize_t *dims,
+                           ccq_err *err)
+{
+    return dset_dims(f, obj, name, rank, dims, 0, err);
 }
 
 /* Object creation properties without modification times, so that the same

@@ -51,9 +51,17 @@ ccq_status h5io_attr_ints_n(const h5io_file *f, const char *obj, const char *nam
 ccq_status h5io_attr_floats_n(const h5io_file *f, const char *obj, const char *name, float *out, int count,
                               ccq_err *err);
 
-/* Shape of dataset obj/name: *rank and dims[0..rank). */
+/* Shape of dataset obj/name: *rank and dims[0..rank), once its storage is
+ * found to hold what the shape needs (CCQ_ERR_FORMAT for data in external
+ * files or a virtual layout, stored bytes beyond the file, fewer bytes than
+ * the elements need without compression, a compression ratio above 1024):
+ * a loader may allocate for dims without trusting the header alone. */
 ccq_status h5io_dset_dims(const h5io_file *f, const char *obj, const char *name, int *rank, hsize_t *dims,
                           ccq_err *err);
+/* The shape alone, storage unchecked: for a size limit that must come first
+ * (then h5io_dset_dims before allocating). */
+ccq_status h5io_dset_shape(const h5io_file *f, const char *obj, const char *name, int *rank, hsize_t *dims,
+                           ccq_err *err);
 
 /* Reads dataset obj/name, which must have exactly the given shape, converting
  * to mem_type (H5T_NATIVE_FLOAT, H5T_NATIVE_UINT8, ...). With `rows` >= 0 reads
