@@ -123,15 +123,32 @@ ccq_status ckpt_check_fit(const ckpt_data *c, const int8_t *qmax, const char *pa
     return check_rows(c, qmax, 0, path, err);
 }
 
-/* Checks the scalars against each other and what the configuration snapshot
- * says (the snapshot itself must parse). */
+/* Largest evaluation count a checkpoint may hold: run.budget is at most 1e12,
+ * and a checkpoint is written at most one generation past it. Also keeps
+ * generation * batch (the data position of a generation) far from overflow. */
+#define CKPT_MAX_EVALS (INT64_C(1) << 40)
+
+/* Checks the counters against each other and what the configuration
+ * snapshot says (src/step.c: a generation evaluates at least lambda + 1
+ * candidates and accepts at most one). */
 static ccq_status check_counters(const ckpt_data *c, const cfg_search *cfg, const char *path, ccq_err *err)
 {
-    if (c->gen < 0 || c->evals < 0 || c->accepted < 0 || c->accepted > c->evals)
+    if (c->gen < 0 || c->evals < 0 || c->accepted < 0)
         return ccq_fail(err, CCQ_ERR_FORMAT,
-                        "%s: malformed checkpoint (generation %lld, evaluations %lld, accepted %lld: each must be >= 0, "
-                        "accepted <= evaluations)",
+                        "%s: malformed checkpoint (generation %lld, evaluations %lld, accepted %lld: each must be >= 0)",
                         path, (long long)c->gen, (long long)c->evals, (long long)c->accepted);
+    if (c->evals > CKPT_MAX_EVALS)
+        return ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (evaluations %lld: more than any budget allows)",
+                        path, (long long)c->evals);
+    if (c->gen > c->evals || c->gen * (cfg->lambda + 1) > c->evals)
+        return ccq_fail(err, CCQ_ERR_FORMAT,
+                        "%s: malformed checkpoint (generation %lld needs at least %lld evaluations, lambda + 1 each; "
+                        "it has %lld)",
+                        path, (long long)c->gen, (long long)(c->gen > c->evals ? c->gen : c->gen * (cfg->lambda + 1)),
+                        (long long)c->evals);
+    if (c->accepted > c->gen)
+        return ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (accepted %lld in %lld generations: at most one each)",
+                        path, (long long)c->accepted, (long long)c->gen);
     if (c->log_bytes < 0 || c->layer_cursor < 0)
         return ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (log position %lld, layer cursor %lld: must be >= 0)",
                         path, (long long)c->log_bytes, (long long)c->layer_cursor);
@@ -204,6 +221,12 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
         goto fail;
     }
     c->n = (int64_t)dims[0];
+    /* the layer grouping's cursor is a weight index (group.c keeps it below n) */
+    if (c->layer_cursor >= c->n) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (layer cursor %lld: there are %lld weights)", path,
+                      (long long)c->layer_cursor, (long long)c->n);
+        goto fail;
+    }
     hsize_t n1[1] = {dims[0]}, np[1] = {dims[0] * (hsize_t)c->width};
     c->levels = ccq_malloc((size_t)c->n);
     c->best_levels = ccq_malloc((size_t)c->n);

@@ -6,7 +6,7 @@ radius 1) writes a real checkpoint; each case edits one thing in a copy with
 h5py and resumes from it: `ccq search --resume` must exit 4 with one line on
 stderr naming the file and the problem, and leave the log untouched. The
 unedited copy must resume (exit 0). What ckpt_read checks from the file alone
-(src/ckpt.c): counters, the configuration snapshot, the EDA width, levels
+(src/ckpt.c): counters (against each other and the snapshot's lambda), the configuration snapshot, the EDA width, levels
 within the snapshot's bit width, every EDA row (sum, no mass outside the
 grid), the start's kind and scales.
 """
@@ -112,7 +112,10 @@ with tempfile.TemporaryDirectory() as root:
         ("an EDA row summing to more than one", data("eda_p", add_centre), "EDA row 0 sums to 65537"),
         ("EDA mass outside the 2-bit grid", data("eda_p", outside_grid), "outside +-1"),
         ("a negative evaluation count", attr("evaluations", -5), "evaluations -5"),
-        ("accepted above evaluations", attr("accepted", 10 ** 9), "accepted <= evaluations"),
+        ("more accepted changes than generations", attr("accepted", 10 ** 9), "accepted 1000000000 in"),
+        ("evaluations beyond any budget", attr("evaluations", 2 ** 50), "more than any budget"),
+        ("generations the evaluations cannot hold", attr("generation", 10 ** 6), "generation 1000000 needs"),
+        ("a layer cursor past the weights", attr("layer_cursor", 10 ** 6), "layer cursor 1000000: there are"),
         ("a negative generation", attr("generation", -1), "generation -1"),
         ("a negative log position", attr("log_bytes", -1), "log position -1"),
         ("a negative layer cursor", attr("layer_cursor", -2), "layer cursor -2"),

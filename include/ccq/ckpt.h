@@ -39,13 +39,15 @@ typedef struct {
 ccq_status ckpt_write(const ckpt_data *c, const char *path, ccq_err *err);
 /* Reads a checkpoint; on failure *c is empty (safe to free). Refused with
  * CCQ_ERR_FORMAT (one line, "PATH: malformed checkpoint (...)"): negative
- * counters, accepted > evaluations, a configuration snapshot that does not
+ * counters, more than 2^40 evaluations, fewer than generation * (lambda + 1)
+ * evaluations, more accepted changes than generations, a layer cursor not
+ * below the weight count, a configuration snapshot that does not
  * parse, eda_width not 2 * search.radius + 1, levels outside the snapshot's
  * widest bit width, an EDA row not summing to EDA_ONE or with mass on a level
  * outside that width, start scales not finite and positive, arrays larger
  * than the file could hold. Not checked here (needs the model or the log):
- * per-layer bit widths (ckpt_check_fit), the layer cursor's upper bound, the
- * log position against the log's length. */
+ * per-layer bit widths (ckpt_check_fit), the log position against the log's
+ * length. */
 ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err);
 /* The checkpoint's levels and EDA rows against the model's per-weight
  * largest level (qmax[n], eda_state.qmax): CCQ_ERR_FORMAT if any level or
