@@ -101,9 +101,16 @@ for h in "${harnesses[@]}"; do
       ours=$((ours + 1)); continue
     fi
     kind=$(basename "$art"); kind=${kind%%-*}
-    # a memory error whose first frame is inside libhdf5 is HDF5's own decoding of damaged
-    # metadata, not ccq's: counted apart, kept in hdf5/
-    if first_frame "$log" | grep -q libhdf5; then
+    report="$log"
+    if [ "$kind" = oom ] && ! first_frame "$log" | grep -q .; then
+      # exceeding the RSS limit comes without a stack: replay with a malloc limit to find the
+      # allocation (ASan makes a huge malloc resident where glibc's stays lazy)
+      report="$log.malloc"
+      timeout 120 "$bd/tests/fuzz/fuzz_$h" -rss_limit_mb=4096 -malloc_limit_mb=1024 "$art" > "$report" 2>&1 || true
+    fi
+    # a memory error, hang or huge allocation whose first frame is inside libhdf5 is HDF5's own
+    # decoding of damaged metadata, not ccq's: counted apart, kept in hdf5/
+    if first_frame "$report" | grep -q libhdf5; then
       hdf5=$((hdf5 + 1)); mkdir -p "$crashes/hdf5"; mv "$art" "$crashes/hdf5/"; cp "$log" "$crashes/hdf5/$(basename "$art").log"
     else
       ours=$((ours + 1)); kinds+=" $kind"; cp "$log" "$art.log"
