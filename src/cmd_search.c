@@ -3,8 +3,10 @@
  * the MPI entry point: every rank parses the same configuration, rank 0
  * echoes it and reports; errors are printed once, by rank 0.
  */
+#include <dirent.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ccq/cc.h"
 #include "ccq/cfg.h"
@@ -32,6 +34,31 @@ static ccq_status check_paths(const cfg_search *c, const char *config, const cha
         {"run.checkpoint", c->checkpoint},
     };
     return outpath_check(in, 4, out, 4, 1, err);
+}
+
+/* Removes PATH.tmp.PID files (PID digits only) that a killed atomic write left next to path:
+ * a SIGKILL inside a checkpoint write leaves one of the checkpoint's size each time. */
+static void remove_stale_temps(const char *path)
+{
+    char dir[CFG_PATH_MAX], prefix[CFG_PATH_MAX + 8];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    const char *base = slash ? slash + 1 : dir;
+    snprintf(prefix, sizeof prefix, "%s.tmp.", base);
+    if (slash == dir) dir[1] = '\0';
+    else if (slash) *slash = '\0';
+    else snprintf(dir, sizeof dir, ".");
+    DIR *dh = opendir(dir);
+    if (!dh) return;
+    const size_t np = strlen(prefix);
+    for (struct dirent *e; (e = readdir(dh));) {
+        const char *tail = e->d_name + np;
+        if (strncmp(e->d_name, prefix, np) != 0 || !*tail || strspn(tail, "0123456789") != strlen(tail)) continue;
+        char full[2 * CFG_PATH_MAX + 300];
+        snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+        if (unlink(full) == 0) printf("search: removed %s (a temporary file left by a killed write)\n", full);
+    }
+    closedir(dh);
 }
 
 static ccq_status parse(int argc, char **argv, cfg_search *c, const char **config, const char **resume, int *help,
@@ -67,6 +94,23 @@ static ccq_status parse(int argc, char **argv, cfg_search *c, const char **confi
     return CCQ_OK;
 }
 
+/* The end of a search on every rank. An error known to all ranks is printed by rank 0 before a
+ * barrier (all ranks, also on success), so that no rank exits (and makes mpirun end the job) before rank 0's line is out:
+ * under load, mpirun killed rank 0 between another rank's exit and rank 0's message. Every rank
+ * then exits with the same code; main() prints nothing more (negative status). */
+static ccq_status finish(const dist_ctx *d, ccq_status st, const ccq_err *err)
+{
+    if (st != CCQ_OK && st != CCQ_STOPPED && d->rank == 0) {
+        fflush(stdout);
+        fprintf(stderr, "ccq: %s\n", err->msg);
+        fflush(stderr);
+    }
+    dist_barrier_idle(d); /* every rank, whatever its status: none can be left waiting */
+    dist_finalize();
+    if (st == CCQ_OK || (st == CCQ_STOPPED && d->rank == 0)) return st;
+    return (ccq_status)-(int)st;
+}
+
 ccq_status cmd_search(int argc, char **argv, ccq_err *err)
 {
     cfg_search c;
@@ -85,20 +129,18 @@ ccq_status cmd_search(int argc, char **argv, ccq_err *err)
     }
     if (!st) { /* found on rank 0 (it alone writes), the outcome reaches every rank */
         st = d.rank == 0 ? check_paths(&c, config, resume, err) : CCQ_OK;
+        if (!st && d.rank == 0) {
+            remove_stale_temps(c.checkpoint);
+            remove_stale_temps(c.output);
+        }
         st = (ccq_status)dist_bcast_int(&d, (int)st);
     }
-    if (st) { /* usage and file errors reach every rank; rank 0 prints them */
-        dist_finalize();
-        return d.rank == 0 ? st : (ccq_status)-(int)st;
-    }
+    if (st) return finish(&d, st, err); /* usage and file errors reach every rank; rank 0 prints them */
     if (d.rank == 0) {
         printf("search: %d rank%s, %s; effective configuration:\n", d.size, d.size > 1 ? "s" : "",
                resume ? "resuming" : "starting");
         cfg_write(&c, stdout);
         fflush(stdout);
     }
-    const ccq_status rc = cc_run(&c, resume, &d, err);
-    dist_finalize();
-    if (rc != CCQ_OK && d.rank != 0) return (ccq_status)-(int)rc; /* rank 0 prints the message */
-    return rc;
+    return finish(&d, cc_run(&c, resume, &d, err), err);
 }

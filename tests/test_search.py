@@ -116,8 +116,15 @@ with tempfile.TemporaryDirectory() as root:
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     if os.path.exists(os.path.join(d, "ckpt.h5")):
+        # what a SIGKILL inside a checkpoint write leaves: removed on resume (only PATH.tmp.DIGITS)
+        open(os.path.join(d, "ckpt.h5.tmp.999999"), "w").write("partial")
+        open(os.path.join(d, "ckpt.h5.tmp.notapid"), "w").write("not ours")
         rc, so, se = search(cfg, 3, ["--resume", os.path.join(d, "ckpt.h5")])
         t.check(f"resume after SIGKILL at {delay:.2f} s", rc == 0, se[-2000:])
+        t.check("stale CKPT.tmp.PID removed on resume, other files kept",
+                not os.path.exists(os.path.join(d, "ckpt.h5.tmp.999999"))
+                and os.path.exists(os.path.join(d, "ckpt.h5.tmp.notapid")) and "removed" in so, so[-500:])
+        os.unlink(os.path.join(d, "ckpt.h5.tmp.notapid"))
         got = files(d)
         for n in base:
             t.check(f"killed at {delay:.2f} s and resumed on 3 ranks: {n} identical", got[n] == base[n])
