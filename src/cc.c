@@ -199,6 +199,7 @@ static ccq_status resume_from(cc_state *s, const ckpt_data *c, const char *path,
     if (c->n != s->g.n_w || c->width != s->eda.width)
         st = ccq_fail(err, CCQ_ERR_MISMATCH, "%s: checkpoint has %lld weights x %d candidates, the model %lld x %d", path,
                       (long long)c->n, c->width, (long long)s->g.n_w, s->eda.width);
+    if (!st) st = ckpt_check_fit(c, s->eda.qmax, path, err); /* each weight's levels within its own layer's bits */
     if (!st) {
         genome_load_all(&s->g, c->levels);
         memcpy(s->best_levels, c->best_levels, (size_t)s->g.n_w);
