@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -112,6 +113,49 @@ static hid_t attr_open(const h5io_file *f, const char *obj, const char *name, cc
     return a;
 }
 
+/* A watchdog around HDF5's read of a variable-length string: on a damaged global heap entry
+ * Debian's HDF5 1.10 loops forever or faults inside H5C_protect (tests/fuzz/hdf5/), before ccq
+ * sees a byte. Such a read takes microseconds on a sound file; after GUARD_SECONDS, or on a fault
+ * inside it, the process says which file and ends with the format error's exit code (4). Only
+ * async-signal-safe calls in the handler. */
+#define GUARD_SECONDS 10
+static char g_guard_msg[1400];
+static size_t g_guard_len;
+
+static void guard_fire(int sig)
+{
+    (void)sig;
+    ssize_t w = write(STDERR_FILENO, g_guard_msg, g_guard_len);
+    (void)w;
+    _exit(CCQ_ERR_FORMAT);
+}
+
+typedef struct {
+    struct sigaction alrm, segv, bus;
+} guard_saved;
+
+static void guard_begin(guard_saved *g, const char *path, const char *full)
+{
+    g_guard_len = (size_t)snprintf(g_guard_msg, sizeof g_guard_msg,
+                                   "ccq: %s: %s: HDF5 failed or hung reading this string (damaged file)\n", path, full);
+    if (g_guard_len >= sizeof g_guard_msg) g_guard_len = sizeof g_guard_msg - 1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = guard_fire;
+    sigaction(SIGALRM, &sa, &g->alrm);
+    sigaction(SIGSEGV, &sa, &g->segv);
+    sigaction(SIGBUS, &sa, &g->bus);
+    alarm(GUARD_SECONDS);
+}
+
+static void guard_end(const guard_saved *g)
+{
+    alarm(0);
+    sigaction(SIGALRM, &g->alrm, NULL);
+    sigaction(SIGSEGV, &g->segv, NULL);
+    sigaction(SIGBUS, &g->bus, NULL);
+}
+
 ccq_status h5io_attr_str(const h5io_file *f, const char *obj, const char *name, char *buf, size_t n,
                          ccq_err *err)
 {
@@ -129,8 +173,12 @@ ccq_status h5io_attr_str(const h5io_file *f, const char *obj, const char *name, 
         char *s = NULL;
         mt = H5Tcopy(H5T_C_S1);
         /* HDF5 does not convert between ASCII and UTF-8: read in the file's charset. */
-        if (mt < 0 || H5Tset_size(mt, H5T_VARIABLE) < 0 || H5Tset_cset(mt, H5Tget_cset(t)) < 0 ||
-            H5Aread(a, mt, &s) < 0 || !s) {
+        guard_saved g;
+        guard_begin(&g, f->path, full);
+        const int bad = mt < 0 || H5Tset_size(mt, H5T_VARIABLE) < 0 || H5Tset_cset(mt, H5Tget_cset(t)) < 0 ||
+                        H5Aread(a, mt, &s) < 0 || !s;
+        guard_end(&g);
+        if (bad) {
             st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: cannot read string", f->path, full);
             goto done;
         }

@@ -59,6 +59,14 @@ for sub in ("eval", "inspect"):
     expect(f"{sub} weight dims", mk(F("bad_weight_dims.h5")), FORMAT, ["expected shape [3,8], found [3,9]"])
     expect(f"{sub} foreign hdf5", mk(F("foreign.h5")), FORMAT, ["foreign.h5", "not a ccq"])
 expect("eval data file as model", ev(data), FORMAT, ["not a ccq model file"])
+# damaged variable-length strings on which HDF5 1.10 itself hangs or faults (found by fuzz.sh): the
+# watchdog around that read ends with one line and exit 4 (the hang after its 10 s)
+HD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz", "hdf5", "model")
+expect("HDF5 faults on a damaged string", ["inspect", os.path.join(HD, "vlen_string_segv.h5")], FORMAT,
+       ["vlen_string_segv.h5", "/format", "HDF5 failed or hung"])
+expect("HDF5 hangs on a damaged string", ["inspect", os.path.join(HD, "vlen_string_hang.h5")], FORMAT,
+       ["vlen_string_hang.h5", "/format", "HDF5 failed or hung"])
+
 expect("eval model as data", ev(tiny, tiny), FORMAT, ["not a ccq data file"])
 expect("eval missing data", ev(tiny, F("nodata.h5")), IO, ["nodata.h5", "no such file"])
 expect("eval truncated data", ev(tiny, F("truncated.h5")), FORMAT, ["truncated or damaged"])
