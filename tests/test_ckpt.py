@@ -137,6 +137,7 @@ with tempfile.TemporaryDirectory() as root:
         ("no start scales", replace("start_wscale", np.zeros(0, np.float32)), "start scales"),
     ]
     for i, (label, edit, want) in enumerate(cases):
+        t.refusal(label)
         d = os.path.join(root, f"c{i}")
         os.makedirs(d)
         shutil.copy(os.path.join(ref, "log.jsonl"), d)
