@@ -164,7 +164,8 @@ static ccq_status write_checkpoint(cc_state *s, ccq_err *err)
         if (st) { /* say what survives */
             char why[sizeof err->msg];
             snprintf(why, sizeof why, "%s", err->msg);
-            st = ccq_fail(err, st, "%.600s (%.100s, if any, is unchanged)", why, s->cfg.checkpoint);
+            st = ccq_fail(err, st, "%.200s: checkpoint not written (%.400s); the previous one, if any, is unchanged",
+                          s->cfg.checkpoint, why);
         }
         free(c.config);
         ccq_free(c.levels);
