@@ -103,7 +103,8 @@ static hid_t attr_open(const h5io_file *f, const char *obj, const char *name, cc
     }
     htri_t ex = H5Aexists_by_name(f->id, obj, name, H5P_DEFAULT);
     if (ex <= 0) {
-        *st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: missing attribute", f->path, objname(full, sizeof full, obj, name));
+        *st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: %s", f->path, objname(full, sizeof full, obj, name),
+                       ex < 0 ? "unreadable attribute table (damaged file)" : "missing attribute");
         return H5I_INVALID_HID;
     }
     hid_t a = H5Aopen_by_name(f->id, obj, name, H5P_DEFAULT, H5P_DEFAULT);
@@ -154,6 +155,17 @@ static void guard_end(const guard_saved *g)
     sigaction(SIGALRM, &g->alrm, NULL);
     sigaction(SIGSEGV, &g->segv, NULL);
     sigaction(SIGBUS, &g->bus, NULL);
+}
+
+ccq_status h5io_has_attr(const h5io_file *f, const char *obj, const char *name, int *has, ccq_err *err)
+{
+    char full[512];
+    const htri_t ex = H5Aexists_by_name(f->id, obj, name, H5P_DEFAULT);
+    *has = ex > 0;
+    if (ex < 0)
+        return ccq_fail(err, CCQ_ERR_FORMAT, "%s: %s: unreadable attribute table (damaged file)", f->path,
+                        objname(full, sizeof full, obj, name));
+    return CCQ_OK;
 }
 
 ccq_status h5io_attr_str(const h5io_file *f, const char *obj, const char *name, char *buf, size_t n,

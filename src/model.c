@@ -59,12 +59,16 @@ static ccq_status load_node_extras(const model *m, const op_io *io, ccq_err *err
     ccq_status st;
     const h5io_file *f = io->f;
     nd->relu = 0;
-    if (H5Aexists_by_name(f->id, io->obj, "relu", H5P_DEFAULT) > 0) {
+    int has_relu, has_clip;
+    if ((st = h5io_has_attr(f, io->obj, "relu", &has_relu, err)) ||
+        (st = h5io_has_attr(f, io->obj, "clip", &has_clip, err)))
+        return st;
+    if (has_relu) {
         if ((st = op_read_ints(io, "relu", &nd->relu, 1, 0, 1, err))) return st;
         if (nd->relu && !(ot->flags & OP_FUSES))
             return OP_FAIL(io, err, CCQ_ERR_FORMAT, "%s", "relu = 1 on an op that cannot fuse it");
     }
-    if (nd->op != MODEL_OP_CLIP && H5Aexists_by_name(f->id, io->obj, "clip", H5P_DEFAULT) > 0) {
+    if (nd->op != MODEL_OP_CLIP && has_clip) {
         if (!(ot->flags & OP_FUSES))
             return OP_FAIL(io, err, CCQ_ERR_FORMAT, "%s", "a fused clip on an op that cannot fuse it");
         if ((st = op_read_attr_floats(io, "clip", nd->clip, 2, err))) return st;
@@ -182,7 +186,9 @@ ccq_status model_load(model *m, const char *path, ccq_err *err)
         }
     }
 
-    if (H5Aexists_by_name(f.id, "/", "quantized", H5P_DEFAULT) > 0) {
+    int has_q;
+    if ((st = h5io_has_attr(&f, "/", "quantized", &has_q, err))) goto fail;
+    if (has_q) {
         if ((st = h5io_attr_ints_n(&f, "/", "quantized", v, 1, err))) goto fail;
         m->quantized = v[0] != 0;
     }

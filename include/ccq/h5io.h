@@ -89,4 +89,8 @@ ccq_status h5io_atomic_create(h5io_file *f, const char *path, ccq_err *err);
 ccq_status h5io_atomic_commit(h5io_file *f, const char *path, ccq_err *err);
 void h5io_atomic_abort(h5io_file *f);
 
+/* Whether obj carries the attribute name: an HDF5 failure to tell (a damaged attribute table) is
+ * CCQ_ERR_FORMAT naming the file, never taken for "absent". */
+ccq_status h5io_has_attr(const h5io_file *f, const char *obj, const char *name, int *has, ccq_err *err);
+
 #endif
