@@ -57,9 +57,11 @@ CC=clang cmake -S "$here" -B "$bd" -DCCQ_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebIn
 rm -f "$bd.cmake.log"
 cmake --build "$bd" -j 1 --target "${targets[@]}" > "$bd/build.log" 2>&1 || { tail -n 40 "$bd/build.log" >&2; exit 1; }
 
-# the temporary input file each execution writes: in memory where possible
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/ccq-fuzz.XXXXXX")
-[ -d /dev/shm ] && [ -w /dev/shm ] && { rmdir "$tmp"; tmp=$(mktemp -d /dev/shm/ccq-fuzz.XXXXXX); }
+# The harnesses write each input to a file under $TMPDIR (the loaders take paths): a private
+# folder, in memory (/dev/shm) where that exists and is writable, else under the caller's TMPDIR;
+# removed on exit.
+shm_ok() { [ -d /dev/shm ] && [ -w /dev/shm ]; }
+if shm_ok; then tmp=$(mktemp -d /dev/shm/ccq-fuzz.XXXXXX); else tmp=$(mktemp -d "${TMPDIR:-/tmp}/ccq-fuzz.XXXXXX"); fi
 trap 'rm -rf "$tmp"' EXIT
 export TMPDIR="$tmp"
 export ASAN_OPTIONS="allocator_may_return_null=1:detect_leaks=1:${ASAN_OPTIONS:-}"
