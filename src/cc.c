@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ccq/cclog.h"
 #include "ccq/ckpt.h"
@@ -141,7 +142,7 @@ static void start_scales(const model *m, int64_t *n_w, float **w, int64_t *n_a, 
     }
 }
 
-static ccq_status write_checkpoint(cc_state *s, ccq_err *err)
+static ccq_status write_checkpoint(cc_state *s, int complete, ccq_err *err)
 {
     ccq_status st = CCQ_OK;
     int64_t log_bytes = 0;
@@ -153,6 +154,7 @@ static ccq_status write_checkpoint(cc_state *s, ccq_err *err)
         c.model_hash = s->model_hash, c.data_hash = s->data_hash;
         c.gen = s->st.gen, c.evals = s->st.evals, c.accepted = s->st.accepted, c.best_val = s->best_val;
         c.log_bytes = log_bytes;
+        c.complete = complete;
         c.layer_cursor = s->st.cursor;
         c.n = s->g.n_w, c.width = s->eda.width;
         c.levels = ccq_malloc((size_t)s->g.n_w);
@@ -454,7 +456,22 @@ static ccq_status report_test(cc_state *s, ccq_err *err)
 
 /* ---- the loop ------------------------------------------------------------------ */
 
-ccq_status cc_run(const cfg_search *cfg, const char *resume, const dist_ctx *d, ccq_err *err)
+/* --resume auto on a checkpoint written after the last generation whose output exists: nothing to
+ * do (a raised run.budget continues instead; a missing output is written again from the checkpoint). */
+static int already_complete(const cc_state *s, const ckpt_data *c, const char *path)
+{
+    int done = 0;
+    if (s->d->rank == 0) {
+        done = c->complete && c->evals >= s->cfg.budget && access(s->cfg.output, F_OK) == 0;
+        if (done)
+            printf("search: %s holds a complete search (%lld generations, %lld evaluations) and %s exists; "
+                   "nothing to do\n", path, (long long)c->gen, (long long)c->evals, s->cfg.output);
+        fflush(stdout);
+    }
+    return dist_bcast_int(s->d, done);
+}
+
+ccq_status cc_run(const cfg_search *cfg, const char *resume, int resume_auto, const dist_ctx *d, ccq_err *err)
 {
     /* From the start: a stop requested during set-up ends after the first generation, with a checkpoint. */
     struct sigaction sa;
@@ -470,6 +487,7 @@ ccq_status cc_run(const cfg_search *cfg, const char *resume, const dist_ctx *d, 
     if (!st) st = setup(&s, cfg, d, resume ? &ck : NULL, resume, err);
     if (st) goto done;
     if (resume) {
+        if (resume_auto && already_complete(&s, &ck, resume)) goto done;
         if ((st = resume_from(&s, &ck, resume, err))) goto done;
     } else {
         if ((st = (ccq_status)dist_bcast_int(d, d->rank == 0 ? (int)cclog_open(&s.log, cfg->log, -1, err) : 0)))
@@ -497,14 +515,14 @@ ccq_status cc_run(const cfg_search *cfg, const char *resume, const dist_ctx *d, 
             }
         }
         if (d->rank == 0) cclog_generation(&s.log, &rec, d->size, s.ev.t_forward, feval_cache_bytes(&s.ev));
-        if (s.st.gen % cfg->checkpoint_every == 0 && (st = write_checkpoint(&s, err))) goto done;
+        if (s.st.gen % cfg->checkpoint_every == 0 && (st = write_checkpoint(&s, 0, err))) goto done;
         if (dist_any(d, g_stop)) {
             stopped = 1;
             break;
         }
     }
     if (!stopped && (st = check_validation(&s, err))) goto done;
-    if ((st = write_checkpoint(&s, err))) goto done;
+    if ((st = write_checkpoint(&s, !stopped, err))) goto done;
     if (stopped) {
         if (d->rank == 0)
             fprintf(stderr, "ccq: search stopped on request at generation %lld; checkpoint %s written\n",

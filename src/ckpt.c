@@ -40,7 +40,7 @@ ccq_status ckpt_write(const ckpt_data *c, const char *path, ccq_err *err)
     h5io_file f;
     ccq_status st = h5io_atomic_create(&f, path, err);
     if (st) return st;
-    const int32_t version = CKPT_VERSION, width = c->width;
+    const int32_t version = CKPT_VERSION, width = c->width, complete = c->complete ? 1 : 0;
     hsize_t n1[1] = {(hsize_t)c->n}, np[1] = {(hsize_t)c->n * (hsize_t)c->width};
     hsize_t nw[1] = {(hsize_t)c->n_wscale}, na[1] = {(hsize_t)c->n_act};
     if ((st = h5io_write_attr_str(&f, "/", "format", CKPT_FORMAT, err)) ||
@@ -55,6 +55,7 @@ ccq_status ckpt_write(const ckpt_data *c, const char *path, ccq_err *err)
         (st = h5io_write_attr_i64(&f, "/", "log_bytes", c->log_bytes, err)) ||
         (st = h5io_write_attr_i64(&f, "/", "layer_cursor", c->layer_cursor, err)) ||
         (st = h5io_write_attr_ints(&f, "/", "eda_width", &width, 1, 1, err)) ||
+        (st = h5io_write_attr_ints(&f, "/", "complete", &complete, 1, 1, err)) ||
         (st = h5io_write_dset(&f, "/", "levels", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, n1, c->levels, err)) ||
         (st = h5io_write_dset(&f, "/", "best_levels", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, n1, c->best_levels, err)) ||
         (st = h5io_write_dset(&f, "/", "eda_base", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, n1, c->eda_base, err)) ||
@@ -177,8 +178,9 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
         goto fail;
     }
     if ((st = read_i64(&f, "version", v, err))) goto fail;
-    if (v[0] != CKPT_VERSION) {
-        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: checkpoint version %lld, this ccq reads %d", path, (long long)v[0],
+    const int64_t version = v[0];
+    if (version != CKPT_VERSION && version != 2) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: checkpoint version %lld, this ccq reads 2 and %d", path, (long long)v[0],
                       CKPT_VERSION);
         goto fail;
     }
@@ -203,6 +205,15 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
         goto fail;
     }
     c->width = (int)v[0];
+    if (version >= 3) {
+        if ((st = read_i64(&f, "complete", v, err))) goto fail;
+        if (v[0] != 0 && v[0] != 1) {
+            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (complete %lld: expected 0 or 1)", path,
+                          (long long)v[0]);
+            goto fail;
+        }
+        c->complete = (int)v[0];
+    }
     if ((st = check_counters(c, &cfg, path, err))) goto fail;
     if ((st = h5io_dset_dims(&f, "/", "levels", &rank, dims, err))) goto fail;
     /* ckpt_write stores every array uncompressed: together they cannot be

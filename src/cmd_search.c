@@ -1,5 +1,5 @@
 /*
- * cmd_search.c: `ccq search CONFIG.ini [--set section.key=value]... [--resume CKPT.h5]`,
+ * cmd_search.c: `ccq search CONFIG.ini [--set section.key=value]... [--resume CKPT.h5|auto]`,
  * the MPI entry point: every rank parses the same configuration, rank 0
  * echoes it and reports; errors are printed once, by rank 0.
  */
@@ -121,11 +121,22 @@ ccq_status cmd_search(int argc, char **argv, ccq_err *err)
     ccq_status st = parse(argc, argv, &c, &config, &resume, &help, err);
     if (!st && help) {
         if (d.rank == 0)
-            printf("usage: [mpirun -np N] ccq search CONFIG.ini [--set section.key=value]... [--resume CKPT.h5]\n"
+            printf("usage: [mpirun -np N] ccq search CONFIG.ini [--set section.key=value]... [--resume CKPT.h5|auto]\n"
                    "  every key, its default and its meaning: README.md, \"Configuration\"\n"
+                   "  --resume auto: continue from run.checkpoint if it exists (exit 5 if it belongs to another\n"
+                   "    search), else start afresh; a complete search whose output exists is left as it is\n"
                    "  exit 7: stopped by SIGTERM/SIGINT after writing the checkpoint (continue with --resume)\n");
         dist_finalize();
         return CCQ_OK;
+    }
+    int resume_auto = 0;
+    if (!st && resume && !strcmp(resume, "auto")) { /* run.checkpoint if it exists, as rank 0 sees it */
+        resume_auto = 1;
+        int have = d.rank == 0 ? access(c.checkpoint, F_OK) == 0 : 0;
+        resume = dist_bcast_int(&d, have) ? c.checkpoint : NULL;
+        if (d.rank == 0)
+            printf(resume ? "search: --resume auto: continuing from %s\n" : "search: --resume auto: no %s; starting\n",
+                   c.checkpoint);
     }
     if (!st) { /* found on rank 0 (it alone writes), the outcome reaches every rank */
         st = d.rank == 0 ? check_paths(&c, config, resume, err) : CCQ_OK;
@@ -142,5 +153,5 @@ ccq_status cmd_search(int argc, char **argv, ccq_err *err)
         cfg_write(&c, stdout);
         fflush(stdout);
     }
-    return finish(&d, cc_run(&c, resume, &d, err), err);
+    return finish(&d, cc_run(&c, resume, resume_auto, &d, err), err);
 }

@@ -22,8 +22,10 @@
 #include "ccq/dist.h"
 
 /* Runs (or, with resume != NULL, continues) the search described by cfg.
- * Returns CCQ_OK when the budget is spent, CCQ_STOPPED when asked to stop
- * (after writing the checkpoint), else the error. */
-ccq_status cc_run(const cfg_search *cfg, const char *resume, const dist_ctx *d, ccq_err *err);
+ * resume_auto (`--resume auto` found run.checkpoint): a checkpoint of a
+ * complete search whose output exists ends at once with CCQ_OK, writing
+ * nothing. Returns CCQ_OK when the budget is spent, CCQ_STOPPED when asked
+ * to stop (after writing the checkpoint), else the error. */
+ccq_status cc_run(const cfg_search *cfg, const char *resume, int resume_auto, const dist_ctx *d, ccq_err *err);
 
 #endif

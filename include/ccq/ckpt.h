@@ -17,12 +17,15 @@
 #include "ccq/common.h"
 
 #define CKPT_FORMAT "ccq-checkpoint"
-#define CKPT_VERSION 2 /* 2: the start's kind and scales (start, start_wscale, start_act_scale) */
+#define CKPT_VERSION 3 /* 2: the start's kind and scales (start, start_wscale, start_act_scale); 3: complete.
+                          * Version 2 files are read (complete = 0). */
 
 typedef struct {
     char *config;         /* the search-defining part of the configuration, INI text */
     uint64_t model_hash, data_hash;
     int64_t gen, evals, accepted, best_val, log_bytes, layer_cursor;
+    int complete;         /* 1: written after the search's last generation (budget spent or every weight
+                           * frozen), before the output was saved; 0: a periodic or stop checkpoint */
     int64_t n;            /* searchable weights */
     int width;            /* EDA candidates per weight */
     int8_t *levels;       /* [n] context */
