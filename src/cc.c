@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ccq/cclog.h"
@@ -456,6 +457,17 @@ static ccq_status report_test(cc_state *s, ccq_err *err)
 
 /* ---- the loop ------------------------------------------------------------------ */
 
+#define STALL_AUTO_FIRST 600.0 /* s: run.stall_timeout = auto before a generation was timed */
+#define STALL_AUTO_MIN 60.0
+#define STALL_AUTO_MULT 20.0
+
+static double mono_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 /* --resume auto on a checkpoint written after the last generation whose output exists: nothing to
  * do (a raised run.budget continues instead; a missing output is written again from the checkpoint). */
 static int already_complete(const cc_state *s, const ckpt_data *c, const char *path)
@@ -479,6 +491,7 @@ ccq_status cc_run(const cfg_search *cfg, const char *resume, int resume_auto, co
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL); /* what mpirun forwards to every rank (it answers SIGTERM by killing the job) */
     cc_state s;
     ckpt_data ck;
     memset(&s, 0, sizeof s);
@@ -498,8 +511,17 @@ ccq_status cc_run(const cfg_search *cfg, const char *resume, int resume_auto, co
     cclog_mark(&s.log, s.st.evals);
     s.ev.t_forward = 0;
     int stopped = 0;
+    /* the stall watchdog: a fixed bound, or (auto) STALL_AUTO_MULT times the slowest generation so
+     * far (checkpoints and validations included), at least STALL_AUTO_MIN s, STALL_AUTO_FIRST s
+     * until a generation has been timed */
+    int64_t ckpt_gen = resume ? ck.gen : 0;
+    double slowest = 0;
+    dist_watch_start(d, cfg->stall_timeout < 0 ? STALL_AUTO_FIRST : cfg->stall_timeout);
     while (s.st.evals < cfg->budget) {
         cclog_rec rec;
+        const double t_gen = mono_s();
+        dist_watch_set(cfg->stall_timeout < 0 && slowest > 0 ? fmax(STALL_AUTO_MIN, STALL_AUTO_MULT * slowest) : 0,
+                       s.st.gen + 1, ckpt_gen);
         if (!step_run(&s.st, &rec)) break; /* every weight frozen */
         if (s.st.gen % cfg->checkpoint_every == 0) {
             if ((st = check_validation(&s, err))) goto done;
@@ -514,12 +536,16 @@ ccq_status cc_run(const cfg_search *cfg, const char *resume, int resume_auto, co
                 rec.val_se = fitness_report(&s, 1, 1) * sqrt(var > 0 ? var / s.n_val : 0.0);
             }
         }
-        if (d->rank == 0) cclog_generation(&s.log, &rec, d->size, s.ev.t_forward, feval_cache_bytes(&s.ev));
-        if (s.st.gen % cfg->checkpoint_every == 0 && (st = write_checkpoint(&s, 0, err))) goto done;
+        if (d->rank == 0) cclog_generation(&s.log, &rec, d->size, s.ev.t_forward, feval_cache_bytes(&s.ev), dist_bytes());
+        if (s.st.gen % cfg->checkpoint_every == 0) {
+            if ((st = write_checkpoint(&s, 0, err))) goto done;
+            ckpt_gen = s.st.gen;
+        }
         if (dist_any(d, g_stop)) {
             stopped = 1;
             break;
         }
+        slowest = fmax(slowest, mono_s() - t_gen);
     }
     if (!stopped && (st = check_validation(&s, err))) goto done;
     if ((st = write_checkpoint(&s, !stopped, err))) goto done;
@@ -541,6 +567,7 @@ ccq_status cc_run(const cfg_search *cfg, const char *resume, int resume_auto, co
     st = (ccq_status)dist_bcast_int(d, (int)st);
     if (!st) st = report_test(&s, err);
 done:
+    dist_watch_stop(); /* every rank comes here together (errors in the loop are broadcast) */
     ckpt_free(&ck);
     teardown(&s);
     return st;

@@ -66,7 +66,7 @@ ccq_status cclog_sync(cclog *l, int64_t *bytes, ccq_err *err)
     return CCQ_OK;
 }
 
-void cclog_generation(cclog *l, const cclog_rec *r, int ranks, double forward_s, size_t cache_bytes)
+void cclog_generation(cclog *l, const cclog_rec *r, int ranks, double forward_s, size_t cache_bytes, uint64_t mpi_bytes)
 {
     fprintf(l->log, "{\"gen\": %lld, \"size\": %d, \"context\": %.6f, \"best\": %.6f, \"mean\": %.6f, \"accepted\": %d",
             (long long)r->gen, r->size, r->context, r->best, r->mean, r->accepted);
@@ -85,8 +85,9 @@ void cclog_generation(cclog *l, const cclog_rec *r, int ranks, double forward_s,
     const double rate = (double)(r->evaluations - l->evals0) / (el > 0 ? el : 1);
     fprintf(l->timing,
             "{\"gen\": %lld, \"elapsed\": %.3f, \"evaluations_per_s\": %.2f, \"ranks\": %d, "
-            "\"forward_s_rank0\": %.3f, \"forward_share_rank0\": %.4f, \"cache_bytes\": %zu}\n",
-            (long long)r->gen, el, rate, ranks, forward_s, el > 0 ? forward_s / el : 0.0, cache_bytes);
+            "\"forward_s_rank0\": %.3f, \"forward_share_rank0\": %.4f, \"cache_bytes\": %zu, \"mpi_bytes_rank0\": %llu}\n",
+            (long long)r->gen, el, rate, ranks, forward_s, el > 0 ? forward_s / el : 0.0, cache_bytes,
+            (unsigned long long)mpi_bytes);
     if (el - l->last_print >= 2.0 || r->evaluations >= r->budget) {
         l->last_print = el;
         const double eta = rate > 0 ? (double)(r->budget - r->evaluations) / rate : 0;

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { T_INT, T_U64, T_DOUBLE, T_PATH, T_BOOL, T_ENUM } cfg_type;
+typedef enum { T_INT, T_U64, T_DOUBLE, T_PATH, T_BOOL, T_ENUM, T_SECONDS } cfg_type;
 
 typedef struct {
     const char *section, *key;
@@ -72,6 +72,7 @@ static const cfg_entry k_table[] = {
     {"run", "incremental", T_BOOL, 0, 1, "true", F(incremental), NULL},
     {"run", "cache_mb", T_INT, 1, 1e6, "256", F(cache_mb), NULL},
     {"run", "snapshots", T_BOOL, 0, 1, "false", F(snapshots), NULL},
+    {"run", "stall_timeout", T_SECONDS, 1, 1e7, "auto", F(stall_timeout), NULL},
 };
 #undef F
 
@@ -126,9 +127,19 @@ static const char *assign(cfg_search *c, const cfg_entry *e, const char *value)
         *(int64_t *)p = v;
         return NULL;
     }
+    case T_SECONDS: /* auto (stored as -1), off or 0 (0), or seconds within [min, max] */
+        if (!strcmp(value, "auto")) {
+            *(double *)p = -1;
+            return NULL;
+        }
+        if (!strcmp(value, "off") || !strcmp(value, "0")) {
+            *(double *)p = 0;
+            return NULL;
+        }
+        /* fall through - a number of seconds */
     case T_DOUBLE: {
         double v = strtod(value, &end);
-        if (!*value || *end || errno || v != v) return "expected a number";
+        if (!*value || *end || errno || v != v) return e->type == T_SECONDS ? "expected auto, off or seconds" : "expected a number";
         if (v < e->min || v > e->max) {
             snprintf(reason, sizeof reason, "%g is outside [%g, %g]", v, e->min, e->max);
             return reason;
@@ -292,6 +303,13 @@ static void write_sections(const cfg_search *c, FILE *out, int with_run)
         case T_U64: fprintf(out, "%llu\n", (unsigned long long)*(const uint64_t *)p); break;
         case T_INT: fprintf(out, "%lld\n", (long long)*(const int64_t *)p); break;
         case T_DOUBLE: fprintf(out, "%.17g\n", *(const double *)p); break;
+        case T_SECONDS: {
+            const double v = *(const double *)p;
+            if (v < 0) fprintf(out, "auto\n");
+            else if (v == 0) fprintf(out, "off\n");
+            else fprintf(out, "%.17g\n", v);
+            break;
+        }
         }
     }
 }

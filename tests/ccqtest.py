@@ -40,3 +40,54 @@ def ccq_binary():
     if not b or not os.path.exists(b):
         sys.exit(f"CCQ_BIN must point at the ccq binary (got {b!r})")
     return b
+
+
+SEARCH_DEFAULTS = {
+    "quant": {"wbits": 2, "first_last_8": "true", "calib_images": 256},
+    "search": {"seed": 3, "lambda": 8, "mu": 2, "group": "confidence", "group_size": 64, "batch": 128,
+               "confirm_batch": 128, "val_images": 1000},
+    "run": {"checkpoint_every": 4, "budget": 400},
+}
+
+
+def search_ini(d, model, data, **sections):
+    """Writes D/search.ini: a small search of MODEL on DATA writing out.h5, log.jsonl and ckpt.h5 in D,
+    with SEARCH_DEFAULTS updated by sections (e.g. run={"budget": 800}); returns its path."""
+    os.makedirs(d, exist_ok=True)
+    keys = {s: dict(v) for s, v in SEARCH_DEFAULTS.items()}
+    keys["model"] = {"model": model, "data": data}
+    keys["run"].update(output=f"{d}/out.h5", log=f"{d}/log.jsonl", checkpoint=f"{d}/ckpt.h5")
+    for s, v in sections.items():
+        keys.setdefault(s, {}).update(v)
+    text = "".join(f"[{s}]\n" + "".join(f"{k} = {v}\n" for k, v in keys[s].items())
+                   for s in ("model", "quant", "search", "run") if s in keys)
+    p = os.path.join(d, "search.ini")
+    with open(p, "w") as f:
+        f.write(text)
+    return p
+
+
+def rank_pids(root_pid, rank):
+    """Process ids, among root_pid's descendants, of the MPI rank `rank` (Open MPI or MPICH)."""
+    children = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(p))
+            except (OSError, IndexError, ValueError):
+                pass
+    out, todo = [], [root_pid]
+    while todo:
+        pid = todo.pop()
+        for c in children.get(pid, []):
+            todo.append(c)
+            try:
+                with open(f"/proc/{c}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                continue
+            if f"OMPI_COMM_WORLD_RANK={rank}".encode() in env or f"PMI_RANK={rank}".encode() in env:
+                out.append(c)
+    return out

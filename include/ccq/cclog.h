@@ -49,8 +49,10 @@ void cclog_mark(cclog *l, int64_t evaluations);
  * disk) is reported here, naming the file, before a checkpoint can point past it. */
 ccq_status cclog_sync(cclog *l, int64_t *bytes, ccq_err *err);
 /* The record, its timing line and (every 2 s or at the end) the progress line.
- * ranks, forward_s and cache_bytes go to the timing file only. */
-void cclog_generation(cclog *l, const cclog_rec *r, int ranks, double forward_s, size_t cache_bytes);
+ * ranks, forward_s, cache_bytes and mpi_bytes (rank 0's payload bytes handed to MPI since the
+ * process started, dist_bytes) go to the timing file only. */
+void cclog_generation(cclog *l, const cclog_rec *r, int ranks, double forward_s, size_t cache_bytes,
+                      uint64_t mpi_bytes);
 void cclog_close(cclog *l);
 
 #endif

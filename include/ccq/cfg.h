@@ -42,6 +42,7 @@ typedef struct {
     int64_t budget, checkpoint_every, micro_batch; /* budget: evaluations; it says where a run stops, not what it does */
     int64_t incremental, cache_mb; /* speed only: the results are the same bit for bit either way */
     int64_t snapshots;
+    double stall_timeout; /* seconds a rank waits for the others before ending the job; -1: auto, 0: off */
 } cfg_search;
 
 /* Every key at its default. */

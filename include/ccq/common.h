@@ -25,6 +25,7 @@ typedef enum {
     CCQ_ERR_MISMATCH = 5, /* files are each valid but do not fit together (data vs model) */
     CCQ_ERR_LIMIT = 6,    /* a size the engine refuses (too large, out of memory) */
     CCQ_STOPPED = 7,      /* not an error: ccq search stopped on request after writing its checkpoint */
+    CCQ_ERR_STALL = 8,    /* ccq search: a rank did not answer within run.stall_timeout (the job is ended) */
 } ccq_status;
 
 /* One human-readable line, without trailing newline, naming the file and the problem. */

@@ -38,4 +38,20 @@ void dist_bcast_bytes(const dist_ctx *d, void *buf, size_t n);
  * start), so that they leave it the cores. */
 void dist_barrier_idle(const dist_ctx *d);
 
+/* Payload bytes this rank has handed to MPI so far (each collective's own contribution: a sum's
+ * vector, a broadcast's buffer, the watchdog's announcements): what the search sends, whatever
+ * algorithm the MPI library runs underneath. */
+uint64_t dist_bytes(void);
+
+/* The stall watchdog (run.stall_timeout): from dist_watch_start on, every collective above is
+ * announced to rank 0 (and rank 0's to every rank) with an 8-byte message and waited for within
+ * bound_s seconds; past it the rank prints one line naming the generation, the ranks whose
+ * announcement never came and the last good checkpoint, and the process exits with
+ * CCQ_ERR_STALL (mpirun then ends the job). No-op with one rank or bound_s <= 0.
+ * dist_watch_set updates the bound (if > 0) and what the message names; dist_watch_stop drains
+ * the announcements (every rank must call it, as a collective) and turns the watchdog off. */
+void dist_watch_start(const dist_ctx *d, double bound_s);
+void dist_watch_set(double bound_s, int64_t gen, int64_t ckpt_gen);
+void dist_watch_stop(void);
+
 #endif
