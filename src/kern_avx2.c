@@ -271,6 +271,45 @@ static void avx2_add_u8(size_t n, const uint8_t *a, const uint8_t *b, const kern
     for (; i < n; i++) out[i] = kern_add_one(a[i], b[i], p);
 }
 
+/* The kern_mul of 8 values (as vnni_mul16: 64-bit products, quotients clamped to 1023, exact). */
+static inline void avx2_mul8(const uint8_t *a, const uint8_t *b, const kern_mul *p, uint8_t *out)
+{
+    const __m256i va = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)a)), _mm256_set1_epi32(p->za));
+    const __m256i vb = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)b)), _mm256_set1_epi32(p->zb));
+    const __m256i v = _mm256_mullo_epi32(va, vb);
+    const __m256i neg = _mm256_cmpgt_epi32(_mm256_setzero_si256(), v);
+    const __m256i av = _mm256_abs_epi32(v), mult = _mm256_set1_epi64x(p->mult);
+    const __m256i r = _mm256_set1_epi64x((int64_t)1 << (p->shift - 1)), cap = _mm256_set1_epi64x(1023);
+    const __m128i sh = _mm_cvtsi32_si128(p->shift);
+    __m256i qe = _mm256_srl_epi64(_mm256_add_epi64(_mm256_mul_epu32(av, mult), r), sh);
+    __m256i qo = _mm256_srl_epi64(_mm256_add_epi64(_mm256_mul_epu32(_mm256_srli_epi64(av, 32), mult), r), sh);
+    qe = _mm256_blendv_epi8(qe, cap, _mm256_cmpgt_epi64(qe, cap)); /* below 2^47: signed compare is exact */
+    qo = _mm256_blendv_epi8(qo, cap, _mm256_cmpgt_epi64(qo, cap));
+    __m256i q = _mm256_blend_epi32(qe, _mm256_slli_epi64(qo, 32), 0xAA);
+    q = _mm256_sub_epi32(_mm256_xor_si256(q, neg), neg);
+    q = _mm256_add_epi32(q, _mm256_set1_epi32(p->zo));
+    q = _mm256_min_epi32(_mm256_max_epi32(q, _mm256_set1_epi32(p->lo)), _mm256_set1_epi32(p->hi));
+    const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    _mm_storel_epi64((__m128i *)out, _mm_packus_epi16(p16, p16));
+}
+
+static void avx2_mul_u8(size_t P, int C, const uint8_t *a, const uint8_t *b, int bcast, const kern_mul *p,
+                        uint8_t *out)
+{
+    if (!bcast) {
+        const size_t n = P * (size_t)C;
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) avx2_mul8(a + i, b + i, p, out + i);
+        for (; i < n; i++) out[i] = kern_mul_one(a[i], b[i], p);
+        return;
+    }
+    for (size_t px = 0; px < P; px++) {
+        int c = 0;
+        for (; c + 8 <= C; c += 8) avx2_mul8(a + px * C + c, b + c, p, out + px * C + c);
+        for (; c < C; c++) out[px * C + c] = kern_mul_one(a[px * C + c], b[c], p);
+    }
+}
+
 /* ---- depthwise ------------------------------------------------------------ */
 
 enum { DWB = 16 }; /* channels per block */
@@ -364,6 +403,7 @@ const kern_isa kern_isa_avx2 = {
     .gemm_i32 = avx2_gemm_i32,
     .peak_macs = avx2_peak_macs,
     .add_u8 = avx2_add_u8,
+    .mul_u8 = avx2_mul_u8,
     .dw_packed_size = avx2_dw_packed_size,
     .dw_pack = avx2_dw_pack,
     .dw_packed_offset = avx2_dw_packed_offset,

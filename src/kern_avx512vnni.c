@@ -471,6 +471,42 @@ static void vnni_add_u8(size_t n, const uint8_t *a, const uint8_t *b, const kern
     for (; i < n; i++) out[i] = kern_add_one(a[i], b[i], p);
 }
 
+/* The kern_mul of n <= 16 values (a tail of n < 16 through masked loads and stores). The product
+ * |v| * mult (< 2^47) is formed in 64-bit lanes, even and odd halves apart; a quotient above 1023
+ * is clamped to 1023, which cannot change the clamped u8 result (zo + q with zo <= 255). */
+static inline void vnni_mul16(const uint8_t *a, const uint8_t *b, int n, const kern_mul *p, uint8_t *out)
+{
+    const __mmask16 m = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+    const __m512i va = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, a)), _mm512_set1_epi32(p->za));
+    const __m512i vb = _mm512_sub_epi32(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, b)), _mm512_set1_epi32(p->zb));
+    const __m512i v = _mm512_mullo_epi32(va, vb);
+    const __mmask16 neg = _mm512_cmplt_epi32_mask(v, _mm512_setzero_si512());
+    const __m512i av = _mm512_abs_epi32(v), mult = _mm512_set1_epi64(p->mult);
+    const __m512i r = _mm512_set1_epi64((int64_t)1 << (p->shift - 1)), cap = _mm512_set1_epi64(1023);
+    const __m128i sh = _mm_cvtsi32_si128(p->shift);
+    const __m512i qe = _mm512_min_epu64(_mm512_srl_epi64(_mm512_add_epi64(_mm512_mul_epu32(av, mult), r), sh), cap);
+    const __m512i qo = _mm512_min_epu64(
+        _mm512_srl_epi64(_mm512_add_epi64(_mm512_mul_epu32(_mm512_srli_epi64(av, 32), mult), r), sh), cap);
+    __m512i q = _mm512_mask_blend_epi32((__mmask16)0xAAAA, qe, _mm512_slli_epi64(qo, 32));
+    q = _mm512_mask_sub_epi32(q, neg, _mm512_setzero_si512(), q);
+    q = _mm512_add_epi32(q, _mm512_set1_epi32(p->zo));
+    q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(p->lo)), _mm512_set1_epi32(p->hi));
+    _mm_mask_storeu_epi8(out, m, _mm512_cvtepi32_epi8(q));
+}
+
+static void vnni_mul_u8(size_t P, int C, const uint8_t *a, const uint8_t *b, int bcast, const kern_mul *p,
+                        uint8_t *out)
+{
+    if (!bcast) {
+        const size_t n = P * (size_t)C;
+        for (size_t i = 0; i < n; i += 16) vnni_mul16(a + i, b + i, n - i < 16 ? (int)(n - i) : 16, p, out + i);
+        return;
+    }
+    for (size_t px = 0; px < P; px++)
+        for (int c = 0; c < C; c += 16)
+            vnni_mul16(a + px * C + c, b + c, C - c < 16 ? C - c : 16, p, out + px * C + c);
+}
+
 /* ---- depthwise ------------------------------------------------------------ */
 
 enum { DWB = 64 }; /* channels per block */
@@ -597,6 +633,7 @@ const kern_isa kern_isa_avx512vnni = {
     .gemm_i32 = vnni_gemm_i32,
     .peak_macs = vnni_peak_macs,
     .add_u8 = vnni_add_u8,
+    .mul_u8 = vnni_mul_u8,
     .dw_packed_size = vnni_dw_packed_size,
     .dw_pack = vnni_dw_pack,
     .dw_packed_offset = vnni_dw_packed_offset,

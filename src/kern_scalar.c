@@ -60,6 +60,13 @@ static void scalar_add_u8(size_t n, const uint8_t *a, const uint8_t *b, const ke
     for (size_t i = 0; i < n; i++) out[i] = kern_add_one(a[i], b[i], p);
 }
 
+static void scalar_mul_u8(size_t P, int C, const uint8_t *a, const uint8_t *b, int bcast, const kern_mul *p,
+                          uint8_t *out)
+{
+    for (size_t px = 0; px < P; px++)
+        for (int c = 0; c < C; c++) out[px * C + c] = kern_mul_one(a[px * C + c], b[(bcast ? 0 : px * C) + c], p);
+}
+
 static size_t scalar_dw_packed_size(int T, int C) { return (size_t)T * (size_t)C; }
 
 static void scalar_dw_pack(const int8_t *levels, int T, int C, int8_t *out)
@@ -93,6 +100,7 @@ const kern_isa kern_isa_scalar = {
     .gemm_i32 = scalar_gemm_i32,
     .peak_macs = NULL, /* no instruction-level ceiling: the compiler chooses the code */
     .add_u8 = scalar_add_u8,
+    .mul_u8 = scalar_mul_u8,
     .dw_packed_size = scalar_dw_packed_size,
     .dw_pack = scalar_dw_pack,
     .dw_packed_offset = scalar_dw_packed_offset,

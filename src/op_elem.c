@@ -196,18 +196,15 @@ static void mul_qfwd(qnet *q, int i, const uint8_t *const *x, uint8_t *y, int n)
 {
     const qnet_node *t = &q->nodes[i];
     const int C = t->oc;
-    const int64_t hw = (int64_t)t->oh * t->ow;
-    const kern_add *p = &t->add;
-    for (int img = 0; img < n; img++) {
-        const uint8_t *a = x[0] + (size_t)img * hw * C;
-        const uint8_t *b = x[1] + (size_t)img * (t->indirect ? 1 : hw) * C;
-        uint8_t *o = y + (size_t)img * hw * C;
-        for (int64_t px = 0; px < hw; px++)
-            for (int c = 0; c < C; c++) {
-                const int32_t v = (a[px * C + c] - p->za) * (b[(t->indirect ? 0 : px * C) + c] - p->zb);
-                o[px * C + c] = op_clamp_u8(p->zo + kern_requant(v, t->mult[0], t->shift[0]), p->lo, p->hi);
-            }
+    const size_t hw = (size_t)t->oh * t->ow;
+    const kern_mul p = {.za = t->add.za, .zb = t->add.zb, .zo = t->add.zo, .lo = t->add.lo, .hi = t->add.hi,
+                        .mult = t->mult[0], .shift = t->shift[0]};
+    if (!t->indirect) { /* same shapes: one run over the whole batch */
+        q->isa->mul_u8((size_t)n * hw, C, x[0], x[1], 0, &p, y);
+        return;
     }
+    for (int img = 0; img < n; img++) /* the gate b: one value per channel of each image */
+        q->isa->mul_u8(hw, C, x[0] + (size_t)img * hw * C, x[1] + (size_t)img * C, 1, &p, y + (size_t)img * hw * C);
 }
 
 static const char k_mul_code[] =

@@ -188,6 +188,54 @@ static void test_add(void **state)
     test_free(a), test_free(b), test_free(o1), test_free(o2);
 }
 
+/* The elementwise product (squeeze-and-excitation gates): every ISA equals the scalar reference byte
+ * for byte, same shapes and per-channel broadcast, tails of every length, multipliers and shifts over
+ * their whole range (quotients far above 255 included), fused clamps; the scalar one matches
+ * kern_requant_u8 by hand-checked values. */
+static void test_mul(void **state)
+{
+    (void)state;
+    const kern_isa *ref = kern_isa_by_name("scalar"), *isa = kern_isa_by_name(g_isa);
+    rng_pcg32 r;
+    rng_init(&r, k_seed, 5);
+    static const int Cs[] = {1, 3, 8, 15, 16, 17, 40, 64, 72};
+    static const size_t Ps[] = {1, 2, 5, 49, 196};
+    const size_t cap = 196 * 72;
+    uint8_t *a = test_malloc(cap), *b = test_malloc(cap), *o1 = test_malloc(cap + 1), *o2 = test_malloc(cap + 1);
+    for (size_t ci = 0; ci < sizeof Cs / sizeof *Cs; ci++)
+        for (size_t pi = 0; pi < sizeof Ps / sizeof *Ps; pi++)
+            for (int rep = 0; rep < 8; rep++) {
+                const int C = Cs[ci], bcast = rep & 1;
+                const size_t P = Ps[pi], n = P * (size_t)C;
+                for (size_t i = 0; i < n; i++) a[i] = (uint8_t)rng_next(&r), b[i] = (uint8_t)rng_next(&r);
+                if (rep >= 6) memset(a, rep == 6 ? 255 : 0, n), memset(b, 255, n); /* extremes */
+                kern_mul p = {.za = (int32_t)rng_bounded(&r, 256), .zb = (int32_t)rng_bounded(&r, 256),
+                              .zo = (int32_t)rng_bounded(&r, 256), .lo = 0, .hi = 255,
+                              .mult = (int32_t)rng_bounded(&r, 1u << 31), .shift = 1 + (int32_t)rng_bounded(&r, 62)};
+                if (rep & 2) p.shift = 28 + (int32_t)rng_bounded(&r, 12); /* the range real gates use */
+                if (rep & 4) p.lo = p.zo, p.hi = p.zo + (255 - p.zo) / 2; /* a fused clamp (lo <= hi) */
+                o1[n] = o2[n] = 0x5A;
+                ref->mul_u8(P, C, a, b, bcast, &p, o1);
+                isa->mul_u8(P, C, a, b, bcast, &p, o2);
+                if (memcmp(o1, o2, n + 1) != 0) {
+                    print_error("%s mul: P=%zu C=%d rep=%d differs from scalar (seed %llu)\n", isa->name, P, C, rep,
+                                (unsigned long long)k_seed);
+                    fail();
+                }
+                for (size_t px = 0; px < P; px++) /* the scalar kernel is the documented formula */
+                    for (int c = 0; c < C; c++) {
+                        const int32_t v = (a[px * C + c] - p.za) * (b[(bcast ? 0 : px * C) + c] - p.zb);
+                        assert_int_equal(o1[px * C + c], kern_requant_u8(v, p.mult, p.shift, p.zo, p.lo, p.hi));
+                    }
+            }
+    /* hand-checked: (10 - 2) * (7 - 4) = 24; 24 * 3 = 72, >> 4 with rounding = 4.5 -> 5, + zo 1 = 6 */
+    const kern_mul p = {.za = 2, .zb = 4, .zo = 1, .lo = 0, .hi = 255, .mult = 3, .shift = 4};
+    assert_int_equal(kern_mul_one(10, 7, &p), 6);
+    assert_int_equal(kern_mul_one(0, 7, &p), 0); /* -6 * 3 = -18 -> -1.125 -> -1, + 1 = 0 */
+    assert_int_equal(kern_mul_one(0, 0, &p), 3); /* (-2)(-4) = 8 -> 24 / 16 = 1.5 -> 2, + 1 = 3 */
+    test_free(a), test_free(b), test_free(o1), test_free(o2);
+}
+
 /* Patching levels one at a time through packed_offset gives the bytes a fresh pack gives; a value the
  * layout cannot hold (AVX2's 7-bit layout, |v| > 63) is reported as -1, never written wrongly. */
 static void test_patch(void **state)
@@ -399,6 +447,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_conv_layouts),
         cmocka_unit_test(test_traps),
         cmocka_unit_test(test_add),
+        cmocka_unit_test(test_mul),
         cmocka_unit_test(test_patch),
         cmocka_unit_test(test_dw_reference),
         cmocka_unit_test(test_dw_grid),

@@ -66,6 +66,13 @@ static inline uint8_t kern_add_one(uint8_t a, uint8_t b, const kern_add *p)
     return (uint8_t)(o < p->lo ? p->lo : o > p->hi ? p->hi : o);
 }
 
+/* Elementwise product of two uint8 tensors onto a third scale (squeeze-and-excitation gates):
+ *   out = clamp(zo + kern_requant((a - za) * (b - zb), mult, shift), lo, hi)
+ * |(a - za) * (b - zb)| <= 255 * 255, mult in [0, 2^31), shift in [1, 62]. */
+typedef struct {
+    int32_t za, zb, zo, lo, hi, mult, shift;
+} kern_mul;
+
 /* The A operand: M rows, each nseg segments of seg_len bytes. */
 typedef struct {
     int M;
@@ -108,6 +115,9 @@ typedef struct {
     double (*peak_macs)(double seconds);
     /* out[i] = kern_add_one(a[i], b[i], p) for i < n. */
     void (*add_u8)(size_t n, const uint8_t *a, const uint8_t *b, const kern_add *p, uint8_t *out);
+    /* out[px * C + c] = the kern_mul of a[px * C + c] and b[px * C + c] (bcast 0) or b[c] (bcast 1:
+     * one value per channel, broadcast over the P pixels), for px < P, c < C. */
+    void (*mul_u8)(size_t P, int C, const uint8_t *a, const uint8_t *b, int bcast, const kern_mul *p, uint8_t *out);
     /* Depthwise weights: bytes of packed W for T taps of C channels, the
      * packing of levels [T][C] (row-major int8, any value), and the byte
      * offset of level (t, c) in it, so that one level is patched in place
@@ -142,6 +152,11 @@ static inline uint8_t kern_requant_u8(int32_t acc, int32_t mult, int32_t shift, 
 {
     int64_t v = zp + kern_requant(acc, mult, shift);
     return (uint8_t)(v < lo ? lo : v > hi ? hi : v);
+}
+
+static inline uint8_t kern_mul_one(uint8_t a, uint8_t b, const kern_mul *p)
+{
+    return kern_requant_u8((a - p->za) * (b - p->zb), p->mult, p->shift, p->zo, p->lo, p->hi);
 }
 
 /* Per-ISA tables (defined in kern_<isa>.c). */
