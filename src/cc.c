@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "ccq/cclog.h"
@@ -461,13 +460,6 @@ static ccq_status report_test(cc_state *s, ccq_err *err)
 #define STALL_AUTO_MIN 60.0
 #define STALL_AUTO_MULT 20.0
 
-static double mono_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* --resume auto on a checkpoint written after the last generation whose output exists: nothing to
  * do (a raised run.budget continues instead; a missing output is written again from the checkpoint). */
 static int already_complete(const cc_state *s, const ckpt_data *c, const char *path)
@@ -519,7 +511,7 @@ ccq_status cc_run(const cfg_search *cfg, const char *resume, int resume_auto, co
     dist_watch_start(d, cfg->stall_timeout < 0 ? STALL_AUTO_FIRST : cfg->stall_timeout);
     while (s.st.evals < cfg->budget) {
         cclog_rec rec;
-        const double t_gen = mono_s();
+        const double t_gen = ccq_seconds();
         dist_watch_set(cfg->stall_timeout < 0 && slowest > 0 ? fmax(STALL_AUTO_MIN, STALL_AUTO_MULT * slowest) : 0,
                        s.st.gen + 1, ckpt_gen);
         if (!step_run(&s.st, &rec)) break; /* every weight frozen */
@@ -545,7 +537,7 @@ ccq_status cc_run(const cfg_search *cfg, const char *resume, int resume_auto, co
             stopped = 1;
             break;
         }
-        slowest = fmax(slowest, mono_s() - t_gen);
+        slowest = fmax(slowest, ccq_seconds() - t_gen);
     }
     if (!stopped && (st = check_validation(&s, err))) goto done;
     if ((st = write_checkpoint(&s, !stopped, err))) goto done;

@@ -48,13 +48,6 @@ static uint64_t g_bytes; /* payload bytes this rank handed to MPI (dist_bytes) *
 
 uint64_t dist_bytes(void) { return g_bytes; }
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 /* Takes every announcement that has arrived; re-posts the receive unless it was the last. */
 static void watch_poll(void)
 {
@@ -119,13 +112,13 @@ static void watch_fire(void)
 /* Waits for a collective's request, within the bound. */
 static void watch_wait(MPI_Request *req)
 {
-    const double t0 = now_s();
+    const double t0 = ccq_seconds();
     for (long spins = 0;; spins++) {
         int done = 0;
         MPI_CHECK(MPI_Test(req, &done, MPI_STATUS_IGNORE));
         if (done) return;
         watch_poll();
-        if (now_s() - t0 > W.bound) watch_fire();
+        if (ccq_seconds() - t0 > W.bound) watch_fire();
         if (spins > 1000) { /* a long wait (a slower rank): leave the core to it */
             const struct timespec t = {0, 100000};
             nanosleep(&t, NULL);
@@ -172,14 +165,14 @@ void dist_watch_stop(void)
     /* every peer gets the end mark after all it was sent; every receive runs until the peer's end
      * mark: nothing is left in flight for MPI_Finalize. Bounded like a collective. */
     watch_send(SEQ_END, 1);
-    const double t0 = now_s();
+    const double t0 = ccq_seconds();
     for (;;) {
         watch_poll();
         int open = 0;
         for (int p = 0; p < W.n_peer; p++) open |= W.rreq[p] != MPI_REQUEST_NULL;
         if (!open) break;
         W.seq = SEQ_END; /* a peer that never ends is named */
-        if (now_s() - t0 > W.bound) watch_fire();
+        if (ccq_seconds() - t0 > W.bound) watch_fire();
         const struct timespec t = {0, 100000};
         nanosleep(&t, NULL);
     }
