@@ -18,6 +18,8 @@ pkgs=(
   clang gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user
   # the ONNX export's tests run ONNX Runtime's npm package under Node.js
   nodejs
+  # ip netns/veth/bridge for tests/test_hosts.py's three hosts (unshare/nsenter: util-linux, essential)
+  iproute2
 )
 
 missing=()
