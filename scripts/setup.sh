@@ -9,6 +9,9 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 pkgs=(
   build-essential cmake pkg-config
   openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
+  # MPICH and its HDF5 beside Open MPI, for scripts/test_mpich.sh (build-mpich/); Open MPI keeps the
+  # mpicc/mpirun alternatives (priority 50 against MPICH's 40), so build/ stays on Open MPI
+  mpich libmpich-dev libhdf5-mpich-dev
   libinih-dev libcmocka-dev
   libopenblas-dev liblapacke-dev
   dataset-fashion-mnist

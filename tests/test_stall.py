@@ -3,7 +3,8 @@
 requeued cluster job stands on.
 
 --resume auto: with no checkpoint it starts; run again on the finished search it says so, exits 0
-and rewrites nothing (same bytes, same modification times); stopped by SIGUSR1 sent to mpirun (exit 7) and run
+and rewrites nothing (same bytes, same modification times); stopped by SIGUSR1 sent to mpirun (Open MPI;
+under another MPI to rank 0) (exit 7) and run
 again with the same command it ends bit-identical to the uninterrupted run; a checkpoint of another
 search is refused (exit 5, one line, the checkpoint untouched); a raised run.budget continues.
 The watchdog (run.stall_timeout): a 2-rank search whose rank 1 is frozen (SIGSTOP) in the middle of
@@ -25,6 +26,7 @@ ccq = ccq_binary()
 t = Checks("stall")
 MPI = ["mpirun", "--oversubscribe", "-np"]
 NAMES = ("out.h5", "log.jsonl", "ckpt.h5")
+OPEN_MPI = "Open MPI" in run(["mpirun", "--version"])[1]
 
 
 def files(d):
@@ -81,9 +83,13 @@ with tempfile.TemporaryDirectory() as tmp:
     cfg = search_ini(b, model, data, **budget)
     p = start(cfg, extra=["--resume", "auto"])
     if wait_for_checkpoint(b, p):
-        p.send_signal(signal.SIGUSR1)
+        if OPEN_MPI:
+            p.send_signal(signal.SIGUSR1)
+        else:  # MPICH's Hydra forwards it too, but then returns 0 about one time in seven (its race)
+            for pid in rank_pids(p.pid, 0):
+                os.kill(pid, signal.SIGUSR1)
     so, se = p.communicate(timeout=120)
-    t.check("SIGUSR1 to mpirun: exit 7 after a checkpoint", p.returncode == 7 and "stopped on request" in se,
+    t.check("SIGUSR1: exit 7 after a checkpoint", p.returncode == 7 and "stopped on request" in se,
             (p.returncode, se))
     rc, so, se = search(cfg, extra=["--resume", "auto"])
     t.check("auto after the stop ends identical", rc == 0 and files(b) == want, (rc, se))
