@@ -21,6 +21,8 @@ pkgs=(
   clang gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user
   # the ONNX export's tests run ONNX Runtime's npm package under Node.js
   nodejs
+  # Slurm (slurmctld, slurmd, sbatch...) and munge for scripts/slurm/local_cluster.sh and tests/test_slurm.py
+  slurm-wlm munge
   # ip netns/veth/bridge for tests/test_hosts.py's three hosts (unshare/nsenter: util-linux, essential)
   iproute2
 )
