@@ -61,7 +61,11 @@ cmake --build "$bd" -j 1 --target "${targets[@]}" > "$bd/build.log" 2>&1 || { ta
 # folder, in memory (/dev/shm) where that exists and is writable, else under the caller's TMPDIR;
 # removed on exit.
 shm_ok() { [ -d /dev/shm ] && [ -w /dev/shm ]; }
-if shm_ok; then tmp=$(mktemp -d /dev/shm/ccq-fuzz.XXXXXX); else tmp=$(mktemp -d "${TMPDIR:-/tmp}/ccq-fuzz.XXXXXX"); fi
+if shm_ok; then
+  tmp=$(mktemp -d /dev/shm/ccq-fuzz.XXXXXX)
+else
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/ccq-fuzz.XXXXXX")
+fi
 trap 'rm -rf "$tmp"' EXIT
 export TMPDIR="$tmp"
 export ASAN_OPTIONS="allocator_may_return_null=1:detect_leaks=1:${ASAN_OPTIONS:-}"

@@ -78,11 +78,11 @@ def rank_pids(root_pid, rank):
                 children.setdefault(ppid, []).append(int(p))
             except (OSError, IndexError, ValueError):
                 pass
-    out, todo = [], [root_pid]
+    out, todo = [], [root_pid]  # a depth-first walk of root_pid's descendants
     while todo:
         pid = todo.pop()
         for c in children.get(pid, []):
-            todo.append(c)
+            todo.append(c)  # its own children are looked at later
             try:
                 with open(f"/proc/{c}/environ", "rb") as f:
                     env = f.read().split(b"\0")

@@ -85,8 +85,13 @@ def ns_pids(ns):
 def kill_inside(nss):
     """SIGKILLs every process inside the namespaces NSS (mpirun, orted, ccq started by this test),
     until none is left (a few seconds at most)."""
+    kill_until_gone(lambda: [pid for ns in nss for pid in ns_pids(ns) if pid != os.getpid()])
+
+
+def kill_until_gone(find):
+    """SIGKILLs the processes find() names until it names none (5 s at most)."""
     for _ in range(50):
-        pids = [pid for ns in nss for pid in ns_pids(ns) if pid != os.getpid()]
+        pids = find()
         if not pids:
             return
         for pid in pids:
@@ -127,16 +132,7 @@ def hosts_down():
     have = set(sh("ip", "netns", "list", check=False).stdout.split())
     ours = [n for n in (*HOSTS, BRNS) if n in have]
     kill_inside(ours)
-    for _ in range(50):
-        pids = stray_pids()
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.1)
+    kill_until_gone(stray_pids)
     for n in ours:
         sh("ip", "netns", "del", n, check=False)  # takes its veth ends and the bridge with it
     for h in HOSTS:

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 
-from ccqtest import Checks, ccq_binary, run
+from ccqtest import Checks, ccq_binary, run, search_ini
 
 data, model = sys.argv[1], sys.argv[2]
 ccq = ccq_binary()
@@ -59,37 +59,14 @@ for k in list(env):
     if k.startswith("SLURM_") and k != "SLURM_CONF":  # run inside a Slurm job, it must not look like one
         del env[k]
 
-CONFIG = """[model]
-model = {model}
-data = {data}
-[quant]
-wbits = 2
-first_last_8 = true
-calib_images = 256
-[search]
-seed = 5
-lambda = 8
-mu = 2
-group = confidence
-group_size = 64
-batch = 1024
-confirm_batch = 512
-val_images = 1000
-[run]
-output = {d}/out.h5
-log = {d}/log.jsonl
-checkpoint = {d}/ckpt.h5
-checkpoint_every = 10
-budget = {budget}
-"""
 BUDGET = int(os.environ.get("CCQ_TEST_SLURM_BUDGET", 10000))  # evaluations: about 1000 generations
 
 
 def setup(d):
-    os.makedirs(d, exist_ok=True)
-    p = os.path.join(d, "search.ini")
-    open(p, "w").write(CONFIG.format(model=model, data=data, d=d, budget=BUDGET))
-    return p
+    """The small search of ccqtest.search_ini with a larger batch, so that a generation is long enough
+    to be cut by Slurm's signals at any point of it."""
+    return search_ini(d, model, data, search={"seed": 5, "batch": 1024, "confirm_batch": 512},
+                      run={"checkpoint_every": 10, "budget": BUDGET})
 
 
 def files(d):
