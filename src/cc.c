@@ -54,6 +54,8 @@ typedef struct {
     int64_t val_correct; /* the context's correct validation predictions at the last validation */
     int64_t last_val;    /* the context's validation fitness at the last validation */
     int64_t val_sumsq;   /* and the sum of the squares of its per-image values */
+    int64_t n_start_cb;  /* the start's codebooks (ckpt_data.start_codebook) */
+    int8_t *start_cb;
 } cc_state;
 
 static double fitness_report(const cc_state *s, int64_t f, int n)
@@ -90,9 +92,7 @@ static ccq_status write_snapshot(cc_state *s, ccq_err *err)
         snprintf(path, sizeof path, "%.*s.g%06lld.h5", stem, o, (long long)s->st.gen);
         model snap;
         model_copy(&snap, &s->m);
-        for (int l = 0; l < s->g.n_layers; l++)
-            memcpy(snap.nodes[s->g.layer_node[l]].levels, s->best_levels + s->g.layer_start[l],
-                   (size_t)(s->g.layer_start[l + 1] - s->g.layer_start[l]));
+        genome_write_model(&s->g, s->best_levels, &snap);
         st = model_save(&snap, path, err);
         model_free(&snap);
     }
@@ -142,6 +142,25 @@ static void start_scales(const model *m, int64_t *n_w, float **w, int64_t *n_a, 
     }
 }
 
+/* Every learned node's codebook in node order (a fresh array; NULL and 0 when there is none):
+ * taken from the start, before the search may move codebook entries. */
+static void start_codebooks(const model *m, int64_t *n, int8_t **cb)
+{
+    *n = 0, *cb = NULL;
+    for (int i = 0; i < m->n_nodes; i++)
+        if (m->nodes[i].codebook) *n += (int64_t)m->nodes[i].shape.c * model_ncodes(&m->nodes[i]);
+    if (!*n) return;
+    *cb = ccq_malloc((size_t)*n);
+    int64_t k = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const model_node *nd = &m->nodes[i];
+        if (!nd->codebook) continue;
+        const int64_t e = (int64_t)nd->shape.c * model_ncodes(nd);
+        memcpy(*cb + k, nd->codebook, (size_t)e);
+        k += e;
+    }
+}
+
 static ccq_status write_checkpoint(cc_state *s, int complete, ccq_err *err)
 {
     ccq_status st = CCQ_OK;
@@ -162,6 +181,7 @@ static ccq_status write_checkpoint(cc_state *s, int complete, ccq_err *err)
         c.best_levels = s->best_levels, c.eda_base = s->eda.base, c.eda_p = s->eda.p;
         snprintf(c.start, sizeof c.start, "%s", s->start);
         start_scales(&s->m, &c.n_wscale, &c.start_wscale, &c.n_act, &c.start_act_scale);
+        c.n_codebook = s->n_start_cb, c.start_codebook = s->start_cb;
         st = ckpt_write(&c, s->cfg.checkpoint, err);
         if (st) { /* say what survives */
             char why[sizeof err->msg];
@@ -182,8 +202,13 @@ static ccq_status write_checkpoint(cc_state *s, int complete, ccq_err *err)
 static ccq_status check_identity(const cc_state *s, const ckpt_data *c, const char *path, ccq_err *err)
 {
     ccq_status st = CCQ_OK;
-    char *mine = search_config_text(&s->cfg);
-    if (strcmp(mine, c->config) != 0)
+    char *mine = search_config_text(&s->cfg), *theirs = NULL;
+    /* compared as this ccq writes them, so keys added since the checkpoint was made read as their defaults */
+    cfg_search tc;
+    ccq_err why;
+    cfg_defaults(&tc);
+    if (cfg_load_text(&tc, c->config, path, &why) == CCQ_OK) theirs = search_config_text(&tc);
+    if (!theirs || strcmp(mine, theirs) != 0)
         st = ccq_fail(err, CCQ_ERR_MISMATCH,
                       "%s: checkpoint was made with a different configuration (only [run] keys may change)", path);
     else if (c->model_hash != s->model_hash)
@@ -192,7 +217,7 @@ static ccq_status check_identity(const cc_state *s, const ckpt_data *c, const ch
     else if (c->data_hash != s->data_hash)
         st = ccq_fail(err, CCQ_ERR_MISMATCH, "%s: checkpoint was made with a different data file than %s", path,
                       s->cfg.data);
-    free(mine);
+    free(mine), free(theirs);
     return st;
 }
 
@@ -202,7 +227,7 @@ static ccq_status resume_from(cc_state *s, const ckpt_data *c, const char *path,
     if (c->n != s->g.n_w || c->width != s->eda.width)
         st = ccq_fail(err, CCQ_ERR_MISMATCH, "%s: checkpoint has %lld weights x %d candidates, the model %lld x %d", path,
                       (long long)c->n, c->width, (long long)s->g.n_w, s->eda.width);
-    if (!st) st = ckpt_check_fit(c, s->eda.qmax, path, err); /* each weight's levels within its own layer's bits */
+    if (!st) st = ckpt_check_fit(c, s->eda.lo, s->eda.hi, path, err); /* each weight's value within its own layer's */
     if (!st) {
         genome_load_all(&s->g, c->levels);
         memcpy(s->best_levels, c->best_levels, (size_t)s->g.n_w);
@@ -219,14 +244,27 @@ static ccq_status resume_from(cc_state *s, const ckpt_data *c, const char *path,
 
 /* Puts the checkpoint's start into m (quantized with the same [quant] keys,
  * so only what a GPTQ start changes can differ: levels, weight scales, the
- * logits' scale). */
-static ccq_status apply_start(model *m, const ckpt_data *c, const char *path, ccq_err *err)
+ * logits' scale, and with learned levels the codebooks). */
+static ccq_status apply_start(model *m, const ckpt_data *c, int codebooks, const char *path, ccq_err *err)
 {
-    int64_t n_w = 0, n_lv = 0;
+    int64_t n_w = 0, n_lv = 0, n_cb = 0;
     for (int i = 0; i < m->n_nodes; i++)
-        if (m->nodes[i].levels) n_w += m->nodes[i].shape.c, n_lv += m->nodes[i].n_weight;
-    if (c->n_wscale != n_w || c->n_act != m->n_nodes || c->n != n_lv)
+        if (m->nodes[i].levels) {
+            n_w += m->nodes[i].shape.c, n_lv += m->nodes[i].n_weight;
+            if (m->nodes[i].codebook) n_cb += (int64_t)m->nodes[i].shape.c * model_ncodes(&m->nodes[i]);
+        }
+    if (c->n_wscale != n_w || c->n_act != m->n_nodes || c->n != n_lv + (codebooks ? n_cb : 0) ||
+        c->n_codebook != n_cb)
         return ccq_fail(err, CCQ_ERR_MISMATCH, "%s: the checkpoint's start does not fit the quantized model", path);
+    /* each codebook strictly increasing within +-127 (model_load's rule) */
+    for (int i = 0, cb = 0; i < m->n_nodes; i++) {
+        const model_node *nd = &m->nodes[i];
+        if (!nd->codebook) continue;
+        const int n = model_ncodes(nd);
+        for (int64_t e = 0; e < (int64_t)nd->shape.c * n; e++, cb++)
+            if (c->start_codebook[cb] < -127 || (e % n && c->start_codebook[cb] <= c->start_codebook[cb - 1]))
+                return ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start codebook entry %d)", path, cb);
+    }
     for (int64_t k = 0; k < c->n_wscale; k++)
         if (!(c->start_wscale[k] > 0 && isfinite(c->start_wscale[k])))
             return ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start weight scale %lld)", path, (long long)k);
@@ -234,13 +272,28 @@ static ccq_status apply_start(model *m, const ckpt_data *c, const char *path, cc
         if (!(c->start_act_scale[k] > 0 && isfinite(c->start_act_scale[k])))
             return ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start activation scale %lld)", path,
                             (long long)k);
-    int64_t w = 0, lv = 0;
+    int64_t w = 0, lv = 0, cb = 0;
     for (int i = 0; i < m->n_nodes; i++) {
         model_node *nd = &m->nodes[i];
         nd->act_scale = c->start_act_scale[i];
         if (!nd->levels) continue;
         memcpy(nd->wscale, c->start_wscale + w, sizeof(float) * (size_t)nd->shape.c);
-        memcpy(nd->levels, c->eda_base + lv, (size_t)nd->n_weight);
+        if (nd->codebook) {
+            const int n = model_ncodes(nd);
+            const int64_t per = nd->n_weight / nd->shape.c;
+            memcpy(nd->codebook, c->start_codebook + cb, (size_t)nd->shape.c * (size_t)n);
+            cb += (int64_t)nd->shape.c * n;
+            for (int64_t k = 0; k < nd->n_weight; k++) {
+                const int code = c->eda_base[lv + k];
+                if (code < 0 || code >= n)
+                    return ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start code %d of weight %lld)", path,
+                                    code, (long long)(lv + k));
+                nd->levels[k] = nd->codebook[(k / per) * n + code];
+            }
+            if (codebooks) lv += (int64_t)nd->shape.c * n; /* the entries' own variables: the same values */
+        } else {
+            memcpy(nd->levels, c->eda_base + lv, (size_t)nd->n_weight);
+        }
         w += nd->shape.c, lv += nd->n_weight;
     }
     return CCQ_OK;
@@ -255,6 +308,7 @@ static void bcast_start(const dist_ctx *d, model *m)
         if (!nd->levels) continue;
         dist_bcast_bytes(d, nd->levels, (size_t)nd->n_weight);
         dist_bcast_bytes(d, nd->wscale, sizeof(float) * (size_t)nd->shape.c);
+        if (nd->codebook) dist_bcast_bytes(d, nd->codebook, (size_t)nd->shape.c * (size_t)model_ncodes(nd));
     }
 }
 
@@ -272,6 +326,7 @@ static ccq_status quantize_start(cc_state *s, const cfg_search *cfg, const ckpt_
     qc.act_rule = cfg->act_rule == CFG_ACT_MINMAX ? QUANT_ACT_MINMAX : QUANT_ACT_PERCENTILE;
     qc.percentile = cfg->percentile;
     qc.w_rule = cfg->wscale == CFG_WSCALE_MSE ? QUANT_W_MSE : QUANT_W_MAXABS;
+    qc.level_rule = cfg->levels == CFG_LEVELS_LEARNED ? QUANT_LEVELS_LEARNED : QUANT_LEVELS_UNIFORM;
     const gptq_start_kind kind = (gptq_start_kind)cfg->init;
     ccq_status st;
     if (resume || kind == GPTQ_START_RTN) {
@@ -281,7 +336,7 @@ static ccq_status quantize_start(cc_state *s, const cfg_search *cfg, const ckpt_
             return CCQ_OK;
         }
         snprintf(s->start, sizeof s->start, "%s", resume->start);
-        if ((st = apply_start(&s->m, resume, path, err))) return st;
+        if ((st = apply_start(&s->m, resume, (int)cfg->codebook, path, err))) return st;
         if (s->d->rank == 0) printf("search: start: %s, from the checkpoint %s\n", s->start, path);
         return CCQ_OK;
     }
@@ -337,14 +392,22 @@ static ccq_status setup(cc_state *s, const cfg_search *cfg, const dist_ctx *d, c
     } else if ((st = quantize_start(s, cfg, resume, resume_path, err))) {
         return st;
     }
+    if (cfg->codebook) {
+        int any = 0;
+        for (int i = 0; i < s->m.n_nodes; i++) any |= s->m.nodes[i].codebook != NULL;
+        if (!any)
+            return ccq_fail(err, CCQ_ERR_USAGE, "%s: search.codebook = true, but no layer has learned levels (set "
+                            "quant.levels = learned)", cfg->model);
+    }
     if ((st = qnet_init(&s->q, &s->m, NULL, (int)cfg->micro_batch, err))) return st;
     if ((st = fit_init(&s->fit, s->m.classes, s->q.logits_scale, err))) return st;
-    genome_init(&s->g, &s->m, &s->q);
+    genome_init(&s->g, &s->m, &s->q, (int)cfg->codebook);
+    start_codebooks(&s->m, &s->n_start_cb, &s->start_cb);
 
-    int8_t *base = ccq_malloc((size_t)s->g.n_w), *qmax = ccq_malloc((size_t)s->g.n_w);
+    int8_t *base = ccq_malloc((size_t)s->g.n_w), *lo = ccq_malloc((size_t)s->g.n_w), *hi = ccq_malloc((size_t)s->g.n_w);
     genome_save_all(&s->g, base);
-    genome_qmax(&s->g, qmax);
-    st = eda_init(&s->eda, s->g.n_w, (int)cfg->radius, base, qmax, (uint32_t)llround(cfg->p_center * EDA_ONE),
+    genome_range(&s->g, lo, hi);
+    st = eda_init(&s->eda, s->g.n_w, (int)cfg->radius, base, lo, hi, (uint32_t)llround(cfg->p_center * EDA_ONE),
                   (uint32_t)llround(cfg->p_min * EDA_ONE), err);
     if (!st && cfg->prior == CFG_PRIOR_FLOAT) {
         int32_t *pos = ccq_malloc(sizeof(int32_t) * (size_t)s->g.n_w);
@@ -353,7 +416,7 @@ static ccq_status setup(cc_state *s, const cfg_search *cfg, const dist_ctx *d, c
         ccq_free(pos);
     }
     s->best_levels = base;
-    ccq_free(qmax);
+    ccq_free(lo), ccq_free(hi);
     if (st) return st;
 
     /* the data permutation: validation first, then the fitness pool */
@@ -398,7 +461,7 @@ static void teardown(cc_state *s)
     if (s->fm.nodes) model_free(&s->fm);
     data_free(&s->train);
     eda_free(&s->eda);
-    ccq_free(s->perm), ccq_free(s->best_levels);
+    ccq_free(s->perm), ccq_free(s->best_levels), ccq_free(s->start_cb);
 }
 
 /* ---- the test split, at the very end ------------------------------------------------ */
@@ -433,9 +496,7 @@ static ccq_status report_test(cc_state *s, ccq_err *err)
     }
     model start;
     model_copy(&start, &s->m);
-    for (int l = 0; l < s->g.n_layers; l++)
-        memcpy(start.nodes[s->g.layer_node[l]].levels, s->eda.base + s->g.layer_start[l],
-               (size_t)(s->g.layer_start[l + 1] - s->g.layer_start[l]));
+    genome_write_model(&s->g, s->eda.base, &start);
     const int r = s->d->rank, n = s->d->size, mb = (int)s->cfg.micro_batch;
     const int lo = (int)((int64_t)test.n * r / n), hi = (int)((int64_t)test.n * (r + 1) / n);
     int64_t c[2] = {0, 0};

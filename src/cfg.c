@@ -32,6 +32,7 @@ static const char *const k_fitness[] = {"xent", "accuracy", "distill", NULL};
 static const char *const k_act[] = {"percentile", "minmax", NULL};
 static const char *const k_wscale[] = {"maxabs", "mse", NULL};
 static const char *const k_init[] = {"rtn", "gptq", "gptq_scale", "auto", NULL};
+static const char *const k_levels[] = {"uniform", "learned", NULL};
 
 #define F(field) offsetof(cfg_search, field)
 static const cfg_entry k_table[] = {
@@ -44,6 +45,7 @@ static const cfg_entry k_table[] = {
     {"quant", "percentile", T_DOUBLE, 90, 99.99999, "99.99", F(percentile), NULL},
     {"quant", "wscale", T_ENUM, 0, 0, "maxabs", F(wscale), k_wscale},
     {"quant", "init", T_ENUM, 0, 0, "rtn", F(init), k_init},
+    {"quant", "levels", T_ENUM, 0, 0, "uniform", F(levels), k_levels},
     {"search", "seed", T_U64, 0, 0, "1", F(seed), NULL},
     {"search", "radius", T_INT, 1, 3, "1", F(radius), NULL},
     {"search", "lambda", T_INT, 2, 4096, "32", F(lambda), NULL},
@@ -52,6 +54,7 @@ static const cfg_entry k_table[] = {
     {"search", "p_center", T_DOUBLE, 0.01, 1, "0.8", F(p_center), NULL},
     {"search", "p_min", T_DOUBLE, 0, 0.1, "0.005", F(p_min), NULL},
     {"search", "prior", T_ENUM, 0, 0, "flat", F(prior), k_prior},
+    {"search", "codebook", T_BOOL, 0, 1, "false", F(codebook), NULL},
     {"search", "group", T_ENUM, 0, 0, "confidence", F(group), k_group},
     {"search", "layer_turns", T_ENUM, 0, 0, "weights", F(layer_turns), k_turns},
     {"search", "group_size", T_INT, 1, 1e6, "256", F(group_size), NULL},

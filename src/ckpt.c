@@ -42,7 +42,7 @@ ccq_status ckpt_write(const ckpt_data *c, const char *path, ccq_err *err)
     if (st) return st;
     const int32_t version = CKPT_VERSION, width = c->width, complete = c->complete ? 1 : 0;
     hsize_t n1[1] = {(hsize_t)c->n}, np[1] = {(hsize_t)c->n * (hsize_t)c->width};
-    hsize_t nw[1] = {(hsize_t)c->n_wscale}, na[1] = {(hsize_t)c->n_act};
+    hsize_t nw[1] = {(hsize_t)c->n_wscale}, na[1] = {(hsize_t)c->n_act}, nc[1] = {(hsize_t)c->n_codebook};
     if ((st = h5io_write_attr_str(&f, "/", "format", CKPT_FORMAT, err)) ||
         (st = h5io_write_attr_ints(&f, "/", "version", &version, 1, 1, err)) ||
         (st = h5io_write_attr_str(&f, "/", "config", c->config, err)) ||
@@ -63,7 +63,9 @@ ccq_status ckpt_write(const ckpt_data *c, const char *path, ccq_err *err)
         (st = h5io_write_attr_str(&f, "/", "start", c->start, err)) ||
         (st = h5io_write_dset(&f, "/", "start_wscale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, nw, c->start_wscale, err)) ||
         (st = h5io_write_dset(&f, "/", "start_act_scale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, na, c->start_act_scale,
-                              err))) {
+                              err)) ||
+        (c->n_codebook > 0 && (st = h5io_write_dset(&f, "/", "start_codebook", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, nc,
+                                                    c->start_codebook, err)))) {
         h5io_atomic_abort(&f);
         return st;
     }
@@ -78,38 +80,41 @@ static ccq_status read_i64(const h5io_file *f, const char *name, int64_t *v, ccq
 /* The start's kinds a checkpoint may name (cc.c's s->start). */
 static const char *const k_starts[] = {"rtn", "gptq", "gptq_scale", "file"};
 
-/* Largest level magnitude any weight of the search may have: the configured
- * width, or 8 bits when the first and last layers are kept at 8. */
-static int config_qmax(const cfg_search *cfg)
+/* The widest range any variable's value may have under the configuration
+ * snapshot: the levels of the configured width, or of 8 bits when the first
+ * and last layers are kept at 8; with learned levels codes and codebook
+ * entries, +-127. */
+static void config_range(const cfg_search *cfg, int *lo, int *hi)
 {
-    return model_qmax(cfg->first_last_8 ? 8 : (int)cfg->wbits);
+    const int q = cfg->levels == CFG_LEVELS_LEARNED ? 127 : model_qmax(cfg->first_last_8 ? 8 : (int)cfg->wbits);
+    *lo = -q, *hi = q;
 }
 
 /* Every row of the EDA's distribution: candidates summing exactly to
- * EDA_ONE, none outside [-qmax, qmax] with nonzero mass (eda_sample and
+ * EDA_ONE, none outside [lo, hi] with nonzero mass (eda_sample and
  * eda_update assume both: a row of zeros walks before the buffer, mass
- * outside the grid trips eda_update's assertion). qmax is per weight when the
- * caller knows the model, else one bound for all. */
-static ccq_status check_rows(const ckpt_data *c, const int8_t *qmax_w, int qmax_all, const char *path,
-                             ccq_err *err)
+ * outside the range trips eda_update's assertion). The range is per weight
+ * when the caller knows the model (lo_w, hi_w), else one for all. */
+static ccq_status check_rows(const ckpt_data *c, const int8_t *lo_w, const int8_t *hi_w, int lo_all, int hi_all,
+                             const char *path, ccq_err *err)
 {
     const int r = c->width / 2;
     for (int64_t i = 0; i < c->n; i++) {
-        const int q = qmax_w ? qmax_w[i] : qmax_all;
+        const int lo = lo_w ? lo_w[i] : lo_all, hi = hi_w ? hi_w[i] : hi_all;
         const int8_t lv[3] = {c->levels[i], c->best_levels[i], c->eda_base[i]};
         static const char *const what[3] = {"level", "best level", "EDA base level"};
         for (int k = 0; k < 3; k++)
-            if (lv[k] < -q || lv[k] > q)
-                return ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (%s %d of weight %lld outside +-%d)", path,
-                                what[k], lv[k], (long long)i, q);
+            if (lv[k] < lo || lv[k] > hi)
+                return ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (%s %d of weight %lld outside %d..%d)",
+                                path, what[k], lv[k], (long long)i, lo, hi);
         const uint32_t *p = c->eda_p + i * c->width;
         uint64_t sum = 0;
         for (int j = 0; j < c->width; j++) {
             const int level = c->eda_base[i] - r + j;
-            if (p[j] && (level < -q || level > q))
+            if (p[j] && (level < lo || level > hi))
                 return ccq_fail(err, CCQ_ERR_FORMAT,
-                                "%s: malformed checkpoint (EDA row %lld gives level %d, outside +-%d, probability %u)",
-                                path, (long long)i, level, q, p[j]);
+                                "%s: malformed checkpoint (EDA row %lld gives level %d, outside %d..%d, probability %u)",
+                                path, (long long)i, level, lo, hi, p[j]);
             sum += p[j];
         }
         if (sum != EDA_ONE)
@@ -119,9 +124,9 @@ static ccq_status check_rows(const ckpt_data *c, const int8_t *qmax_w, int qmax_
     return CCQ_OK;
 }
 
-ccq_status ckpt_check_fit(const ckpt_data *c, const int8_t *qmax, const char *path, ccq_err *err)
+ccq_status ckpt_check_fit(const ckpt_data *c, const int8_t *lo, const int8_t *hi, const char *path, ccq_err *err)
 {
-    return check_rows(c, qmax, 0, path, err);
+    return check_rows(c, lo, hi, 0, 0, path, err);
 }
 
 /* Largest evaluation count a checkpoint may hold: run.budget is at most 1e12,
@@ -179,8 +184,8 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
     }
     if ((st = read_i64(&f, "version", v, err))) goto fail;
     const int64_t version = v[0];
-    if (version != CKPT_VERSION && version != 2) {
-        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: checkpoint version %lld, this ccq reads 2 and %d", path, (long long)v[0],
+    if (version < 2 || version > CKPT_VERSION) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: checkpoint version %lld, this ccq reads 2 to %d", path, (long long)v[0],
                       CKPT_VERSION);
         goto fail;
     }
@@ -248,7 +253,9 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
         (st = h5io_dset_read(&f, "/", "eda_base", H5T_NATIVE_INT8, 1, n1, -1, c->eda_base, err)) ||
         (st = h5io_dset_read(&f, "/", "eda_p", H5T_NATIVE_UINT32, 1, np, -1, c->eda_p, err)))
         goto fail;
-    if ((st = check_rows(c, NULL, config_qmax(&cfg), path, err))) goto fail;
+    int lo_all, hi_all;
+    config_range(&cfg, &lo_all, &hi_all);
+    if ((st = check_rows(c, NULL, NULL, lo_all, hi_all, path, err))) goto fail;
     if ((st = h5io_attr_str(&f, "/", "start", c->start, sizeof c->start, err))) goto fail;
     int known = 0;
     for (size_t k = 0; k < CCQ_ARRAY_LEN(k_starts); k++) known |= strcmp(c->start, k_starts[k]) == 0;
@@ -282,6 +289,19 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
             goto fail;
         }
     }
+    if (version >= 4 && h5io_exists(&f, "/", "start_codebook")) {
+        hsize_t cs[H5IO_MAX_RANK];
+        int cr = 0;
+        if ((st = h5io_dset_dims(&f, "/", "start_codebook", &cr, cs, err))) goto fail;
+        if (cr != 1 || cs[0] < 1 || cs[0] > fsize) {
+            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start codebook)", path);
+            goto fail;
+        }
+        c->n_codebook = (int64_t)cs[0];
+        c->start_codebook = ccq_malloc((size_t)c->n_codebook);
+        if ((st = h5io_dset_read(&f, "/", "start_codebook", H5T_NATIVE_INT8, 1, cs, -1, c->start_codebook, err)))
+            goto fail;
+    }
     return h5io_file_close(&f, err);
 fail:
     if (f.id >= 0) H5Fclose(f.id);
@@ -298,5 +318,6 @@ void ckpt_free(ckpt_data *c)
     ccq_free(c->eda_p);
     ccq_free(c->start_wscale);
     ccq_free(c->start_act_scale);
+    ccq_free(c->start_codebook);
     memset(c, 0, sizeof *c);
 }

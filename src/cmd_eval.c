@@ -24,7 +24,7 @@ typedef struct {
     const char *save_logits;
     const char *out;
     long long limit, mb;
-    int is_float, json, wbits_given, init_given;
+    int is_float, json, wbits_given, init_given, levels_given;
     quant_config qc;
     gptq_start_kind init; /* the levels a float model starts from (--init) */
 } eval_args;
@@ -38,6 +38,9 @@ static const char k_quant_help[] =
     "  --act-rule R          activation range: percentile (default) or minmax\n"
     "  --percentile P        for --act-rule percentile: P in [90, 100) (default 99.99)\n"
     "  --wscale R            weight scale per channel: maxabs (default) or mse\n"
+    "  --levels L            weight levels: uniform (default) or learned (a fitted codebook of 2^B\n"
+    "                        values per output channel, after LQ-Nets; --wbits 2..4, not for the\n"
+    "                        8-bit layers of --first-last-8)\n"
     "  --init I              levels: rtn (round-to-nearest, default), gptq (GPTQ at those scales),\n"
     "                        gptq_scale (GPTQ choosing each channel's scale among 0.25..1.00 of it), or\n"
     "                        auto (the one of the three with the best train-split accuracy)\n";
@@ -71,7 +74,7 @@ static int parse_quant_flag(const char *cmd, int argc, char **argv, int *i, eval
         return 1;
     }
     static const char *const with_value[] = {"--wbits", "--abits", "--calib", "--act-rule", "--percentile", "--wscale",
-                                             "--init"};
+                                             "--levels", "--init"};
     int known = 0;
     for (size_t k = 0; k < CCQ_ARRAY_LEN(with_value); k++) known |= strcmp(s, with_value[k]) == 0;
     if (!known) return 0;
@@ -107,6 +110,14 @@ static int parse_quant_flag(const char *cmd, int argc, char **argv, int *i, eval
             qc->w_rule = QUANT_W_MSE;
         else
             *st = ccq_fail(err, CCQ_ERR_USAGE, "%s: --wscale must be maxabs or mse, got '%s'", cmd, val);
+    } else if (strcmp(s, "--levels") == 0) {
+        a->levels_given = 1;
+        if (strcmp(val, "uniform") == 0)
+            qc->level_rule = QUANT_LEVELS_UNIFORM;
+        else if (strcmp(val, "learned") == 0)
+            qc->level_rule = QUANT_LEVELS_LEARNED;
+        else
+            *st = ccq_fail(err, CCQ_ERR_USAGE, "%s: --levels must be uniform or learned, got '%s'", cmd, val);
     } else if (strcmp(s, "--init") == 0) {
         a->init = gptq_start_parse(val);
         a->init_given = 1;
@@ -165,6 +176,8 @@ static ccq_status parse(const char *cmd, int argc, char **argv, eval_args *a, in
         return ccq_fail(err, CCQ_ERR_USAGE, "%s: --float and --wbits exclude each other", cmd);
     if (a->init_given && !a->wbits_given)
         return ccq_fail(err, CCQ_ERR_USAGE, "%s: --init applies when quantizing: it needs --wbits", cmd);
+    if (a->levels_given && !a->wbits_given)
+        return ccq_fail(err, CCQ_ERR_USAGE, "%s: --levels applies when quantizing: it needs --wbits", cmd);
     return CCQ_OK;
 }
 

@@ -11,11 +11,11 @@
 static int in_grid(const eda_state *e, int64_t i, int j)
 {
     const int level = e->base[i] - e->r + j;
-    return level >= -e->qmax[i] && level <= e->qmax[i];
+    return level >= e->lo[i] && level <= e->hi[i];
 }
 
-ccq_status eda_init(eda_state *e, int64_t n, int r, const int8_t *base, const int8_t *qmax, uint32_t p_center,
-                    uint32_t p_min, ccq_err *err)
+ccq_status eda_init(eda_state *e, int64_t n, int r, const int8_t *base, const int8_t *lo, const int8_t *hi,
+                    uint32_t p_center, uint32_t p_min, ccq_err *err)
 {
     memset(e, 0, sizeof *e);
     if (r < 1 || r > EDA_MAX_R) return ccq_fail(err, CCQ_ERR_USAGE, "search radius %d is outside 1..%d", r, EDA_MAX_R);
@@ -26,12 +26,14 @@ ccq_status eda_init(eda_state *e, int64_t n, int r, const int8_t *base, const in
         return ccq_fail(err, CCQ_ERR_USAGE, "probability floor too large for %d candidates", 2 * r + 1);
     e->n = n, e->r = r, e->width = 2 * r + 1, e->p_min = p_min;
     e->base = ccq_malloc((size_t)n);
-    e->qmax = ccq_malloc((size_t)n);
+    e->lo = ccq_malloc((size_t)n);
+    e->hi = ccq_malloc((size_t)n);
     e->p = ccq_calloc((size_t)n * (size_t)e->width, sizeof(uint32_t));
     memcpy(e->base, base, (size_t)n);
-    memcpy(e->qmax, qmax, (size_t)n);
+    memcpy(e->hi, hi, (size_t)n);
+    for (int64_t i = 0; i < n; i++) e->lo[i] = lo ? lo[i] : (int8_t)-hi[i];
     for (int64_t i = 0; i < n; i++) {
-        CCQ_ASSERT(base[i] >= -qmax[i] && base[i] <= qmax[i]);
+        CCQ_ASSERT(base[i] >= e->lo[i] && base[i] <= e->hi[i]);
         uint32_t *p = e->p + i * e->width;
         int others = 0;
         for (int j = 0; j < e->width; j++) others += j != r && in_grid(e, i, j);
@@ -77,7 +79,8 @@ void eda_prior_float(eda_state *e, const int32_t *pos, uint32_t p_center)
 void eda_free(eda_state *e)
 {
     ccq_free(e->base);
-    ccq_free(e->qmax);
+    ccq_free(e->lo);
+    ccq_free(e->hi);
     ccq_free(e->p);
     memset(e, 0, sizeof *e);
 }

@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "ccq/fnet.h"
+#include "ccq/lq.h"
 #include "ccq/op.h"
 #include "ccq/qnet.h"
 
@@ -177,9 +178,19 @@ typedef struct {
     double *Wt, *E;
 } solve_buf;
 
+/* The levels the rows of one problem may take: the uniform grid [-wmax, wmax]
+ * (cb NULL), or row r's learned codebook cb + r * ncodes, whose nearest value
+ * (lq_nearest) replaces round-to-nearest; wmax is then the node's largest
+ * |codebook value|, model_node_wmax (the accumulator bound). */
+typedef struct {
+    const int8_t *cb;
+    int ncodes;
+    int wmax;
+} level_set;
+
 /* gptq.py's gptq() for the per-row scales s: levels into q [rows][K], original column order. */
-static void solve(const prep *p, const double *W, int rows, const double *s, int qmax, int block, solve_buf *b,
-                  int8_t *q)
+static void solve(const prep *p, const double *W, int rows, const double *s, const level_set *ls, int block,
+                  solve_buf *b, int8_t *q)
 {
     const int K = p->K;
     const double *U = p->U;
@@ -196,9 +207,15 @@ static void solve(const prep *p, const double *W, int rows, const double *s, int
             double *e = E + (size_t)(j - i1) * rows;
             const int pj = p->perm[j];
             for (int r = 0; r < rows; r++) {
-                double v = round_away(w[r] / s[r]);
-                if (v > qmax) v = qmax;
-                if (v < -qmax) v = -qmax;
+                double v;
+                if (ls->cb) {
+                    const int8_t *cb = ls->cb + (size_t)r * ls->ncodes;
+                    v = cb[lq_nearest(cb, ls->ncodes, w[r] / s[r])];
+                } else {
+                    v = round_away(w[r] / s[r]);
+                    if (v > ls->wmax) v = ls->wmax;
+                    if (v < -ls->wmax) v = -ls->wmax;
+                }
                 q[(size_t)r * K + pj] = (int8_t)v;
                 e[r] = (w[r] - v * s[r]) / d;
             }
@@ -240,8 +257,8 @@ void gptq_row_error(const double *W, const double *H, int rows, int K, const dou
     ccq_free(D), ccq_free(DH);
 }
 
-ccq_status gptq_layer(const double *W, const double *H, int rows, int K, const double *s, int qmax,
-                      const gptq_config *c, int8_t *q, ccq_err *err)
+static ccq_status layer_levels(const double *W, const double *H, int rows, int K, const double *s,
+                               const level_set *ls, const gptq_config *c, int8_t *q, ccq_err *err)
 {
     prep p;
     const int t = blas_single_enter();
@@ -249,7 +266,7 @@ ccq_status gptq_layer(const double *W, const double *H, int rows, int K, const d
     if (!st) {
         solve_buf b;
         solve_buf_init(&b, rows, K, c->block);
-        solve(&p, W, rows, s, qmax, c->block, &b, q);
+        solve(&p, W, rows, s, ls, c->block, &b, q);
         solve_buf_free(&b);
         prep_free(&p);
     }
@@ -257,14 +274,30 @@ ccq_status gptq_layer(const double *W, const double *H, int rows, int K, const d
     return st;
 }
 
+ccq_status gptq_layer(const double *W, const double *H, int rows, int K, const double *s, int qmax,
+                      const gptq_config *c, int8_t *q, ccq_err *err)
+{
+    const level_set ls = {NULL, 0, qmax};
+    return layer_levels(W, H, rows, K, s, &ls, c, q, err);
+}
+
+ccq_status gptq_layer_codebook(const double *W, const double *H, int rows, int K, const double *s,
+                               const int8_t *cb, int ncodes, const gptq_config *c, int8_t *q, ccq_err *err)
+{
+    const level_set ls = {cb, ncodes, 0}; /* wmax: only the scale search reads it */
+    return layer_levels(W, H, rows, K, s, &ls, c, q, err);
+}
+
 /* The scale search (gptq.py's gptq_scales): GPTQ at every fraction of s0; per
  * row the levels and scale with the smallest layer-output error, the first
  * (smallest fraction) on ties. A fraction at which the row's int32
- * accumulators could overflow (bias_lv[r] / f levels of bias, quant_acc_fits)
- * is not a candidate; gptq.py has no such rule, and the model's own scale
- * (f = 1) always fits. s receives the chosen scales. */
-static void solve_scales(const prep *p, const double *W, const double *H, int rows, const double *s0, int qmax,
-                         int block, const double *bias_lv, solve_buf *b, int8_t *q, double *s)
+ * accumulators could overflow (bias_lv[r] / f levels of bias, quant_acc_fits
+ * with ls->wmax) is not a candidate; gptq.py has no such rule, and the
+ * model's own scale (f = 1) always fits. With a codebook the fraction scales
+ * the row's real levels (codebook x scale), the codebook itself fixed. s
+ * receives the chosen scales. */
+static void solve_scales(const prep *p, const double *W, const double *H, int rows, const double *s0,
+                         const level_set *ls, int block, const double *bias_lv, solve_buf *b, int8_t *q, double *s)
 {
     const int K = p->K;
     int8_t *qf = ccq_malloc((size_t)rows * (size_t)K);
@@ -274,10 +307,10 @@ static void solve_scales(const prep *p, const double *W, const double *H, int ro
     for (int i = 0; i < GPTQ_N_FACTORS; i++) {
         const double f = gptq_factor(i);
         for (int r = 0; r < rows; r++) sf[r] = s0[r] * f;
-        solve(p, W, rows, sf, qmax, block, b, qf);
+        solve(p, W, rows, sf, ls, block, b, qf);
         gptq_row_error(W, H, rows, K, sf, qf, ef);
         for (int r = 0; r < rows; r++) {
-            if (f < 1.0 && bias_lv && !quant_acc_fits(bias_lv[r] / f, K, qmax)) continue;
+            if (f < 1.0 && bias_lv && !quant_acc_fits(bias_lv[r] / f, K, ls->wmax)) continue;
             if (!(ef[r] < best[r]) && best[r] != INFINITY) continue;
             best[r] = ef[r];
             s[r] = sf[r];
@@ -611,7 +644,7 @@ ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gpt
         model_node *nd = &work.nodes[L];
         if (!is_layer(nd->op)) continue;
         const int groups = group_count(nd), rows = nd->shape.c / groups;
-        const int K = (int)(nd->n_weight / nd->shape.c), qmax = model_qmax(nd->bits);
+        const int K = (int)(nd->n_weight / nd->shape.c), wmax = model_node_wmax(nd);
         double **H = ccq_malloc(sizeof(double *) * (size_t)groups);
         for (int g = 0; g < groups; g++) H[g] = ccq_malloc(sizeof(double) * (size_t)K * (size_t)K);
         layer_hessians(&work, L, calib, n, groups, threads, &fwd, H);
@@ -637,11 +670,13 @@ ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gpt
             }
             solve_buf b;
             solve_buf_init(&b, rows, K, c->block);
+            const level_set ls = {nd->codebook ? nd->codebook + (size_t)o0 * model_ncodes(nd) : NULL,
+                                  nd->codebook ? model_ncodes(nd) : 0, wmax};
             if (c->scale_search) {
-                solve_scales(&p, W, H[g], rows, s0, qmax, c->block, bias_lv, &b, q, s);
+                solve_scales(&p, W, H[g], rows, s0, &ls, c->block, bias_lv, &b, q, s);
             } else {
                 memcpy(s, s0, sizeof(double) * (size_t)rows);
-                solve(&p, W, rows, s, qmax, c->block, &b, q);
+                solve(&p, W, rows, s, &ls, c->block, &b, q);
             }
             solve_buf_free(&b);
             prep_free(&p);

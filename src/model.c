@@ -50,6 +50,27 @@ static void shape_str(char *buf, size_t n, model_shape s)
 
 int model_qmax(int bits) { return (1 << (bits - 1)) - 1; }
 
+int model_node_wmax(const model_node *nd)
+{
+    if (!nd->codebook) return model_qmax(nd->bits);
+    const int n = model_ncodes(nd);
+    int mx = 0;
+    for (int64_t k = 0; k < (int64_t)nd->shape.c * n; k++) {
+        const int a = nd->codebook[k] < 0 ? -nd->codebook[k] : nd->codebook[k];
+        if (a > mx) mx = a;
+    }
+    return mx;
+}
+
+int model_code_of(const model_node *nd, int o, int v)
+{
+    const int n = model_ncodes(nd);
+    const int8_t *cb = nd->codebook + (int64_t)o * n;
+    for (int c = 0; c < n; c++)
+        if (cb[c] == v) return c;
+    return -1;
+}
+
 /* Optional attributes of every op: the fused relu flag and clip, and the
  * quantization of a quantized model (the output tensor's scale and zero point). */
 static ccq_status load_node_extras(const model *m, const op_io *io, ccq_err *err)
@@ -259,6 +280,7 @@ void model_free(model *m)
         ccq_free(nd->var);
         ccq_free(nd->levels);
         ccq_free(nd->wscale);
+        ccq_free(nd->codebook);
         ccq_free(nd->table);
     }
     ccq_free(m->nodes);
@@ -322,6 +344,12 @@ void model_copy(model *dst, const model *src)
         d->wscale = dup_floats(s->wscale, c);
         d->levels = NULL;
         d->table = NULL;
+        d->codebook = NULL;
+        if (s->codebook) {
+            const size_t n = (size_t)c * (size_t)model_ncodes(s);
+            d->codebook = ccq_malloc(n);
+            memcpy(d->codebook, s->codebook, n);
+        }
         if (s->table) {
             d->table = ccq_malloc(256);
             memcpy(d->table, s->table, 256);

@@ -20,7 +20,37 @@ enum { ROW_TILE = QNET_ROW_TILE };
 
 /* ---- file ------------------------------------------------------------------ */
 
-/* Quantized models: bits, levels (shape of weight) and wscale [Cout]. */
+/* A learned node's codebook [Cout][2^bits]: strictly increasing int8 values within +-127, and every
+ * level one of its channel's. */
+static ccq_status load_codebook(const op_io *io, ccq_err *err)
+{
+    model_node *nd = io->nd;
+    ccq_status st;
+    if (nd->bits > MODEL_CODEBOOK_MAX_BITS)
+        return OP_FAIL(io, err, CCQ_ERR_FORMAT, "a codebook needs 2 to %d bits, not %d", MODEL_CODEBOOK_MAX_BITS,
+                       nd->bits);
+    const int n = model_ncodes(nd);
+    hsize_t d[2] = {(hsize_t)nd->shape.c, (hsize_t)n};
+    nd->codebook = ccq_malloc((size_t)nd->shape.c * (size_t)n);
+    if ((st = h5io_dset_read(io->f, io->obj, "codebook", H5T_NATIVE_INT8, 2, d, -1, nd->codebook, err))) return st;
+    for (int o = 0; o < nd->shape.c; o++) {
+        const int8_t *cb = nd->codebook + (int64_t)o * n;
+        for (int c = 0; c < n; c++) {
+            if (cb[c] < -127)
+                return OP_FAIL(io, err, CCQ_ERR_FORMAT, "codebook[%d][%d] = -128 is outside +-127", o, c);
+            if (c > 0 && cb[c] <= cb[c - 1])
+                return OP_FAIL(io, err, CCQ_ERR_FORMAT, "codebook[%d] is not strictly increasing at entry %d", o, c);
+        }
+    }
+    const int64_t per = nd->n_weight / nd->shape.c;
+    for (int64_t i = 0; i < nd->n_weight; i++)
+        if (model_code_of(nd, (int)(i / per), nd->levels[i]) < 0)
+            return OP_FAIL(io, err, CCQ_ERR_FORMAT, "level %d at element %lld is not in channel %lld's codebook",
+                           nd->levels[i], (long long)i, (long long)(i / per));
+    return CCQ_OK;
+}
+
+/* Quantized models: bits, levels (shape of weight), wscale [Cout], and for learned levels the codebook. */
 static ccq_status load_levels(const op_io *io, const model *m, int rank, const hsize_t *d, ccq_err *err)
 {
     model_node *nd = io->nd;
@@ -29,11 +59,15 @@ static ccq_status load_levels(const op_io *io, const model *m, int rank, const h
     if ((st = op_read_ints(io, "bits", &nd->bits, 1, 2, 8, err))) return st;
     nd->levels = ccq_malloc((size_t)nd->n_weight);
     if ((st = h5io_dset_read(io->f, io->obj, "levels", H5T_NATIVE_INT8, rank, d, -1, nd->levels, err))) return st;
-    const int qmax = model_qmax(nd->bits);
-    for (int64_t i = 0; i < nd->n_weight; i++)
-        if (nd->levels[i] < -qmax || nd->levels[i] > qmax)
-            return OP_FAIL(io, err, CCQ_ERR_FORMAT, "level %d at element %lld is outside +-%d for %d bits",
-                           nd->levels[i], (long long)i, qmax, nd->bits);
+    if (h5io_exists(io->f, io->obj, "codebook")) {
+        if ((st = load_codebook(io, err))) return st;
+    } else {
+        const int qmax = model_qmax(nd->bits);
+        for (int64_t i = 0; i < nd->n_weight; i++)
+            if (nd->levels[i] < -qmax || nd->levels[i] > qmax)
+                return OP_FAIL(io, err, CCQ_ERR_FORMAT, "level %d at element %lld is outside +-%d for %d bits",
+                               nd->levels[i], (long long)i, qmax, nd->bits);
+    }
     hsize_t sd[1] = {(hsize_t)nd->shape.c};
     if ((st = op_read_floats(io, "wscale", 1, sd, &nd->wscale, err))) return st;
     for (int o = 0; o < nd->shape.c; o++)
@@ -120,6 +154,10 @@ static ccq_status weighted_save(const op_io *io, const model *m, int i, ccq_err 
     if (!m->quantized) return CCQ_OK;
     if ((st = h5io_write_attr_ints(io->f, io->obj, "bits", &nd->bits, 1, 1, err))) return st;
     if ((st = h5io_write_dset(io->f, io->obj, "levels", H5T_STD_I8LE, H5T_NATIVE_INT8, rank, d, nd->levels, err)))
+        return st;
+    hsize_t cd[2] = {(hsize_t)nd->shape.c, nd->codebook ? (hsize_t)model_ncodes(nd) : 0};
+    if (nd->codebook &&
+        (st = h5io_write_dset(io->f, io->obj, "codebook", H5T_STD_I8LE, H5T_NATIVE_INT8, 2, cd, nd->codebook, err)))
         return st;
     return h5io_write_dset(io->f, io->obj, "wscale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, c1, nd->wscale, err);
 }
@@ -212,7 +250,7 @@ static ccq_status weighted_qinit(qnet *q, int i, ccq_err *err)
     for (int o = 0; o < t->oc; o++) {
         const double sw = nd->wscale[o];
         const double b = nd->bias ? nd->bias[o] / (s_in * sw) : 0.0;
-        if (!quant_acc_fits(b, t->K, model_qmax(nd->bits)))
+        if (!quant_acc_fits(b, t->K, model_node_wmax(nd)))
             return ccq_fail(err, CCQ_ERR_LIMIT,
                             "%s: node %d (%s): channel %d could overflow int32 accumulators (K = %d, %d-bit "
                             "weights, bias %.3g)",
@@ -374,6 +412,7 @@ static const char k_conv_code[] =
     "    const int32_t *bias; /* bias_q - zp_in * sum of the channel's levels */\n"
     "    const int32_t *mult;\n"
     "    const uint8_t *shift;\n"
+    "    const int8_t *lut;   /* learned levels: [oc][2^bits] values the codes in w index; 0: uniform */\n"
     "} cq_conv;\n"
     "\n"
     "#ifdef CQ_FAST\n"
@@ -381,8 +420,9 @@ static const char k_conv_code[] =
     "#else\n"
     "#define CQ_W(packed, unpacked) packed, 0\n"
     "\n"
-    "/* n levels from bit `bit` of p: each `bits` bits holding level + 2^(bits-1) - 1, LSB first. */\n"
-    "static void cq_unpack(const uint8_t *p, uint32_t bit, int n, int bits, int8_t *out)\n"
+    "/* n levels from bit `bit` of p: each `bits` bits holding level + 2^(bits-1) - 1, LSB first, or\n"
+    " * with a table the code of the level lut[code]. */\n"
+    "static void cq_unpack(const uint8_t *p, uint32_t bit, int n, int bits, const int8_t *lut, int8_t *out)\n"
     "{\n"
     "    const uint32_t mask = ((uint32_t)1 << bits) - 1;\n"
     "    const int qmax = (1 << (bits - 1)) - 1;\n"
@@ -396,7 +436,7 @@ static const char k_conv_code[] =
     "            buf |= (uint32_t)*p++ << have;\n"
     "            have += 8;\n"
     "        }\n"
-    "        out[k] = (int8_t)((int)(buf & mask) - qmax);\n"
+    "        out[k] = lut ? lut[buf & mask] : (int8_t)((int)(buf & mask) - qmax);\n"
     "        buf >>= bits;\n"
     "        have -= bits;\n"
     "    }\n"
@@ -445,7 +485,8 @@ static const char k_conv_code[] =
     "        const int8_t *wo = c->w8 + (long)o * K;\n"
     "#else\n"
     "        const int8_t *wo = cq_wbuf;\n"
-    "        cq_unpack(c->w, (uint32_t)o * (uint32_t)K * (uint32_t)c->bits, K, c->bits, cq_wbuf);\n"
+    "        cq_unpack(c->w, (uint32_t)o * (uint32_t)K * (uint32_t)c->bits, K, c->bits,\n"
+    "                  c->lut ? c->lut + ((long)o << c->bits) : 0, cq_wbuf);\n"
     "#endif\n"
     "        for (oy = 0; oy < c->oh; oy++) {\n"
     "            const int iy0 = oy * c->sh - c->pt, yin = iy0 >= 0 && iy0 + (c->kh - 1) * c->dh < c->ih;\n"
@@ -491,7 +532,8 @@ static unsigned get_bits(const uint8_t *p, uint64_t pos, int bits)
 }
 
 /* The levels in the generated code's order [oc][kh][kw][cig] (the NHWC order of a kernel row),
- * packed at the layer's width and, for NAME_FAST, one byte each; the constants are the qnet's. */
+ * packed at the layer's width (learned levels: their codes, and the codebook as the table `lut`)
+ * and, for NAME_FAST, one byte each; the constants are the qnet's. */
 static ccq_status weighted_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err *err)
 {
     (void)err;
@@ -508,9 +550,13 @@ static ccq_status weighted_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err
             for (int kx = 0; kx < kw; kx++)
                 for (int ci = 0; ci < cig; ci++, k++) {
                     lev[k] = nd->levels[(((int64_t)o * cig + ci) * kh + ky) * kw + kx];
-                    put_bits(packed, (uint64_t)k * (uint64_t)bits, (unsigned)(lev[k] + qmax), bits);
+                    const int code = nd->codebook ? model_code_of(nd, o, lev[k]) : lev[k] + qmax;
+                    put_bits(packed, (uint64_t)k * (uint64_t)bits, (unsigned)code, bits);
                 }
-    for (k = 0; k < n; k++) CCQ_ASSERT((int)get_bits(packed, (uint64_t)k * (uint64_t)bits, bits) - qmax == lev[k]);
+    for (k = 0; k < n; k++) {
+        const int code = (int)get_bits(packed, (uint64_t)k * (uint64_t)bits, bits);
+        CCQ_ASSERT((nd->codebook ? nd->codebook[(k / t->K) * model_ncodes(nd) + code] : code - qmax) == lev[k]);
+    }
     uint8_t *shift = ccq_malloc((size_t)oc);
     for (int o = 0; o < oc; o++) {
         CCQ_ASSERT(t->shift[o] >= 1 && t->shift[o] <= 62);
@@ -524,11 +570,16 @@ static ccq_status weighted_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err
     cexport_array(x, i, "b", t->bias, oc, 4, 0, CEXPORT_CONST);
     cexport_array(x, i, "m", t->mult, oc, 4, 0, CEXPORT_CONST);
     cexport_array(x, i, "s", shift, oc, 1, 1, CEXPORT_CONST);
+    char lut[32] = "0";
+    if (nd->codebook) {
+        cexport_array(x, i, "lut", nd->codebook, (int64_t)oc * model_ncodes(nd), 1, 0, CEXPORT_CONST);
+        snprintf(lut, sizeof lut, "n%d_lut", i);
+    }
     cexport_data(x,
                  "static const cq_conv n%d = {%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d,\n"
-                 "    %d, %d, %d, %d, CQ_W(n%d_w, n%d_w8), n%d_b, n%d_m, n%d_s};\n\n",
+                 "    %d, %d, %d, %d, CQ_W(n%d_w, n%d_w8), n%d_b, n%d_m, n%d_s, %s};\n\n",
                  i, t->ih, t->iw, t->ic, t->oh, t->ow, oc, kh, kw, t->sh, t->sw, t->dh, t->dw, t->pt, t->pl, cig, t->cog,
-                 bits, t->is_logits, t->zp_in, t->zp_out, t->lo, t->hi, i, i, i, i, i);
+                 bits, t->is_logits, t->zp_in, t->zp_out, t->lo, t->hi, i, i, i, i, i, lut);
     cexport_scratch(x, (size_t)t->K);
     cexport_call(x, "cq_conv_run(&n%d, %s, %s);", i, cexport_in(x, i, 0), cexport_out(x, i));
     ccq_free(packed), ccq_free(lev), ccq_free(shift);

@@ -1,7 +1,8 @@
 /*
  * quant.c: BatchNorm folding, ReLU fusion, activation calibration, weight
- * scales and round-to-nearest levels (see quant.h). Float arithmetic is
- * allowed here and only here: this runs once, before any integer work.
+ * scales and round-to-nearest levels (see quant.h); learned levels are
+ * lq.c's, chosen per layer here. Float arithmetic is allowed here (and in
+ * lq.c and gptq.c): this runs once, before any integer work.
  */
 #include "ccq/quant.h"
 
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "ccq/fnet.h"
+#include "ccq/lq.h"
 #include "ccq/op.h"
 
 void quant_config_default(quant_config *c)
@@ -21,6 +23,7 @@ void quant_config_default(quant_config *c)
     c->act_rule = QUANT_ACT_PERCENTILE;
     c->percentile = 99.99;
     c->w_rule = QUANT_W_MAXABS;
+    c->level_rule = QUANT_LEVELS_UNIFORM;
 }
 
 ccq_status quant_multiplier(double M, int32_t *m0, int *shift)
@@ -253,6 +256,9 @@ ccq_status quant_model(const model *src, const data_split *calib, const quant_co
                        ccq_err *err)
 {
     ccq_status st;
+    if (cfg->level_rule == QUANT_LEVELS_LEARNED && (cfg->wbits < 2 || cfg->wbits > MODEL_CODEBOOK_MAX_BITS))
+        return ccq_fail(err, CCQ_ERR_USAGE, "learned levels need weight bits 2 to %d, got %d",
+                        MODEL_CODEBOOK_MAX_BITS, cfg->wbits);
     if (cfg->wbits < 2 || cfg->wbits > 8)
         return ccq_fail(err, CCQ_ERR_USAGE, "weight bits must be 2 to 8, got %d", cfg->wbits);
     for (int c = 1; c < src->input.c; c++)
@@ -286,18 +292,23 @@ ccq_status quant_model(const model *src, const data_split *calib, const quant_co
         model_node *nd = &dst->nodes[i];
         if (!is_affine_layer(nd->op)) continue;
         nd->bits = cfg->first_last_8 && (i == first || i == dst->output) ? 8 : cfg->wbits;
-        const int cout = nd->shape.c, qmax = model_qmax(nd->bits);
+        const int cout = nd->shape.c;
         const int64_t per = nd->n_weight / cout;
         nd->wscale = ccq_malloc(sizeof(float) * (size_t)cout);
         nd->levels = ccq_malloc((size_t)nd->n_weight);
-        for (int o = 0; o < cout; o++) nd->wscale[o] = channel_scale(nd->weight + o * per, per, qmax, cfg->w_rule);
-        quant_rtn(nd);
+        if (cfg->level_rule == QUANT_LEVELS_LEARNED && nd->bits == cfg->wbits) {
+            lq_quantize_node(nd);
+        } else {
+            for (int o = 0; o < cout; o++)
+                nd->wscale[o] = channel_scale(nd->weight + o * per, per, model_qmax(nd->bits), cfg->w_rule);
+            quant_rtn(nd);
+        }
         /* int32 accumulators must not overflow (quant_acc_fits). */
-        const int s = nd->in[0];
+        const int s = nd->in[0], wmax = model_node_wmax(nd);
         const double s_in = s < 0 ? dst->in_scale : dst->nodes[s].act_scale;
         for (int o = 0; o < cout; o++) {
             const double b = nd->bias ? fabs(nd->bias[o]) / (s_in * nd->wscale[o]) : 0.0;
-            if (!quant_acc_fits(b, per, qmax)) {
+            if (!quant_acc_fits(b, per, wmax)) {
                 st = ccq_fail(err, CCQ_ERR_LIMIT,
                               "%s: node %d (%s): output channel %d could overflow int32 accumulators "
                               "(K = %lld, bias %.3g levels)",

@@ -22,8 +22,8 @@ int step_max_sub(const cfg_search *cfg, const genome *g)
 {
     int G = max_sub(cfg, g->n_w);
     if (cfg->group == CFG_GROUP_LAYER_CONFIDENCE)
-        for (int l = 0; l < g->n_layers; l++) {
-            const int gl = group_layer_size(G, g->layer_start[l + 1] - g->layer_start[l], frac_q16(cfg));
+        for (int u = 0; u < g->n_units; u++) {
+            const int gl = group_layer_size(G, g->unit_start[u + 1] - g->unit_start[u], frac_q16(cfg));
             if (gl > G) G = gl;
         }
     return G;
@@ -61,14 +61,14 @@ static int choose(step_state *s)
     const uint32_t freeze = (uint32_t)llround(c->freeze * EDA_ONE);
     switch (c->group) {
     case CFG_GROUP_LAYER:
-        return group_layer(g->layer_start, g->n_layers, G, &s->cursor, s->sub);
+        return group_layer(g->unit_start, g->n_units, G, &s->cursor, s->sub);
     case CFG_GROUP_RANDOM: {
         rng_pcg32 r;
         rng_init_keyed(&r, c->seed, (uint64_t)s->gen, 0, KEY_GROUP);
         return group_random(g->n_w, G, &r, s->sub);
     }
     case CFG_GROUP_LAYER_CONFIDENCE:
-        return group_confidence_layer(s->eda, g->layer_start, g->n_layers, (int)c->layer_turns, freeze, G, frac_q16(c),
+        return group_confidence_layer(s->eda, g->unit_start, g->n_units, (int)c->layer_turns, freeze, G, frac_q16(c),
                                       s->gen, s->sub);
     default:
         return group_confidence(s->eda, freeze, G, s->sub);

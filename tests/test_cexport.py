@@ -21,8 +21,9 @@ tests/cexport_driver.c:
     --arm-fast-bits) and run under qemu-arm on the first --arm-images images (default 1,000):
     identical logits again;
   - the export's footprint: levels bytes = sum over layers of ceil(weights x bits / 8) (packed at
-    their real width), arena <= the sum of the tensors, the generated code includes nothing
-    beyond <stdint.h> and <string.h> and never allocates.
+    their real width; learned levels: their codes, the codebook a table of constants), arena <= the
+    sum of the tensors, the generated code includes nothing beyond <stdint.h> and <string.h> and
+    never allocates.
 --xnet checks first that the quantized network holds the ops it is made for.
 --errors: unsupported or invalid exports (a float model, another format, bad names, an output
 directory that is a file or cannot be made, outputs that would overwrite the input, damaged and
@@ -54,6 +55,7 @@ ap.add_argument("data")
 ap.add_argument("model", nargs="?")
 ap.add_argument("--bits", default="4")
 ap.add_argument("--first-last-8", action="store_true")
+ap.add_argument("--levels", default="uniform", help="quantize with --levels (learned: codes and a codebook table)")
 ap.add_argument("--images", type=int, default=1000)
 ap.add_argument("--arm-images", type=int, default=1000)
 ap.add_argument("--arm-bits", default=None, help="widths run under qemu-arm (default: all)")
@@ -160,8 +162,10 @@ def export_and_check(work, qpath, ref, arm, arm_fast, arm_images):
 def quantized_case(work, model, data, bits, fl8, arm, arm_fast):
     q = os.path.join(work, f"q_w{bits}.h5")
     cmd = [ccq, "quantize", model, "--data", data, "--wbits", str(bits), "--calib", "64", "-o", q]
+    if a.levels != "uniform":
+        cmd += ["--levels", a.levels]
     rc, so, se = run(cmd + (["--first-last-8"] if fl8 else []))
-    t.check(f"quantize {os.path.basename(model)} w{bits}{' (first/last 8)' if fl8 else ''}", rc == 0, se)
+    t.check(f"quantize {os.path.basename(model)} w{bits}{' (first/last 8)' if fl8 else ''} {a.levels}", rc == 0, se)
     if rc:
         return
     lg = os.path.join(work, "ref.h5")

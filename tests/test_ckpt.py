@@ -110,7 +110,7 @@ with tempfile.TemporaryDirectory() as root:
     cases = [
         ("an EDA row of zeros", data("eda_p", zero_row), "EDA row 0 sums to 0"),
         ("an EDA row summing to more than one", data("eda_p", add_centre), "EDA row 0 sums to 65537"),
-        ("EDA mass outside the 2-bit grid", data("eda_p", outside_grid), "outside +-1"),
+        ("EDA mass outside the 2-bit grid", data("eda_p", outside_grid), "outside -1..1"),
         ("a negative evaluation count", attr("evaluations", -5), "evaluations -5"),
         ("more accepted changes than generations", attr("accepted", 10 ** 9), "accepted 1000000000 in"),
         ("evaluations beyond any budget", attr("evaluations", 2 ** 50), "more than any budget"),

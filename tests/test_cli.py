@@ -116,6 +116,68 @@ with tempfile.TemporaryDirectory() as d:
     rc, so, se = run([ccq] + qv(q4, data, "--json"))
     t.check("quantized file evaluates", rc == 0 and json.loads(so)["mode"] == "integer", so + se)
 
+    # learned levels (a codebook per output channel): a valid one evaluates exactly as the same
+    # levels on the uniform grid; each broken variant is one clear line
+    q2 = os.path.join(d, "q2.h5")
+    rc, so, se = run([ccq, "quantize", tiny, "--data", data, "--wbits", "2", "-o", q2])
+    t.check("quantize tiny at 2 bits", rc == 0, se)
+    cb = os.path.join(d, "cb.h5")
+
+    def with_codebook(dst, edit=None, node="0000"):
+        shutil.copy(q2, dst)
+        with h5py.File(dst, "r+") as f:
+            for name in f["nodes"]:
+                g = f["nodes"][name]
+                if "levels" in g:
+                    book = np.tile(np.array([-1, 0, 1, 5], np.int8), (g["levels"].shape[0], 1))
+                    g.create_dataset("codebook", data=book)
+            if edit:
+                edit(f["nodes"][node])
+
+    with_codebook(cb)
+    rc1, so1, _ = run([ccq] + qv(q2, data, "--json", "--save-logits", os.path.join(d, "l_uniform.h5")))
+    rc2, so2, se2 = run([ccq] + qv(cb, data, "--json", "--save-logits", os.path.join(d, "l_codebook.h5")))
+    t.check("a codebook file evaluates", rc1 == 0 and rc2 == 0, se2)
+    if rc1 == 0 and rc2 == 0:
+        with h5py.File(os.path.join(d, "l_uniform.h5")) as a, h5py.File(os.path.join(d, "l_codebook.h5")) as b:
+            t.check("codebook holding the same levels: the same logits", np.array_equal(a["logits"][...], b["logits"][...]))
+
+    def set_cb(row):
+        def edit(g):
+            book = g["codebook"][...]
+            book[0] = row
+            g["codebook"][...] = book
+        return edit
+
+    def set_level(v):
+        def edit(g):
+            lv = g["levels"][...]
+            lv.flat[0] = v
+            g["levels"][...] = lv
+        return edit
+
+    def wrong_shape(g):
+        book = g["codebook"][...]
+        del g["codebook"]
+        g.create_dataset("codebook", data=book[:, :3])
+
+    def wide(g):
+        g.attrs["bits"] = np.int32(8)
+        del g["codebook"]
+        g.create_dataset("codebook", data=np.tile(np.arange(-128, 128, dtype=np.int16).clip(-127, 127).astype(np.int8),
+                                                  (g["levels"].shape[0], 1)))
+
+    for label, edit, needles in [
+        ("codebook not increasing", set_cb([-1, 1, 0, 5]), ["codebook[0] is not strictly increasing at entry 2"]),
+        ("codebook with a repeated entry", set_cb([-1, 0, 0, 5]), ["codebook[0] is not strictly increasing at entry 2"]),
+        ("codebook entry -128", set_cb([-128, 0, 1, 5]), ["codebook[0][0] = -128 is outside +-127"]),
+        ("level not in its codebook", set_level(3), ["level 3 at element 0 is not in channel 0's codebook"]),
+        ("codebook of the wrong shape", wrong_shape, ["codebook", "expected shape"]),
+        ("codebook at 8 bits", wide, ["a codebook needs 2 to 4 bits, not 8"]),
+    ]:
+        with_codebook(bad, edit)
+        expect(label, qv(bad), FORMAT, ["bad_levels.h5"] + needles)
+
 # outputs: never partial, never clobbered by a failing run
 with tempfile.TemporaryDirectory() as d:
     out = os.path.join(d, "logits.h5")

@@ -28,7 +28,7 @@ static void test_init_edges(void **state)
     const int8_t base[4] = {0, 7, -7, 1}, qmax[4] = {7, 7, 7, 1};
     eda_state e;
     ccq_err err;
-    assert_int_equal(eda_init(&e, 4, 1, base, qmax, 52429, 0, &err), CCQ_OK); /* 0.8 at the centre */
+    assert_int_equal(eda_init(&e, 4, 1, base, NULL, qmax, 52429, 0, &err), CCQ_OK); /* 0.8 at the centre */
     for (int i = 0; i < 4; i++) assert_int_equal(row_sum(&e, i), EDA_ONE);
     assert_int_equal(e.p[0 * 3 + 1], 52430); /* 65536 - 2 * 6553 */
     assert_int_equal(e.p[0 * 3 + 0], 6553);
@@ -39,9 +39,9 @@ static void test_init_edges(void **state)
     assert_int_equal(eda_confidence(&e, 0), 52430);
     assert_int_equal(eda_mode(&e, 1), 7);
     eda_free(&e);
-    assert_int_equal(eda_init(&e, 4, 0, base, qmax, 52429, 0, &err), CCQ_ERR_USAGE);
-    assert_int_equal(eda_init(&e, 4, 1, base, qmax, 0, 0, &err), CCQ_ERR_USAGE);
-    assert_int_equal(eda_init(&e, 4, 1, base, qmax, 52429, 8000, &err), CCQ_ERR_USAGE);
+    assert_int_equal(eda_init(&e, 4, 0, base, NULL, qmax, 52429, 0, &err), CCQ_ERR_USAGE);
+    assert_int_equal(eda_init(&e, 4, 1, base, NULL, qmax, 0, 0, &err), CCQ_ERR_USAGE);
+    assert_int_equal(eda_init(&e, 4, 1, base, NULL, qmax, 52429, 8000, &err), CCQ_ERR_USAGE);
 }
 
 /* The float prior on hand-computed rows: b = (65536 - 52429) / others, t in Q16. */
@@ -52,7 +52,7 @@ static void test_prior_float(void **state)
     const int32_t pos[4] = {0, 32768, 65536, -131072}; /* on its level, halfway up, on level 1, at -2 */
     eda_state e;
     ccq_err err;
-    assert_int_equal(eda_init(&e, 4, 1, base, qmax, 52429, 328, &err), CCQ_OK);
+    assert_int_equal(eda_init(&e, 4, 1, base, NULL, qmax, 52429, 328, &err), CCQ_OK);
     eda_prior_float(&e, pos, 52429);
     for (int i = 0; i < 4; i++) assert_int_equal(row_sum(&e, i), EDA_ONE);
     /* t = 1/2 on both sides: 3 * 6553 / 4 = 4914 each */
@@ -65,7 +65,7 @@ static void test_prior_float(void **state)
     assert_int_equal(e.p[9 + 0], 4914), assert_int_equal(e.p[9 + 2], 328);
     eda_free(&e);
     /* the cap: centre 0.1, so b = 29491 and 3b exceeds what the start may give away */
-    assert_int_equal(eda_init(&e, 4, 1, base, qmax, 6554, 328, &err), CCQ_OK);
+    assert_int_equal(eda_init(&e, 4, 1, base, NULL, qmax, 6554, 328, &err), CCQ_OK);
     eda_prior_float(&e, pos, 6554);
     assert_int_equal(e.p[3 + 2], 65536 - 1638 - 3 * 328), assert_int_equal(e.p[3 + 0], 328);
     assert_int_equal(e.p[3 + 1], 1638 + 2 * 328);
@@ -78,7 +78,7 @@ static void test_sampling(void **state)
     const int8_t base[1] = {0}, qmax[1] = {3};
     eda_state e;
     ccq_err err;
-    assert_int_equal(eda_init(&e, 1, 1, base, qmax, 32768, 0, &err), CCQ_OK);
+    assert_int_equal(eda_init(&e, 1, 1, base, NULL, qmax, 32768, 0, &err), CCQ_OK);
     e.p[0] = 13107, e.p[1] = 32768, e.p[2] = 19661; /* 0.2, 0.5, 0.3 */
     rng_pcg32 r;
     rng_init(&r, 5, 9);
@@ -97,7 +97,7 @@ static void test_sampling(void **state)
     /* off-grid candidates are never drawn */
     const int8_t b2[1] = {1}, q2[1] = {1};
     eda_state f;
-    assert_int_equal(eda_init(&f, 1, 1, b2, q2, 40000, 0, &err), CCQ_OK);
+    assert_int_equal(eda_init(&f, 1, 1, b2, NULL, q2, 40000, 0, &err), CCQ_OK);
     for (int k = 0; k < 10000; k++) {
         int8_t v;
         eda_sample(&f, idx, 1, &r, &v);
@@ -113,7 +113,7 @@ static void test_update_hand(void **state)
     const int8_t base[1] = {2}, qmax[1] = {7};
     eda_state e;
     ccq_err err;
-    assert_int_equal(eda_init(&e, 1, 1, base, qmax, 32768, 0, &err), CCQ_OK);
+    assert_int_equal(eda_init(&e, 1, 1, base, NULL, qmax, 32768, 0, &err), CCQ_OK);
     e.p[0] = 16384, e.p[1] = 32768, e.p[2] = 16384;
     const int64_t idx[1] = {0};
     const int8_t elite[4] = {3, 3, 2, 3}; /* frequencies 0, 1/4, 3/4 */
@@ -131,7 +131,7 @@ static void test_update_converges(void **state)
     for (int i = 0; i < 50; i++) base[i] = (int8_t)(i % 5 - 2), qmax[i] = 2;
     eda_state e;
     ccq_err err;
-    assert_int_equal(eda_init(&e, 50, 1, base, qmax, 45875, 300, &err), CCQ_OK);
+    assert_int_equal(eda_init(&e, 50, 1, base, NULL, qmax, 45875, 300, &err), CCQ_OK);
     int64_t idx[50];
     int8_t elite[3 * 50];
     for (int i = 0; i < 50; i++) idx[i] = i;
@@ -163,7 +163,7 @@ static void test_deterministic(void **state)
     for (int i = 0; i < 64; i++) idx[i] = 63 - i;
     eda_state e;
     ccq_err err;
-    assert_int_equal(eda_init(&e, 64, 1, base, qmax, 40000, 0, &err), CCQ_OK);
+    assert_int_equal(eda_init(&e, 64, 1, base, NULL, qmax, 40000, 0, &err), CCQ_OK);
     rng_pcg32 r1, r2;
     rng_init_keyed(&r1, 42, 7, 3, 0);
     rng_init_keyed(&r2, 42, 7, 3, 0);

@@ -82,7 +82,7 @@ static void test_confidence(void **state)
     const int8_t base[6] = {0, 1, 2, 3, -3, 7}, qmax[6] = {7, 7, 7, 7, 7, 7};
     eda_state e;
     ccq_err err;
-    assert_int_equal(eda_init(&e, 6, 1, base, qmax, 52429, 0, &err), CCQ_OK);
+    assert_int_equal(eda_init(&e, 6, 1, base, NULL, qmax, 52429, 0, &err), CCQ_OK);
     int64_t out[6];
     int m = group_confidence(&e, EDA_ONE, 3, out);
     expect_seq(out, m, (const int64_t[]){5, 0, 1}, 3); /* the edge weight first, then ties by index */
@@ -113,7 +113,7 @@ static void test_confidence_layer(void **state)
     const int64_t start[3] = {0, 2, 6}; /* layer 0: weights 0-1; layer 1: weights 2-5 */
     eda_state e;
     ccq_err err;
-    assert_int_equal(eda_init(&e, 6, 1, base, qmax, 52429, 0, &err), CCQ_OK);
+    assert_int_equal(eda_init(&e, 6, 1, base, NULL, qmax, 52429, 0, &err), CCQ_OK);
     const int64_t idx[3] = {0, 2, 4};
     const int8_t elite[2 * 3] = {0, 2, -2, 0, 2, -4};
     eda_update(&e, idx, 3, elite, 2, 32768); /* as in test_confidence: w0, w2 0.9; w4 0.4; w5 52429; w1, w3 52430 */
@@ -175,7 +175,7 @@ static void test_confidence_selection(void **state)
     for (int i = 0; i < N; i++) base[i] = (int8_t)((int)rng_bounded(&r, 3) - 1), qmax[i] = 1;
     eda_state e;
     ccq_err err;
-    assert_int_equal(eda_init(&e, N, 1, base, qmax, 52429, 0, &err), CCQ_OK);
+    assert_int_equal(eda_init(&e, N, 1, base, NULL, qmax, 52429, 0, &err), CCQ_OK);
     int64_t idx[64];
     int8_t elite[4 * 64];
     for (int rep = 0; rep < 200; rep++) { /* random updates make many distinct and many tied confidences */

@@ -25,17 +25,20 @@ typedef enum { CFG_ACT_PERCENTILE, CFG_ACT_MINMAX } cfg_act_rule;
 typedef enum { CFG_WSCALE_MAXABS, CFG_WSCALE_MSE } cfg_wscale;
 /* The levels a float model starts from (gptq.h's gptq_start_kind, same order). */
 typedef enum { CFG_INIT_RTN, CFG_INIT_GPTQ, CFG_INIT_GPTQ_SCALE, CFG_INIT_AUTO } cfg_init;
+/* The weight grid: symmetric uniform levels, or a learned codebook per output channel (model.h). */
+typedef enum { CFG_LEVELS_UNIFORM, CFG_LEVELS_LEARNED } cfg_levels;
 
 typedef struct {
     /* [model] */
     char model[CFG_PATH_MAX], data[CFG_PATH_MAX];
     /* [quant] */
     int64_t wbits, first_last_8, calib_images;
-    int64_t act_rule, wscale, init;
+    int64_t act_rule, wscale, init, levels;
     double percentile;
     /* [search] */
     uint64_t seed;
     int64_t radius, lambda, mu, group, layer_turns, prior, combine, group_size, fitness, batch, confirm_batch, val_images;
+    int64_t codebook; /* learned levels: the codebook entries are search variables too */
     double alpha, p_center, p_min, freeze, accept_z, group_fraction;
     /* [run] */
     char output[CFG_PATH_MAX], log[CFG_PATH_MAX], checkpoint[CFG_PATH_MAX];

@@ -17,8 +17,8 @@
 #include "ccq/common.h"
 
 #define CKPT_FORMAT "ccq-checkpoint"
-#define CKPT_VERSION 3 /* 2: the start's kind and scales (start, start_wscale, start_act_scale); 3: complete.
-                          * Version 2 files are read (complete = 0). */
+#define CKPT_VERSION 4 /* 2: the start's kind and scales (start, start_wscale, start_act_scale); 3: complete;
+                          * 4: start_codebook. Versions 2 and 3 are read (complete = 0 for 2; no codebooks). */
 
 typedef struct {
     char *config;         /* the search-defining part of the configuration, INI text */
@@ -28,15 +28,17 @@ typedef struct {
                            * frozen), before the output was saved; 0: a periodic or stop checkpoint */
     int64_t n;            /* searchable weights */
     int width;            /* EDA candidates per weight */
-    int8_t *levels;       /* [n] context */
+    int8_t *levels;       /* [n] context: each weight's value (its level, or its code: genome.h) */
     int8_t *best_levels;  /* [n] */
-    int8_t *eda_base;     /* [n] the start's levels (the centre of every distribution) */
+    int8_t *eda_base;     /* [n] the start's values (the centre of every distribution) */
     uint32_t *eda_p;      /* [n * width] */
     char start[16];       /* how the start was made: rtn, gptq, gptq_scale, or file (a quantized model file) */
     int64_t n_wscale;     /* output channels of every conv/linear node, in node order */
     float *start_wscale;  /* [n_wscale] the start's weight scales */
     int64_t n_act;        /* nodes of the quantized model */
     float *start_act_scale; /* [n_act] the start's output scales (the logits' follows a scale search) */
+    int64_t n_codebook;   /* entries of every learned node's codebook, in node order; 0: none */
+    int8_t *start_codebook; /* [n_codebook] the start's codebooks */
 } ckpt_data;
 
 ccq_status ckpt_write(const ckpt_data *c, const char *path, ccq_err *err);
@@ -49,14 +51,14 @@ ccq_status ckpt_write(const ckpt_data *c, const char *path, ccq_err *err);
  * widest bit width, an EDA row not summing to EDA_ONE or with mass on a level
  * outside that width, start scales not finite and positive, arrays larger
  * than the file could hold. Not checked here (needs the model or the log):
- * per-layer bit widths (ckpt_check_fit), the log position against the log's
- * length. */
+ * per-layer bit widths and codebook sizes (ckpt_check_fit, cc.c), the log
+ * position against the log's length. */
 ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err);
-/* The checkpoint's levels and EDA rows against the model's per-weight
- * largest level (qmax[n], eda_state.qmax): CCQ_ERR_FORMAT if any level or
- * any candidate with nonzero probability lies outside. For resume, after
- * the sizes were found equal. */
-ccq_status ckpt_check_fit(const ckpt_data *c, const int8_t *qmax, const char *path, ccq_err *err);
+/* The checkpoint's values and EDA rows against the model's per-weight
+ * ranges (lo[n], hi[n]: eda_state's): CCQ_ERR_FORMAT if any value or any
+ * candidate with nonzero probability lies outside. For resume, after the
+ * sizes were found equal. */
+ccq_status ckpt_check_fit(const ckpt_data *c, const int8_t *lo, const int8_t *hi, const char *path, ccq_err *err);
 void ckpt_free(ckpt_data *c);
 
 /* FNV-1a 64 of a file's bytes (identifies the model and data a search used). */

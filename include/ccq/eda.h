@@ -1,7 +1,8 @@
 /*
  * eda.h: the estimation-of-distribution state of the search: for every
- * searchable weight, a categorical distribution over the levels within +-r
- * of its initial level (clipped to the weight's b-bit grid), in fixed point.
+ * searchable weight, a categorical distribution over the values within +-r
+ * of its initial value (clipped to the weight's range [lo, hi]: its b-bit
+ * grid's levels, or the codes of a learned codebook), in fixed point.
  *
  * Probabilities are integers summing exactly to EDA_ONE (Q16) for each
  * weight, so sampling and the PBIL-style update are integer operations and
@@ -25,7 +26,7 @@ typedef struct {
     int r;         /* radius: candidates are base-r .. base+r */
     int width;     /* 2r + 1 */
     int8_t *base;  /* [n] initial level, the centre */
-    int8_t *qmax;  /* [n] largest level magnitude of the weight's layer */
+    int8_t *lo, *hi; /* [n] the weight's range: [-qmax, qmax] of its layer's grid, or [0, 2^bits - 1] (codes) */
     uint32_t *p;   /* [n][width], p[i][j] is the probability of level base[i] - r + j; 0 outside the grid */
     uint32_t p_min; /* floor for in-grid candidates after an update (keeps exploration alive) */
 } eda_state;
@@ -33,9 +34,9 @@ typedef struct {
 /* Centre `p_center` (Q16) on the initial level, the rest spread evenly over
  * the other in-grid candidates (the remainder of the integer division goes
  * to the centre). CCQ_ERR_USAGE for r outside 1..EDA_MAX_R or a centre mass
- * outside (0, EDA_ONE]. */
-ccq_status eda_init(eda_state *e, int64_t n, int r, const int8_t *base, const int8_t *qmax, uint32_t p_center,
-                    uint32_t p_min, ccq_err *err);
+ * outside (0, EDA_ONE]. lo may be NULL: the symmetric range [-hi, hi]. */
+ccq_status eda_init(eda_state *e, int64_t n, int r, const int8_t *base, const int8_t *lo, const int8_t *hi,
+                    uint32_t p_center, uint32_t p_min, ccq_err *err);
 void eda_free(eda_state *e);
 
 /* The float prior: reshapes every row after eda_init from where the weight's

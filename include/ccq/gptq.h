@@ -17,6 +17,12 @@
  * (GPTQ treats rows independently, so per channel is exact); the logits'
  * act_scale then follows (s_in x the largest scale, as quant_model sets it).
  *
+ * Learned levels (a node with a codebook, lq.h): each column is rounded to
+ * the nearest value of its row's codebook instead of the uniform grid (ties
+ * to the lower value, lq_nearest), with the same error feedback; the scale
+ * search then scales the row's real levels (codebook fixed, scale f x s0).
+ * The accumulator bounds take the node's largest |level| (model_node_wmax).
+ *
  * Float arithmetic (double for H and the solve, float32 for the forward
  * pass, which is fnet's), once, at set-up; never in the search loop.
  * Environment (speed and memory only, never the result): CCQ_GPTQ_THREADS,
@@ -86,6 +92,12 @@ ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gpt
  * Exposed for tests. */
 ccq_status gptq_layer(const double *W, const double *H, int rows, int K, const double *s, int qmax,
                       const gptq_config *c, int8_t *q, ccq_err *err);
+
+/* gptq_layer with learned levels: row r's levels are values of its codebook
+ * cb + r * ncodes (ascending int8), rounded to the nearest one (lq_nearest).
+ * Exposed for tests. */
+ccq_status gptq_layer_codebook(const double *W, const double *H, int rows, int K, const double *s,
+                               const int8_t *cb, int ncodes, const gptq_config *c, int8_t *q, ccq_err *err);
 
 /* Per-row layer-output error (w - s q) H (w - s q)^T of levels q at scales
  * s, into e [rows] (gptq.py's row_error). */

@@ -121,6 +121,12 @@ typedef struct {
     int bits;
     int8_t *levels; /* same shape as weight */
     float *wscale;  /* [Cout] */
+    /* Learned levels (after LQ-Nets), bits 2..MODEL_CODEBOOK_MAX_BITS: output
+     * channel o's weights take the 2^bits int8 values codebook[o * 2^bits ..],
+     * strictly increasing, within +-127; levels[] then holds those values
+     * (what the engine multiplies) and a weight's code is its value's index
+     * there. NULL: the symmetric uniform grid |levels| <= 2^(bits-1) - 1. */
+    int8_t *codebook; /* [Cout][2^bits] or NULL */
 } model_node;
 
 typedef struct {
@@ -154,6 +160,15 @@ void model_copy(model *dst, const model *src);
 
 /* Largest level magnitude for a weight width: 2^(bits-1) - 1. */
 int model_qmax(int bits);
+
+#define MODEL_CODEBOOK_MAX_BITS 4
+/* Codes per channel of a node with a codebook: 2^bits. */
+static inline int model_ncodes(const model_node *nd) { return 1 << nd->bits; }
+/* Largest |level| a conv/linear node can hold: its codebook's largest
+ * magnitude, or model_qmax(bits) (what bounds its int32 accumulators). */
+int model_node_wmax(const model_node *nd);
+/* The code of value v in channel o's codebook, or -1 if it is not there. */
+int model_code_of(const model_node *nd, int o, int v);
 
 /* Shape of a node's input j (the network input for index -1). */
 model_shape model_in_shape(const model *m, int node, int j);

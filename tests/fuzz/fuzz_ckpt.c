@@ -26,9 +26,12 @@ static void search_from(const ckpt_data *c)
     cfg_defaults(&cfg);
     CCQ_ASSERT(cfg_load_text(&cfg, c->config, "config", &err) == CCQ_OK);
     const int64_t n = c->n < 4096 ? c->n : 4096;
-    int8_t *qmax = ccq_malloc((size_t)n);
-    memset(qmax, model_qmax(cfg.first_last_8 ? 8 : (int)cfg.wbits), (size_t)n);
-    eda_state e = {.n = n, .r = c->width / 2, .width = c->width, .base = c->eda_base, .qmax = qmax, .p = c->eda_p};
+    /* ckpt_read's bound on every value: the widest grid, +-127 with learned levels */
+    const int q = cfg.levels == CFG_LEVELS_LEARNED ? 127 : model_qmax(cfg.first_last_8 ? 8 : (int)cfg.wbits);
+    int8_t *lo = ccq_malloc((size_t)n), *hi = ccq_malloc((size_t)n);
+    memset(lo, -q, (size_t)n);
+    memset(hi, q, (size_t)n);
+    eda_state e = {.n = n, .r = c->width / 2, .width = c->width, .base = c->eda_base, .lo = lo, .hi = hi, .p = c->eda_p};
     const uint32_t alpha = (uint32_t)lround(fmin(fmax(cfg.alpha, 0.0), 1.0) * EDA_ONE);
     rng_pcg32 rng;
     rng_init(&rng, 1, 2);
@@ -37,7 +40,7 @@ static void search_from(const ckpt_data *c)
         for (int k = 0; k < 4; k++) eda_sample(&e, &i, 1, &rng, &elite[k]);
         eda_update(&e, &i, 1, elite, 4, alpha);
     }
-    ccq_free(qmax);
+    ccq_free(lo), ccq_free(hi);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
