@@ -1284,12 +1284,23 @@ class QDQ:
             raise ConvertError(f"{lab}: its weights are not the dequantized levels (a constant scaling folded "
                                f"into a quantized layer)")
         m = next((x for x in doc.split("\n") if x.startswith("ccq:bits ")), None)
+        cbl = next((x for x in doc.split("\n") if x.startswith("ccq:codebook")), None)
         mx = int(np.abs(levels).max()) if levels.size else 0
         bits = int(m.split()[1]) if m else max(2, next(b for b in range(2, 9) if qmax(b) >= mx))
-        if not 2 <= bits <= 8 or qmax(bits) < mx:
+        nd["qdata"] = {"levels": levels, "wscale": wscale}
+        if cbl is not None:  # learned levels (ccq's export): a codebook row of 2^bits values per channel
+            vals = [int(v) for v in cbl.split()[1:]]
+            if not 2 <= bits <= 4 or len(vals) != oc << bits:
+                raise ConvertError(f"{node_label(dq)}: its codebook has {len(vals)} values, {oc} channels of "
+                                   f"2^{bits} expected")
+            book = np.array(vals, np.int8).reshape(oc, 1 << bits)
+            flat = levels.reshape(oc, -1)
+            if not all(np.isin(flat[o], book[o]).all() for o in range(oc)):
+                raise ConvertError(f"{node_label(dq)}: a level is not in its channel's codebook")
+            nd["qdata"]["codebook"] = book
+        elif not 2 <= bits <= 8 or qmax(bits) < mx:
             raise ConvertError(f"{node_label(dq)}: levels up to {mx} do not fit the {bits} bits stated")
         nd["bits"] = bits
-        nd["qdata"] = {"levels": levels, "wscale": wscale}
         nd["data"]["weight"] = want.astype(np.float32)
         b = None
         cands = [n.input[2]] if len(n.input) > 2 and n.input[2] else []

@@ -602,14 +602,19 @@ static ccq_status weighted_onnx(onnxexport_ctx *x, const qnet *q, int i, ccq_err
     const model_shape in = model_in_shape(m, i, 0);
     char lev[ONNXEXPORT_NAME_MAX], wsc[ONNXEXPORT_NAME_MAX], wzp[ONNXEXPORT_NAME_MAX], w[ONNXEXPORT_NAME_MAX];
     char bq[ONNXEXPORT_NAME_MAX], bsc[ONNXEXPORT_NAME_MAX], bzp[ONNXEXPORT_NAME_MAX], b[ONNXEXPORT_NAME_MAX];
-    char doc[32];
     ONNXEXPORT_NAME(lev, i, "levels"), ONNXEXPORT_NAME(wsc, i, "wscale"), ONNXEXPORT_NAME(wzp, i, "wzp");
     ONNXEXPORT_NAME(w, i, "w"), ONNXEXPORT_NAME(bq, i, "bias_q"), ONNXEXPORT_NAME(bsc, i, "bias_scale");
     ONNXEXPORT_NAME(bzp, i, "bias_zp"), ONNXEXPORT_NAME(b, i, "b");
     const int64_t wd[4] = {oc, conv ? in.c / nd->groups : model_numel(in), nd->kernel[0], nd->kernel[1]};
     const int64_t cd[1] = {oc};
-    snprintf(doc, sizeof doc, "ccq:bits %d", nd->bits);
+    /* learned levels: the codebook rows follow on a second line ("ccq:codebook V V .."), so that
+     * onnx2ccq gives back the same file (a channel need not use every value of its row) */
+    const size_t ncb = nd->codebook ? (size_t)oc * (size_t)model_ncodes(nd) : 0;
+    char *doc = ccq_malloc(32 + 5 * ncb);
+    int len = snprintf(doc, 32, "ccq:bits %d%s", nd->bits, ncb ? "\nccq:codebook" : "");
+    for (size_t k = 0; k < ncb; k++) len += snprintf(doc + len, 6, " %d", nd->codebook[k]);
     onnxexport_const(x, lev, ONNXEXPORT_INT8, wd, conv ? 4 : 2, nd->levels, doc);
+    ccq_free(doc);
     onnxexport_const(x, wsc, ONNXEXPORT_FLOAT, cd, 1, nd->wscale, NULL);
     int8_t *z8 = ccq_calloc((size_t)oc, 1);
     onnxexport_const(x, wzp, ONNXEXPORT_INT8, cd, 1, z8, NULL);

@@ -2,8 +2,8 @@
 """test_onnxexport.py: `ccq export --format onnx` is valid ONNX that ONNX Runtime runs like ccq, and
 onnx2ccq reads it back into the same integer network.
 
-  test_onnxexport.py DATA.h5 MODEL.h5 --bits 8,4,2 [--images N] [--init I] [--calib N] [--float-input]
-                     [--roundtrip] [--qdq-errors]
+  test_onnxexport.py DATA.h5 MODEL.h5 --bits 8,4,2 [--images N] [--init I] [--calib N] [--levels L]
+                     [--float-input] [--roundtrip] [--qdq-errors]
   test_onnxexport.py DATA.h5 --pnet      (a generated network of the ops and cases the others lack)
   test_onnxexport.py DATA.h5 --errors FIXTURE_DIR
 
@@ -21,7 +21,8 @@ with `ccq export --format onnx`; then:
     zero, so identity is not the contract);
   - --float-input: the same with `--input float` fed (pixel/255 - mean) / std;
   - --roundtrip: scripts/onnx2ccq.py reads the export (and the float-input export) back into a
-    quantized model file whose levels, scales, zero points, tables, widths and fused ReLU/Clip are
+    quantized model file whose levels, codebooks (--levels learned: carried on the levels
+    initializer's doc_string), scales, zero points, tables, widths and fused ReLU/Clip are
     the original's and whose `ccq eval` int32 logits are identical, bit for bit;
   - --qdq-errors: QDQ conventions onnx2ccq cannot represent exactly (asymmetric weight zero points,
     per-channel or int8 activations, a bias at another scale) are one error line naming the node,
@@ -66,6 +67,7 @@ ap.add_argument("--bits", default="4")
 ap.add_argument("--images", type=int, default=1000)
 ap.add_argument("--calib", type=int, default=256)
 ap.add_argument("--init", default="rtn", help="start levels: one for every width, or B=I,.. per width (rtn elsewhere)")
+ap.add_argument("--levels", default="uniform", help="quantize with --levels (learned: codebooks, carried by the export)")
 ap.add_argument("--float-input", action="store_true")
 ap.add_argument("--roundtrip", action="store_true")
 ap.add_argument("--qdq-errors", action="store_true")
@@ -192,7 +194,7 @@ def same_quantized(orig, back):
                     if k == "relu" and int(p.attrs.get(k, 0)) == int(q.attrs.get(k, 0)):
                         continue
                     bad.append(f"{x} {k}: {p.attrs.get(k)} vs {q.attrs.get(k)}")
-            for k in ("levels", "wscale", "table"):
+            for k in ("levels", "wscale", "table", "codebook"):
                 if (k in p) != (k in q) or (k in p and not np.array_equal(p[k][...], q[k][...])):
                     bad.append(f"{x} {k}")
     return bad
@@ -280,8 +282,8 @@ def quantized_case(work, model, data, bits, labels_all):
     q = os.path.join(work, f"q_w{bits}.h5")
     init = init_for(bits)
     rc, so, se = run([ccq, "quantize", model, "--data", data, "--wbits", str(bits), "--calib", str(a.calib),
-                      "--init", init, "-o", q])
-    t.check(f"quantize {os.path.basename(model)} w{bits} ({init})", rc == 0, se)
+                      "--init", init, "--levels", a.levels, "-o", q])
+    t.check(f"quantize {os.path.basename(model)} w{bits} ({init}, {a.levels} levels)", rc == 0, se)
     if rc:
         return
     lg = os.path.join(work, "ref.h5")
