@@ -7,7 +7,8 @@ independent int64 reference of the engine's integer semantics computed from
 the quantized file alone. Networks:
   - every MODEL.h5 (the reference models lenet and resnet20) at w8, w4 and w2
     (w2 with the first and last layer at 8 bits), round-to-nearest, and the
-    first model also at w4 from a GPTQ start;
+    first model also at w4 from a GPTQ start and at w2 with learned levels
+    (codebook values, GPTQ start);
   - OPSNET.h5, the every-op network tests/test_ops.py writes (grouped and
     depthwise convs, act tables, mul broadcast, pad, slice, concat, clip...),
     at w8, w4 and w2;
@@ -203,6 +204,9 @@ if models:
     name = os.path.splitext(os.path.basename(models[0]))[0]
     check_network(f"{name} w4a8 gptq", models[0], data, N_IMAGES.get(name, 300),
                   ["--wbits", "4", "--init", "gptq"] + CALIB, memory=False)
+    # learned levels: codebook values up to +-63 (AVX2's other layout at 8 bits is not needed)
+    check_network(f"{name} w2a8 learned", models[0], data, N_IMAGES.get(name, 300),
+                  ["--wbits", "2", "--levels", "learned", "--init", "gptq"] + CALIB, memory=False)
 for bits in (8, 4, 2):
     check_network(f"opsnet w{bits}a8", opsnet, data, N_IMAGES["opsnet"], ["--wbits", str(bits)] + CALIB,
                   memory=bits == 4)
