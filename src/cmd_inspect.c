@@ -66,7 +66,7 @@ static void inspect_model(const model *m)
         if (nd->relu) strncat(attrs, " +relu", sizeof attrs - strlen(attrs) - 1);
         if (m->quantized && nd->bits) {
             char b[16];
-            snprintf(b, sizeof b, " w%d", nd->bits);
+            snprintf(b, sizeof b, " w%d%s", nd->bits, nd->codebook ? " learned" : "");
             strncat(attrs, b, sizeof attrs - strlen(attrs) - 1);
         }
         printf("%-5d %-13s %-24.24s %-9s %-11s %-28s %10lld %12lld", i, model_op_name(nd->op), nd->name, ins, sh,

@@ -135,6 +135,8 @@ with tempfile.TemporaryDirectory() as d:
                 edit(f["nodes"][node])
 
     with_codebook(cb)
+    rc, so, se = run([ccq, "inspect", cb])
+    t.check("inspect marks the learned layers", rc == 0 and " w2 learned" in so, so + se)
     rc1, so1, _ = run([ccq] + qv(q2, data, "--json", "--save-logits", os.path.join(d, "l_uniform.h5")))
     rc2, so2, se2 = run([ccq] + qv(cb, data, "--json", "--save-logits", os.path.join(d, "l_codebook.h5")))
     t.check("a codebook file evaluates", rc1 == 0 and rc2 == 0, se2)
