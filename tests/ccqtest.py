@@ -2,8 +2,10 @@
 record checks, and finish with the plain 'N passed, N failed' line ctest
 output is read for. Each check prints what it compared when it fails."""
 import os
+import signal
 import subprocess
 import sys
+import time
 
 
 class Checks:
@@ -65,6 +67,18 @@ def search_ini(d, model, data, **sections):
     with open(p, "w") as f:
         f.write(text)
     return p
+
+
+def stop_after_checkpoint(cmd, ckpt, timeout=60.0):
+    """Starts cmd (one ccq process, no launcher), sends it SIGTERM once the checkpoint file ckpt
+    exists (or it has ended) and returns (exit code, stderr)."""
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    end = time.time() + timeout
+    while not os.path.exists(ckpt) and p.poll() is None and time.time() < end:
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate()
+    return p.returncode, err
 
 
 def rank_pids(root_pid, rank):

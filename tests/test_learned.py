@@ -14,16 +14,13 @@ checkpoint of a uniform search is refused by a learned one."""
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 
 import h5py
 import numpy as np
 
-from ccqtest import Checks, ccq_binary, run, search_ini
+from ccqtest import Checks, ccq_binary, run, search_ini, stop_after_checkpoint
 
 data, model = sys.argv[1], sys.argv[2]
 ccq = ccq_binary()
@@ -111,14 +108,8 @@ with tempfile.TemporaryDirectory() as root:
     # SIGTERM after the first checkpoint, resume on 2 ranks: identical
     d = os.path.join(root, "term")
     cfg = setup(d)
-    p = subprocess.Popen([ccq, "search", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for _ in range(600):
-        if os.path.exists(os.path.join(d, "ckpt.h5")) or p.poll() is not None:
-            break
-        time.sleep(0.1)
-    p.send_signal(signal.SIGTERM)
-    _, err = p.communicate()
-    t.check("SIGTERM: exit 7", p.returncode == 7, f"rc={p.returncode} {err[-300:]}")
+    rc_t, err = stop_after_checkpoint([ccq, "search", cfg], os.path.join(d, "ckpt.h5"))
+    t.check("SIGTERM: exit 7", rc_t == 7, f"rc={rc_t} {err[-300:]}")
     rc, so, se = search(cfg, 2, ["--resume", os.path.join(d, "ckpt.h5")])
     t.check("resume on 2 ranks", rc == 0 and "from the checkpoint" in so, se[-2000:])
     got = files(d)
@@ -151,16 +142,9 @@ with tempfile.TemporaryDirectory() as root:
     t.check("codebook search: the output's codebooks stay strictly increasing, every level in them", ok)
     d = os.path.join(root, "cbterm")
     cfg = setup(d, budget=400)
-    p = subprocess.Popen([ccq, "search", cfg, "--set", "search.codebook=true"], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True)
-    for _ in range(600):
-        if os.path.exists(os.path.join(d, "ckpt.h5")) or p.poll() is not None:
-            break
-        time.sleep(0.1)
-    p.send_signal(signal.SIGTERM)
-    _, err = p.communicate()
+    rc_t, err = stop_after_checkpoint([ccq, "search", cfg, "--set", "search.codebook=true"], os.path.join(d, "ckpt.h5"))
     rc, so, se = search(cfg, 2, ["--set", "search.codebook=true", "--resume", os.path.join(d, "ckpt.h5")])
-    t.check("codebook search: stopped and resumed on 2 ranks runs", p.returncode == 7 and rc == 0, err[-300:] + se[-500:])
+    t.check("codebook search: stopped and resumed on 2 ranks runs", rc_t == 7 and rc == 0, err[-300:] + se[-500:])
     got = files(d)
     for n in got:
         t.check(f"codebook search: stopped and resumed: {n} identical", got[n] == cbr["cb1"][n])

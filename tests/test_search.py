@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from ccqtest import Checks, ccq_binary, run
+from ccqtest import Checks, ccq_binary, run, stop_after_checkpoint
 
 data, model = sys.argv[1], sys.argv[2]
 extra_models = sys.argv[3:]  # ResNet-20, then the every-op network of test_ops.py
@@ -134,15 +134,9 @@ with tempfile.TemporaryDirectory() as root:
     # SIGTERM: exit 7 with a checkpoint, then resume (one rank, no mpirun: the signal goes to ccq itself)
     d = os.path.join(root, "term")
     cfg = setup(d)
-    p = subprocess.Popen([ccq, "search", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     # once the first checkpoint exists (a loaded machine may take a while to set up)
-    for _ in range(600):
-        if os.path.exists(os.path.join(d, "ckpt.h5")) or p.poll() is not None:
-            break
-        time.sleep(0.1)
-    p.send_signal(signal.SIGTERM)
-    _, err = p.communicate()
-    t.check("SIGTERM: exit 7", p.returncode == 7, f"rc={p.returncode} {err}")
+    rc_t, err = stop_after_checkpoint([ccq, "search", cfg], os.path.join(d, "ckpt.h5"))
+    t.check("SIGTERM: exit 7", rc_t == 7, f"rc={rc_t} {err}")
     t.check("SIGTERM: says where the checkpoint is", "stopped on request" in err and "ckpt.h5" in err, err)
     rc, so, se = search(cfg, 2, ["--resume", os.path.join(d, "ckpt.h5"), "--set", "run.incremental=false"])
     t.check("resume after SIGTERM (incremental off)", rc == 0, se[-2000:])
