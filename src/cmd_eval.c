@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ccq/alloc.h"
 #include "ccq/cmd.h"
 #include "ccq/data.h"
+#include "ccq/fit.h"
 #include "ccq/fnet.h"
 #include "ccq/gptq.h"
 #include "ccq/h5io.h"
@@ -25,6 +27,9 @@ typedef struct {
     const char *out;
     long long limit, mb;
     int is_float, json, wbits_given, init_given, levels_given;
+    const char *budget;  /* quantize --budget: BYTES or wB */
+    alloc_config ac;     /* its widths, images, generations, seed */
+    int alloc_given;     /* any of --widths --alloc-images --alloc-gens --seed */
     quant_config qc;
     gptq_start_kind init; /* the levels a float model starts from (--init) */
 } eval_args;
@@ -127,6 +132,27 @@ static int parse_quant_flag(const char *cmd, int argc, char **argv, int *i, eval
     return 1;
 }
 
+/* --widths W,W,..: increasing, each 2..8, at least two. */
+static ccq_status parse_widths(const char *v, alloc_config *ac, ccq_err *err)
+{
+    int n = 0;
+    const char *p = v;
+    while (*p) {
+        char *end = NULL;
+        const long w = strtol(p, &end, 10);
+        if (end == p || w < 2 || w > 8 || (n && w <= ac->widths[n - 1]) || n == ALLOC_MAX_WIDTHS ||
+            (*end && *end != ',') || (*end == ',' && !end[1]))
+            return ccq_fail(err, CCQ_ERR_USAGE,
+                            "quantize: --widths needs increasing widths in 2..8 separated by commas, got '%s'", v);
+        ac->widths[n++] = (int)w;
+        p = *end ? end + 1 : end;
+    }
+    if (n < 2)
+        return ccq_fail(err, CCQ_ERR_USAGE, "quantize: --widths needs at least two widths, got '%s'", v);
+    ac->n_widths = n;
+    return CCQ_OK;
+}
+
 static ccq_status parse(const char *cmd, int argc, char **argv, eval_args *a, int *help, ccq_err *err)
 {
     memset(a, 0, sizeof *a);
@@ -134,6 +160,7 @@ static ccq_status parse(const char *cmd, int argc, char **argv, eval_args *a, in
     a->limit = -1;
     a->mb = 8;
     quant_config_default(&a->qc);
+    alloc_config_default(&a->ac);
     for (int i = 0; i < argc; i++) {
         const char *s = argv[i];
         ccq_status st;
@@ -143,6 +170,29 @@ static ccq_status parse(const char *cmd, int argc, char **argv, eval_args *a, in
         }
         if (parse_quant_flag(cmd, argc, argv, &i, a, &st, err)) {
             if (st) return st;
+        } else if (strcmp(cmd, "quantize") == 0 &&
+                   (strcmp(s, "--budget") == 0 || strcmp(s, "--widths") == 0 || strcmp(s, "--alloc-images") == 0 ||
+                    strcmp(s, "--alloc-gens") == 0 || strcmp(s, "--seed") == 0)) {
+            if (i + 1 >= argc) return ccq_fail(err, CCQ_ERR_USAGE, "%s: %s needs a value", cmd, s);
+            const char *v = argv[++i];
+            long long n;
+            if (strcmp(s, "--budget") == 0) {
+                a->budget = v;
+                continue;
+            }
+            a->alloc_given = 1;
+            if (strcmp(s, "--widths") == 0) {
+                if ((st = parse_widths(v, &a->ac, err))) return st;
+            } else if (strcmp(s, "--alloc-images") == 0) {
+                if ((st = cmd_parse_int(cmd, s, v, 1, 1000000, &n, err))) return st;
+                a->ac.images = (int)n;
+            } else if (strcmp(s, "--alloc-gens") == 0) {
+                if ((st = cmd_parse_int(cmd, s, v, 0, 100000, &n, err))) return st;
+                a->ac.generations = (int)n;
+            } else {
+                if ((st = cmd_parse_int(cmd, s, v, 0, INT32_MAX, &n, err))) return st;
+                a->ac.seed = (uint64_t)n;
+            }
         } else if (strcmp(s, "--float") == 0) {
             a->is_float = 1;
         } else if (strcmp(s, "--json") == 0) {
@@ -174,9 +224,14 @@ static ccq_status parse(const char *cmd, int argc, char **argv, eval_args *a, in
         return ccq_fail(err, CCQ_ERR_USAGE, "%s: --split must be test or train, got '%s'", cmd, a->split);
     if (a->is_float && a->wbits_given)
         return ccq_fail(err, CCQ_ERR_USAGE, "%s: --float and --wbits exclude each other", cmd);
-    if (a->init_given && !a->wbits_given)
+    if (a->budget && a->wbits_given)
+        return ccq_fail(err, CCQ_ERR_USAGE, "%s: --budget and --wbits exclude each other (--widths lists the widths "
+                        "the budget may give each layer)", cmd);
+    if (a->alloc_given && !a->budget)
+        return ccq_fail(err, CCQ_ERR_USAGE, "%s: --widths, --alloc-images, --alloc-gens and --seed need --budget", cmd);
+    if (a->init_given && !a->wbits_given && !a->budget)
         return ccq_fail(err, CCQ_ERR_USAGE, "%s: --init applies when quantizing: it needs --wbits", cmd);
-    if (a->levels_given && !a->wbits_given)
+    if (a->levels_given && !a->wbits_given && !a->budget)
         return ccq_fail(err, CCQ_ERR_USAGE, "%s: --levels applies when quantizing: it needs --wbits", cmd);
     return CCQ_OK;
 }
@@ -220,6 +275,73 @@ static ccq_status quantize_from(const model *fm, const eval_args *a, model *qm, 
                gptq_start_name(info.chosen), (long long)info.report.changed, (long long)info.report.weights,
                info.chosen == GPTQ_START_GPTQ_SCALE ? ", scales searched" : "", info.report.seconds);
     return CCQ_OK;
+}
+
+/* --budget: a byte count, or wB (the size with every free layer at B bits, B one of --widths):
+ * *bytes, or *width_index >= 0 for the latter. */
+static ccq_status parse_budget(const eval_args *a, long long *bytes, int *width_index, ccq_err *err)
+{
+    const char *v = a->budget;
+    *bytes = 0, *width_index = -1;
+    if (v[0] == 'w') {
+        char *end = NULL;
+        const long b = strtol(v + 1, &end, 10);
+        for (int k = 0; k < a->ac.n_widths && end != v + 1 && !*end; k++)
+            if (a->ac.widths[k] == b) *width_index = k;
+        if (*width_index < 0)
+            return ccq_fail(err, CCQ_ERR_USAGE, "quantize: --budget %s: wB needs B among --widths", v);
+        return CCQ_OK;
+    }
+    return cmd_parse_int("quantize", "--budget", v, 1, INT64_MAX / 4, bytes, err);
+}
+
+/* quantize --budget: the float model quantized at every --widths width (the same start rule for
+ * each; learned levels up to 4 bits, uniform above), then alloc_widths' choice of a width per layer. */
+static ccq_status quantize_budget(const model *fm, const eval_args *a, model *qm, ccq_err *err)
+{
+    long long bytes;
+    int wi;
+    ccq_status st = parse_budget(a, &bytes, &wi, err);
+    if (st) return st;
+    data_split train;
+    if ((st = data_load(&train, a->data, "train", -1, err))) return st;
+    alloc_config ac = a->ac;
+    model cand[ALLOC_MAX_WIDTHS];
+    int made = 0;
+    for (int k = 0; k < ac.n_widths && !st; k++) {
+        quant_config qc = a->qc;
+        qc.wbits = ac.widths[k];
+        if (qc.wbits > MODEL_CODEBOOK_MAX_BITS) qc.level_rule = QUANT_LEVELS_UNIFORM;
+        gptq_start_info info;
+        st = gptq_start(fm, &train, &qc, a->init, &cand[k], &info, err);
+        if (st) break;
+        made++;
+        printf("quantize: w%d candidate: start %s, %lld bytes (%.1f s)\n", qc.wbits, gptq_start_name(info.chosen),
+               (long long)model_deployed_bytes(&cand[k]), info.seconds);
+        fflush(stdout);
+    }
+    if (!st) {
+        ac.budget = wi >= 0 ? alloc_uniform_bytes(cand, ac.n_widths, wi) : (int64_t)bytes;
+        alloc_report r;
+        st = alloc_widths(cand, &ac, &train, qm, &r, err);
+        if (!st) {
+            printf("quantize: budget %lld bytes (every layer at w%d: %lld, at w%d: %lld); %d layers allocated on %d "
+                   "train images, %lld evaluations, %.1f s\n",
+                   (long long)ac.budget, ac.widths[0], (long long)r.bytes_min, ac.widths[ac.n_widths - 1],
+                   (long long)r.bytes_max, r.layers, r.n_images, (long long)r.evals, r.seconds);
+            printf("quantize: cross-entropy per image: every layer w%d %.5f, every layer w%d (the widest within the "
+                   "budget) %.5f, knapsack %.5f, chosen %.5f; %lld bytes:",
+                   ac.widths[ac.n_widths - 1], (double)r.fit_max / FIT_ONE / r.n_images, r.uniform_width,
+                   (double)r.fit_uniform / FIT_ONE / r.n_images, (double)r.fit_dp / FIT_ONE / r.n_images,
+                   (double)r.fit / FIT_ONE / r.n_images, (long long)r.bytes);
+            for (int k = 0; k < ac.n_widths; k++)
+                if (r.layer_count[k]) printf(" %d at w%d", r.layer_count[k], ac.widths[k]);
+            printf("\n");
+        }
+    }
+    for (int k = 0; k < made; k++) model_free(&cand[k]);
+    data_free(&train);
+    return st;
 }
 
 static int argmax_i32(const int32_t *v, int n)
@@ -345,7 +467,16 @@ ccq_status cmd_eval(int argc, char **argv, ccq_err *err)
     } else {
         printf("model    %s (%s), ", m->name, a.model);
         if (integer)
-            printf("integer w%da8%s, %s kernels\n", wmin, wmax != wmin ? " (some layers 8-bit)" : "", isa_name);
+        {
+            char widths[32] = "";
+            for (int b = 2; b <= 8; b++)
+                for (int i = 0; i < m->n_nodes; i++)
+                    if (m->nodes[i].levels && m->nodes[i].bits == b) {
+                        snprintf(widths + strlen(widths), sizeof widths - strlen(widths), "%s%d", *widths ? "/" : "", b);
+                        break;
+                    }
+            printf("integer w%sa8%s, %s kernels\n", widths, wmax != wmin ? " (mixed widths)" : "", isa_name);
+        }
         else
             printf("float32 reference\n");
         printf("data     %s [%s], %d images\n", a.data, a.split, d.n);
@@ -367,16 +498,35 @@ ccq_status cmd_quantize(int argc, char **argv, ccq_err *err)
     ccq_status st = parse("quantize", argc, argv, &a, &help, err);
     if (st) return st;
     if (help) {
-        printf("usage: ccq quantize MODEL.h5 --data DATA.h5 --wbits B -o OUT.h5 [--init I] [options]\n"
+        printf("usage: ccq quantize MODEL.h5 --data DATA.h5 (--wbits B | --budget BYTES|wB) -o OUT.h5 [--init I] "
+               "[options]\n"
                "  writes the quantized model (folded float weights, levels, scales) for ccq eval\n%s"
+               "  --budget BYTES|wB     a width per layer instead of --wbits: the layers' widths (of --widths) that\n"
+               "                        minimise the integer network's cross-entropy on train images within\n"
+               "                        BYTES deployed bytes (as ccq inspect counts them; wB: the size with\n"
+               "                        every layer at B bits): per-layer sensitivities, an exact knapsack on\n"
+               "                        them, then an EDA over the widths around its answer\n"
+               "  --widths W,W,..       the widths a layer may take (default 2,3,4,8); with --first-last-8 the\n"
+               "                        first and last layer stay at 8 bits\n"
+               "  --alloc-images N      train images of the allocation's fitness, a seeded sample (default 2048)\n"
+               "  --alloc-gens N        EDA generations of 16 allocations (default 24; 0: the knapsack's answer)\n"
+               "  --seed S              the sample's and the EDA's seed (default 1)\n"
                "environment (GPTQ's speed and memory only, never its result): CCQ_GPTQ_THREADS=N forward-pass\n"
                "  threads (default all cores), CCQ_GPTQ_CACHE_MB=M room for layer inputs kept between layers\n"
                "  (default 2048; 0 recomputes each layer's prefix)\n",
                k_quant_help);
         return CCQ_OK;
     }
-    if (!a.wbits_given) return ccq_fail(err, CCQ_ERR_USAGE, "quantize: missing --wbits B");
+    if (!a.wbits_given && !a.budget) return ccq_fail(err, CCQ_ERR_USAGE, "quantize: missing --wbits B (or --budget)");
     if (!a.out) return ccq_fail(err, CCQ_ERR_USAGE, "quantize: missing -o OUT.h5");
+    if (a.budget) {
+        long long bytes;
+        int wi;
+        if ((st = parse_budget(&a, &bytes, &wi, err))) return st;
+        if (a.qc.level_rule == QUANT_LEVELS_LEARNED && a.ac.widths[0] > MODEL_CODEBOOK_MAX_BITS)
+            return ccq_fail(err, CCQ_ERR_USAGE, "quantize: --levels learned needs a width of at most %d bits in --widths",
+                            MODEL_CODEBOOK_MAX_BITS);
+    }
     const outpath_item in[2] = {{"MODEL.h5", a.model}, {"--data", a.data}}, out[1] = {{"-o", a.out}};
     if ((st = outpath_check(in, 2, out, 1, 0, err))) return st;
     if ((st = model_load(&fm, a.model, err))) return st;
@@ -384,9 +534,12 @@ ccq_status cmd_quantize(int argc, char **argv, ccq_err *err)
         model_free(&fm);
         return ccq_fail(err, CCQ_ERR_USAGE, "quantize: %s is already quantized", a.model);
     }
-    if (!(st = quantize_from(&fm, &a, &qm, 1, err))) {
+    if (!(st = a.budget ? quantize_budget(&fm, &a, &qm, err) : quantize_from(&fm, &a, &qm, 1, err))) {
         st = model_save(&qm, a.out, err);
-        if (!st)
+        if (!st && a.budget)
+            printf("quantize: wrote %s (mixed widths, a8, %d nodes after folding, init %s)\n", a.out, qm.n_nodes,
+                   gptq_start_name(a.init));
+        else if (!st)
             printf("quantize: wrote %s (w%da8, %d nodes after folding, init %s)\n", a.out, a.qc.wbits, qm.n_nodes,
                    gptq_start_name(a.init));
         model_free(&qm);

@@ -76,6 +76,12 @@ static void inspect_model(const model *m)
     }
     printf("total      %d nodes, %lld parameters, %lld MACs per image, %d classes (output node %d)\n", m->n_nodes,
            (long long)model_params(m), (long long)model_macs(m), m->classes, m->output);
+    if (m->quantized) {
+        int64_t wb = 0;
+        for (int i = 0; i < m->n_nodes; i++) wb += model_node_weight_bytes(&m->nodes[i]);
+        printf("deployed   %lld bytes (%lld of weight levels and codebooks; scales, biases and activation "
+               "parameters the rest)\n", (long long)model_deployed_bytes(m), (long long)wb);
+    }
 }
 
 static ccq_status inspect_data(const char *path, ccq_err *err)

@@ -62,6 +62,24 @@ int model_node_wmax(const model_node *nd)
     return mx;
 }
 
+int64_t model_node_weight_bytes(const model_node *nd)
+{
+    if (!nd->levels) return 0;
+    const int64_t packed = (nd->n_weight * nd->bits + 7) / 8;
+    return packed + (nd->codebook ? (int64_t)nd->shape.c * model_ncodes(nd) : 0);
+}
+
+int64_t model_deployed_bytes(const model *m)
+{
+    int64_t total = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const model_node *nd = &m->nodes[i];
+        total += 8;
+        if (nd->levels) total += model_node_weight_bytes(nd) + 8 * (int64_t)nd->shape.c;
+    }
+    return total;
+}
+
 int model_code_of(const model_node *nd, int o, int v)
 {
     const int n = model_ncodes(nd);

@@ -56,6 +56,9 @@ ap.add_argument("model", nargs="?")
 ap.add_argument("--bits", default="4")
 ap.add_argument("--first-last-8", action="store_true")
 ap.add_argument("--levels", default="uniform", help="quantize with --levels (learned: codes and a codebook table)")
+ap.add_argument("--budget", default=None,
+                help="quantize with --budget BYTES (a width per layer among 2,3,4,8) instead of --wbits; --bits "
+                     "then only names the case")
 ap.add_argument("--images", type=int, default=1000)
 ap.add_argument("--arm-images", type=int, default=1000)
 ap.add_argument("--arm-bits", default=None, help="widths run under qemu-arm (default: all)")
@@ -161,13 +164,21 @@ def export_and_check(work, qpath, ref, arm, arm_fast, arm_images):
 
 def quantized_case(work, model, data, bits, fl8, arm, arm_fast):
     q = os.path.join(work, f"q_w{bits}.h5")
-    cmd = [ccq, "quantize", model, "--data", data, "--wbits", str(bits), "--calib", "64", "-o", q]
+    cmd = [ccq, "quantize", model, "--data", data, "--calib", "64", "-o", q]
+    if a.budget:
+        cmd += ["--budget", a.budget, "--init", "rtn", "--alloc-images", "256", "--alloc-gens", "4"]
+    else:
+        cmd += ["--wbits", str(bits)]
     if a.levels != "uniform":
         cmd += ["--levels", a.levels]
     rc, so, se = run(cmd + (["--first-last-8"] if fl8 else []))
     t.check(f"quantize {os.path.basename(model)} w{bits}{' (first/last 8)' if fl8 else ''} {a.levels}", rc == 0, se)
     if rc:
         return
+    if a.budget:
+        with h5py.File(q, "r") as f:
+            used = {int(g.attrs["bits"]) for g in f["nodes"].values() if "levels" in g}
+        t.check("--budget: at least three widths in one network", len(used) >= 3, f"{used}")
     lg = os.path.join(work, "ref.h5")
     rc, so, se = run([ccq, "eval", q, "--data", data, "--limit", str(a.images), "--save-logits", lg])
     t.check("ccq eval --save-logits", rc == 0, se)

@@ -167,6 +167,15 @@ static inline int model_ncodes(const model_node *nd) { return 1 << nd->bits; }
 /* Largest |level| a conv/linear node can hold: its codebook's largest
  * magnitude, or model_qmax(bits) (what bounds its int32 accumulators). */
 int model_node_wmax(const model_node *nd);
+/* Bytes of a conv/linear node's weights as deployed: its levels (codes, with
+ * a codebook) packed at `bits` bits, ceil(n_weight * bits / 8), plus its
+ * codebook (2^bits bytes per output channel); 0 for other nodes. */
+int64_t model_node_weight_bytes(const model_node *nd);
+/* Bytes of a quantized model as deployed (what a size budget counts and
+ * scripts/plot_pareto.py reports): every node's activation scale and zero
+ * point (8 bytes), and per conv/linear node model_node_weight_bytes plus a
+ * float32 scale and an int32 bias per output channel. */
+int64_t model_deployed_bytes(const model *m);
 /* The code of value v in channel o's codebook, or -1 if it is not there. */
 int model_code_of(const model_node *nd, int o, int v);
 
