@@ -9,6 +9,8 @@ the 10,000 test images, never used for any choice):
     picks on the train split (the best of round-to-nearest, GPTQ and GPTQ with the scale search);
   - learned levels (`--levels learned`, a fitted int8 codebook of 2^b values per output channel) at
     each --learned-bits width, the same start rule;
+  - every --allocated LABEL=FILE: a model of `ccq quantize --budget` (a width per layer), the
+    points joined by one line;
   - every --searched LABEL=FILE: a quantized model file (e.g. a search's output).
 Size of a quantized file: per conv/linear layer ceil(weights x bits / 8) bytes of levels (codes,
 for learned levels), its codebook (2^bits bytes per output channel), a float32 scale and an int32
@@ -72,6 +74,8 @@ def main():
     ap.add_argument("--out-md", required=True)
     ap.add_argument("--out-png", required=True)
     ap.add_argument("--searched", action="append", default=[], metavar="LABEL=FILE")
+    ap.add_argument("--allocated", action="append", default=[], metavar="LABEL=FILE",
+                    help="a model of `ccq quantize --budget` (a width per layer), drawn as one line")
     ap.add_argument("--bits", default="2,3,4,8")
     ap.add_argument("--learned-bits", default="2,3,4")
     ap.add_argument("--ccq", default="build/ccq")
@@ -92,10 +96,11 @@ def main():
                 nbytes, _ = size_bytes(q)
                 rows.append((kind, f"{kind} w{b} ({chosen})", nbytes, accuracy(a.ccq, q, a.data),
                              " ".join(["ccq"] + cmd[1:-2] + ["-o", "Q.h5"])))
-    for s in a.searched:
-        label, path = s.split("=", 1)
-        nbytes, _ = size_bytes(path)
-        rows.append(("searched", label, nbytes, accuracy(a.ccq, path, a.data), f"ccq eval {path}"))
+    for kind, items in (("allocated", a.allocated), ("searched", a.searched)):
+        for s in items:
+            label, path = s.split("=", 1)
+            nbytes, _ = size_bytes(path)
+            rows.append((kind, label, nbytes, accuracy(a.ccq, path, a.data), f"ccq eval {path}"))
 
     fp32 = rows[0][2]
     lines = [f"| point | bytes | x smaller than FP32 | test accuracy | command |", "|---|---|---|---|---|"]
@@ -113,6 +118,10 @@ def main():
         pts = sorted((r[2], r[3]) for r in rows if r[0] == kind)
         if pts:
             ax.plot([p[0] / 1024 for p in pts], [p[1] for p in pts], style, label=f"{kind} levels, start (auto)")
+    pts = sorted((r[2], r[3]) for r in rows if r[0] == "allocated")
+    if pts:
+        ax.plot([p[0] / 1024 for p in pts], [p[1] for p in pts], "D-",
+                label="a width per layer within a byte budget (ccq quantize --budget)")
     for kind, label, nbytes, accv, _ in rows:
         if kind == "searched":
             ax.plot(nbytes / 1024, accv, "*", markersize=13, label=label)

@@ -16,7 +16,8 @@ On lenet with round-to-nearest candidates at 2, 3, 4 and 8 bits:
   - --first-last-8 pins the first and last layers at 8 bits; --levels learned gives codebooks to
     the layers at 2-4 bits and none at 8;
   - `ccq eval` and a short search run on the mixed model, the search bit-identical on 1 and 2 ranks
-    and keeping every layer's width;
+    and when stopped after a checkpoint and resumed on another rank count, keeping every layer's
+    width;
   - bad budgets and widths are refused with exit 2, one line naming the problem, no output."""
 import os
 import re
@@ -26,7 +27,7 @@ import tempfile
 import h5py
 import numpy as np
 
-from ccqtest import Checks, ccq_binary, run, search_ini
+from ccqtest import Checks, ccq_binary, run, search_ini, stop_after_checkpoint
 
 data, model = sys.argv[1], sys.argv[2]
 ccq = ccq_binary()
@@ -138,14 +139,22 @@ with tempfile.TemporaryDirectory() as root:
     rc, so, se = run([ccq, "eval", P("am.h5"), "--data", data, "--limit", "500"])
     t.check("ccq eval runs the mixed model", rc == 0 and "accuracy" in so, se)
     outs = []
+    MPI2 = ["mpirun", "--oversubscribe", "-np", "2"]
     for np_ in (1, 2):
         d = P(f"s{np_}")
-        cfg = search_ini(d, P("am.h5"), data, run={"budget": 120}, search={"group": "layer_confidence"})
-        cmd = [ccq, "search", cfg] if np_ == 1 else ["mpirun", "--oversubscribe", "-np", "2", ccq, "search", cfg]
-        rc, so, se = run(cmd)
+        cfg = search_ini(d, P("am.h5"), data, run={"budget": 160}, search={"group": "layer_confidence"})
+        rc, so, se = run(([] if np_ == 1 else MPI2) + [ccq, "search", cfg])
         t.check(f"search from the mixed model on {np_} rank(s)", rc == 0, se[-1500:])
-        outs.append(tuple(open(os.path.join(d, n), "rb").read() for n in ("out.h5", "log.jsonl")))
-    t.check("the search: identical model and log on 1 and 2 ranks", outs[0] == outs[1])
+        outs.append(tuple(open(os.path.join(d, n), "rb").read() for n in ("out.h5", "log.jsonl", "ckpt.h5")))
+    t.check("the search: identical model, log and checkpoint on 1 and 2 ranks", outs[0] == outs[1])
+    # stopped by SIGTERM after its first checkpoint on 1 rank, resumed on 2: identical
+    d = P("sr")
+    cfg = search_ini(d, P("am.h5"), data, run={"budget": 160}, search={"group": "layer_confidence"})
+    rc_t, err = stop_after_checkpoint([ccq, "search", cfg], os.path.join(d, "ckpt.h5"))
+    rc, so, se = run(MPI2 + [ccq, "search", cfg, "--resume", os.path.join(d, "ckpt.h5")])
+    got = tuple(open(os.path.join(d, n), "rb").read() for n in ("out.h5", "log.jsonl", "ckpt.h5"))
+    t.check("stopped (exit 7) and resumed on 2 ranks: identical to the uninterrupted search",
+            rc_t == 7 and rc == 0 and got == outs[0], f"stop rc {rc_t}, resume rc {rc}: {se[-800:]}")
     so_ = layers(os.path.join(P("s1"), "out.h5"))
     t.check("the search keeps every layer's width", {n: v[0] for n, v in so_.items()} == {n: v[0] for n, v in am.items()})
 
