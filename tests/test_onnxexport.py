@@ -68,6 +68,9 @@ ap.add_argument("--images", type=int, default=1000)
 ap.add_argument("--calib", type=int, default=256)
 ap.add_argument("--init", default="rtn", help="start levels: one for every width, or B=I,.. per width (rtn elsewhere)")
 ap.add_argument("--levels", default="uniform", help="quantize with --levels (learned: codebooks, carried by the export)")
+ap.add_argument("--budget", default=None,
+                help="quantize with --budget BYTES (a width per layer among 2,3,4,8) instead of --wbits; --bits "
+                     "then only names the case")
 ap.add_argument("--float-input", action="store_true")
 ap.add_argument("--roundtrip", action="store_true")
 ap.add_argument("--qdq-errors", action="store_true")
@@ -281,11 +284,16 @@ def init_for(bits):
 def quantized_case(work, model, data, bits, labels_all):
     q = os.path.join(work, f"q_w{bits}.h5")
     init = init_for(bits)
-    rc, so, se = run([ccq, "quantize", model, "--data", data, "--wbits", str(bits), "--calib", str(a.calib),
+    width = ["--budget", a.budget, "--alloc-images", "256", "--alloc-gens", "4"] if a.budget else ["--wbits", str(bits)]
+    rc, so, se = run([ccq, "quantize", model, "--data", data, *width, "--calib", str(a.calib),
                       "--init", init, "--levels", a.levels, "-o", q])
     t.check(f"quantize {os.path.basename(model)} w{bits} ({init}, {a.levels} levels)", rc == 0, se)
     if rc:
         return
+    if a.budget:
+        with h5py.File(q, "r") as f:
+            used = {int(g.attrs["bits"]) for g in f["nodes"].values() if "levels" in g}
+        t.check("--budget: at least three widths in one network", len(used) >= 3, f"{used}")
     lg = os.path.join(work, "ref.h5")
     rc, so, se = run([ccq, "eval", q, "--data", data, "--save-logits", lg] + (["--limit", str(a.images)] if a.images else []))
     t.check("ccq eval --save-logits", rc == 0, se)
