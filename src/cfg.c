@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { T_INT, T_U64, T_DOUBLE, T_PATH, T_BOOL, T_ENUM, T_SECONDS } cfg_type;
+typedef enum { T_INT, T_U64, T_DOUBLE, T_PATH, T_BOOL, T_ENUM, T_SECONDS, T_BUDGET, T_WIDTHS } cfg_type;
 
 typedef struct {
     const char *section, *key;
@@ -46,6 +46,8 @@ static const cfg_entry k_table[] = {
     {"quant", "wscale", T_ENUM, 0, 0, "maxabs", F(wscale), k_wscale},
     {"quant", "init", T_ENUM, 0, 0, "rtn", F(init), k_init},
     {"quant", "levels", T_ENUM, 0, 0, "uniform", F(levels), k_levels},
+    {"quant", "budget", T_BUDGET, 1, 1e15, "off", F(size_budget), NULL},
+    {"quant", "widths", T_WIDTHS, 2, 8, "2,3,4,8", F(widths), NULL},
     {"search", "seed", T_U64, 0, 0, "1", F(seed), NULL},
     {"search", "radius", T_INT, 1, 3, "1", F(radius), NULL},
     {"search", "lambda", T_INT, 2, 4096, "32", F(lambda), NULL},
@@ -128,6 +130,37 @@ static const char *assign(cfg_search *c, const cfg_entry *e, const char *value)
             return reason;
         }
         *(int64_t *)p = v;
+        return NULL;
+    }
+    case T_BUDGET: /* off (0), bytes within [min, max], or wB (stored as -B) */
+        if (!strcmp(value, "off") || !strcmp(value, "0")) {
+            *(int64_t *)p = 0;
+            return NULL;
+        }
+        if (value[0] == 'w') {
+            long b = strtol(value + 1, &end, 10);
+            if (end == value + 1 || *end || b < 2 || b > 8) return "expected off, a number of bytes or w2..w8";
+            *(int64_t *)p = -b;
+            return NULL;
+        } else {
+            long long v = strtoll(value, &end, 10);
+            if (!*value || *end || errno || (double)v < e->min || (double)v > e->max)
+                return "expected off, a number of bytes or w2..w8";
+            *(int64_t *)p = v;
+            return NULL;
+        }
+    case T_WIDTHS: { /* increasing widths within [min, max], comma-separated, at least two: a bit set */
+        int64_t set = 0, last = 0, n = 0;
+        for (const char *q = value;;) {
+            long b = strtol(q, &end, 10);
+            if (end == q || b < e->min || b > e->max || b <= last || (*end && *end != ',') || (*end == ',' && !end[1]))
+                return "expected increasing widths in 2..8 separated by commas, e.g. 2,3,4,8";
+            set |= INT64_C(1) << b, last = b, n++;
+            if (!*end) break;
+            q = end + 1;
+        }
+        if (n < 2) return "expected at least two widths";
+        *(int64_t *)p = set;
         return NULL;
     }
     case T_SECONDS: /* auto (stored as -1), off or 0 (0), or seconds within [min, max] */
@@ -306,6 +339,20 @@ static void write_sections(const cfg_search *c, FILE *out, int with_run)
         case T_U64: fprintf(out, "%llu\n", (unsigned long long)*(const uint64_t *)p); break;
         case T_INT: fprintf(out, "%lld\n", (long long)*(const int64_t *)p); break;
         case T_DOUBLE: fprintf(out, "%.17g\n", *(const double *)p); break;
+        case T_BUDGET: {
+            const int64_t v = *(const int64_t *)p;
+            if (v == 0) fprintf(out, "off\n");
+            else if (v < 0) fprintf(out, "w%lld\n", (long long)-v);
+            else fprintf(out, "%lld\n", (long long)v);
+            break;
+        }
+        case T_WIDTHS: {
+            const int64_t v = *(const int64_t *)p;
+            for (int b = 0, first = 1; b < 63; b++)
+                if (v >> b & 1) fprintf(out, "%s%d", first ? "" : ",", b), first = 0;
+            fprintf(out, "\n");
+            break;
+        }
         case T_SECONDS: {
             const double v = *(const double *)p;
             if (v < 0) fprintf(out, "auto\n");

@@ -84,9 +84,16 @@ static const char *const k_starts[] = {"rtn", "gptq", "gptq_scale", "file"};
  * snapshot: the levels of the configured width, or of 8 bits when the first
  * and last layers are kept at 8; with learned levels codes and codebook
  * entries, +-127. */
-static void config_range(const cfg_search *cfg, int *lo, int *hi)
+/* The widest range any value may take before the model is known: a quantized file's widths are its
+ * own (start "file"), codes and codebook entries of learned levels lie within +-127, and with a size
+ * budget the widest of quant.widths. */
+static void config_range(const cfg_search *cfg, const char *start, int *lo, int *hi)
 {
-    const int q = cfg->levels == CFG_LEVELS_LEARNED ? 127 : model_qmax(cfg->first_last_8 ? 8 : (int)cfg->wbits);
+    int bits = cfg->first_last_8 ? 8 : (int)cfg->wbits;
+    if (cfg->size_budget)
+        for (int b = 2; b <= 8; b++)
+            if (cfg->widths >> b & 1 && b > bits) bits = b;
+    const int q = cfg->levels == CFG_LEVELS_LEARNED || strcmp(start, "file") == 0 ? 127 : model_qmax(bits);
     *lo = -q, *hi = q;
 }
 
@@ -253,9 +260,6 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
         (st = h5io_dset_read(&f, "/", "eda_base", H5T_NATIVE_INT8, 1, n1, -1, c->eda_base, err)) ||
         (st = h5io_dset_read(&f, "/", "eda_p", H5T_NATIVE_UINT32, 1, np, -1, c->eda_p, err)))
         goto fail;
-    int lo_all, hi_all;
-    config_range(&cfg, &lo_all, &hi_all);
-    if ((st = check_rows(c, NULL, NULL, lo_all, hi_all, path, err))) goto fail;
     if ((st = h5io_attr_str(&f, "/", "start", c->start, sizeof c->start, err))) goto fail;
     int known = 0;
     for (size_t k = 0; k < CCQ_ARRAY_LEN(k_starts); k++) known |= strcmp(c->start, k_starts[k]) == 0;
@@ -264,6 +268,9 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
                       path, c->start);
         goto fail;
     }
+    int lo_all, hi_all;
+    config_range(&cfg, c->start, &lo_all, &hi_all);
+    if ((st = check_rows(c, NULL, NULL, lo_all, hi_all, path, err))) goto fail;
     hsize_t ws[H5IO_MAX_RANK], as[H5IO_MAX_RANK];
     int wr = 0, ar = 0;
     if ((st = h5io_dset_dims(&f, "/", "start_wscale", &wr, ws, err)) ||

@@ -35,6 +35,8 @@ typedef struct {
     int64_t wbits, first_last_8, calib_images;
     int64_t act_rule, wscale, init, levels;
     double percentile;
+    int64_t size_budget; /* quant.budget: 0 off, > 0 deployed bytes, -B the size with every layer at B bits */
+    int64_t widths;      /* quant.widths: bit b set if a layer may take b bits (with a budget) */
     /* [search] */
     uint64_t seed;
     int64_t radius, lambda, mu, group, layer_turns, prior, combine, group_size, fitness, batch, confirm_batch, val_images;
