@@ -177,6 +177,27 @@ static ccq_status check_candidates(const model *cand, const alloc_config *c, ccq
     return CCQ_OK;
 }
 
+ccq_status alloc_assemble(const model *cand, int n_cand, const int8_t *bits, model *out, ccq_err *err)
+{
+    model mix = cand[0];
+    mix.nodes = ccq_malloc(sizeof(model_node) * (size_t)cand[0].n_nodes);
+    memcpy(mix.nodes, cand[0].nodes, sizeof(model_node) * (size_t)cand[0].n_nodes);
+    for (int i = 0; i < cand[0].n_nodes; i++) {
+        if (!cand[0].nodes[i].levels) continue;
+        int k = 0;
+        while (k < n_cand && cand[k].nodes[i].bits != bits[i]) k++;
+        if (k == n_cand) {
+            ccq_free(mix.nodes);
+            return ccq_fail(err, CCQ_ERR_MISMATCH, "node %d (%s): no candidate at %d bits", i, cand[0].nodes[i].name,
+                            bits[i]);
+        }
+        mix.nodes[i] = cand[k].nodes[i];
+    }
+    model_copy(out, &mix);
+    ccq_free(mix.nodes);
+    return CCQ_OK;
+}
+
 ccq_status alloc_widths(const model *cand, const alloc_config *c, const data_split *train, model *out,
                         alloc_report *rep, ccq_err *err)
 {
@@ -203,8 +224,9 @@ ccq_status alloc_widths(const model *cand, const alloc_config *c, const data_spl
     r.bytes_min = alloc_uniform_bytes(cand, K, 0), r.bytes_max = alloc_uniform_bytes(cand, K, K - 1);
     if (c->budget < r.bytes_min) {
         st = ccq_fail(err, CCQ_ERR_USAGE,
-                      "--budget %lld bytes is below the smallest allocation, %lld bytes (every layer at %d bits)",
-                      (long long)c->budget, (long long)r.bytes_min, c->widths[0]);
+                      "%s: a budget of %lld bytes is below the smallest allocation, %lld bytes (every layer at %d "
+                      "bits)",
+                      cand[0].path, (long long)c->budget, (long long)r.bytes_min, c->widths[0]);
         ccq_free(node), ccq_free(x.cost);
         return st;
     }

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ccq/alloc.h"
 #include "ccq/cclog.h"
 #include "ccq/ckpt.h"
 #include "ccq/data.h"
@@ -182,6 +183,10 @@ static ccq_status write_checkpoint(cc_state *s, int complete, ccq_err *err)
         snprintf(c.start, sizeof c.start, "%s", s->start);
         start_scales(&s->m, &c.n_wscale, &c.start_wscale, &c.n_act, &c.start_act_scale);
         c.n_codebook = s->n_start_cb, c.start_codebook = s->start_cb;
+        if (strcmp(s->start, "budget") == 0) { /* widths are not searched: the context's are the start's */
+            c.start_bits = ccq_malloc((size_t)s->m.n_nodes);
+            for (int i = 0; i < s->m.n_nodes; i++) c.start_bits[i] = (int8_t)(s->m.nodes[i].levels ? s->m.nodes[i].bits : 0);
+        }
         st = ckpt_write(&c, s->cfg.checkpoint, err);
         if (st) { /* say what survives */
             char why[sizeof err->msg];
@@ -193,6 +198,7 @@ static ccq_status write_checkpoint(cc_state *s, int complete, ccq_err *err)
         ccq_free(c.levels);
         ccq_free(c.start_wscale);
         ccq_free(c.start_act_scale);
+        ccq_free(c.start_bits);
     }
     /* every rank learns whether it worked (and the message is rank 0's) */
     return (ccq_status)dist_bcast_int(s->d, (int)st);
@@ -312,6 +318,119 @@ static void bcast_start(const dist_ctx *d, model *m)
     }
 }
 
+/* quant.budget: the structure of every candidate width (round-to-nearest, computed by every rank:
+ * deterministic) into rtn[0..K), widths w[0..K). */
+static ccq_status budget_candidates(cc_state *s, const cfg_search *cfg, const quant_config *qc0, model *rtn, int *w,
+                                   int *K, ccq_err *err)
+{
+    *K = 0;
+    for (int b = 2; b <= 8; b++)
+        if (cfg->widths >> b & 1) w[(*K)++] = b;
+    int ok = cfg->size_budget > 0;
+    for (int k = 0; k < *K; k++) ok |= w[k] == -cfg->size_budget;
+    if (!ok)
+        return ccq_fail(err, CCQ_ERR_USAGE, "%s: quant.budget = w%lld needs %lld among quant.widths", cfg->model,
+                        (long long)-cfg->size_budget, (long long)-cfg->size_budget);
+    if (cfg->levels == CFG_LEVELS_LEARNED && w[0] > MODEL_CODEBOOK_MAX_BITS)
+        return ccq_fail(err, CCQ_ERR_USAGE, "%s: quant.levels = learned needs a width of at most %d bits in quant.widths",
+                        cfg->model, MODEL_CODEBOOK_MAX_BITS);
+    for (int k = 0; k < *K; k++) {
+        quant_config qc = *qc0;
+        qc.wbits = w[k];
+        if (w[k] > MODEL_CODEBOOK_MAX_BITS) qc.level_rule = QUANT_LEVELS_UNIFORM;
+        ccq_status st = quant_model(&s->fm, &s->train, &qc, &rtn[k], err);
+        if (st) {
+            while (k > 0) model_free(&rtn[--k]);
+            return st;
+        }
+    }
+    return CCQ_OK;
+}
+
+/* quant.budget: a width per layer within the budget (alloc.h) from candidates made with quant.init,
+ * on rank 0 alone (the others wait), then the widths and the start broadcast and the others' model
+ * assembled from their round-to-nearest candidates; on resume, assembled from the checkpoint's
+ * widths and given its start, nothing recomputed but round-to-nearest. */
+static ccq_status budget_start(cc_state *s, const cfg_search *cfg, const quant_config *qc0, const ckpt_data *resume,
+                               const char *path, ccq_err *err)
+{
+    model rtn[ALLOC_MAX_WIDTHS];
+    int w[ALLOC_MAX_WIDTHS], K = 0;
+    ccq_status st = budget_candidates(s, cfg, qc0, rtn, w, &K, err);
+    if (st) return st;
+    snprintf(s->start, sizeof s->start, "budget");
+    int8_t *bits = ccq_calloc((size_t)rtn[0].n_nodes, 1);
+    if (resume) {
+        if (!resume->start_bits || strcmp(resume->start, "budget") != 0 || resume->n_act != rtn[0].n_nodes)
+            st = ccq_fail(err, CCQ_ERR_MISMATCH, "%s: the checkpoint's start is not a quant.budget start of this model",
+                          path);
+        else if ((st = alloc_assemble(rtn, K, resume->start_bits, &s->m, err))) {
+            char why[sizeof err->msg];
+            snprintf(why, sizeof why, "%s", err->msg);
+            st = ccq_fail(err, CCQ_ERR_MISMATCH, "%s: the checkpoint's widths do not fit quant.widths (%.300s)", path,
+                          why);
+        } else {
+            st = apply_start(&s->m, resume, (int)cfg->codebook, path, err);
+        }
+        if (!st && s->d->rank == 0) printf("search: start: budget, from the checkpoint %s\n", path);
+    } else {
+        alloc_report r;
+        memset(&r, 0, sizeof r);
+        int64_t budget = cfg->size_budget;
+        if (s->d->rank == 0) {
+            if (s->d->size > 1) printf("search: start: a width per layer on rank 0 (the other ranks wait)\n");
+            fflush(stdout);
+            model cand[ALLOC_MAX_WIDTHS];
+            int made = 0;
+            for (int k = 0; k < K && !st; k++) {
+                quant_config qc = *qc0;
+                qc.wbits = w[k];
+                if (w[k] > MODEL_CODEBOOK_MAX_BITS) qc.level_rule = QUANT_LEVELS_UNIFORM;
+                gptq_start_info info;
+                if ((st = gptq_start(&s->fm, &s->train, &qc, (gptq_start_kind)cfg->init, &cand[k], &info, err))) break;
+                made++;
+                printf("search: start: w%d candidate %s, %lld bytes (%.1f s)\n", w[k], gptq_start_name(info.chosen),
+                       (long long)model_deployed_bytes(&cand[k]), info.seconds);
+                fflush(stdout);
+            }
+            if (!st) {
+                alloc_config ac;
+                alloc_config_default(&ac);
+                ac.n_widths = K;
+                memcpy(ac.widths, w, sizeof(int) * (size_t)K);
+                ac.seed = cfg->seed;
+                for (int k = 0; k < K; k++)
+                    if (w[k] == -cfg->size_budget) budget = alloc_uniform_bytes(cand, K, k);
+                ac.budget = budget;
+                st = alloc_widths(cand, &ac, &s->train, &s->m, &r, err);
+            }
+            for (int k = 0; k < made; k++) model_free(&cand[k]);
+            if (!st) {
+                for (int i = 0; i < s->m.n_nodes; i++) bits[i] = (int8_t)(s->m.nodes[i].levels ? s->m.nodes[i].bits : 0);
+                printf("search: start: budget %lld bytes: %lld bytes,", (long long)budget, (long long)r.bytes);
+                for (int k = 0; k < K; k++)
+                    if (r.layer_count[k]) printf(" %d layers at w%d", r.layer_count[k], w[k]);
+                printf("; train cross-entropy per image %.5f (widest uniform within the budget %.5f), %lld "
+                       "evaluations, %.1f s\n",
+                       (double)r.fit / FIT_ONE / r.n_images, (double)r.fit_uniform / FIT_ONE / r.n_images,
+                       (long long)r.evals, r.seconds);
+                fflush(stdout);
+            }
+        }
+        dist_barrier_idle(s->d);
+        st = (ccq_status)dist_bcast_int(s->d, (int)st);
+        if (!st) {
+            dist_bcast_bytes(s->d, bits, (size_t)rtn[0].n_nodes);
+            if (s->d->rank != 0) st = alloc_assemble(rtn, K, bits, &s->m, err);
+            st = (ccq_status)dist_bcast_int(s->d, (int)st);
+            if (!st) bcast_start(s->d, &s->m);
+        }
+    }
+    ccq_free(bits);
+    for (int k = 0; k < K; k++) model_free(&rtn[k]);
+    return st;
+}
+
 /* The start from the float model, as configured in [quant]. Round-to-nearest
  * is computed by every rank (deterministic); a GPTQ start (quant.init gptq,
  * gptq_scale, auto) by rank 0 alone, the others waiting idle, and broadcast;
@@ -329,6 +448,7 @@ static ccq_status quantize_start(cc_state *s, const cfg_search *cfg, const ckpt_
     qc.level_rule = cfg->levels == CFG_LEVELS_LEARNED ? QUANT_LEVELS_LEARNED : QUANT_LEVELS_UNIFORM;
     const gptq_start_kind kind = (gptq_start_kind)cfg->init;
     ccq_status st;
+    if (cfg->size_budget) return budget_start(s, cfg, &qc, resume, path, err);
     if (resume || kind == GPTQ_START_RTN) {
         if ((st = quant_model(&s->fm, &s->train, &qc, &s->m, err))) return st;
         if (!resume) {
@@ -384,7 +504,10 @@ static ccq_status setup(cc_state *s, const cfg_search *cfg, const dist_ctx *d, c
     if (cfg->val_images + cfg->batch > s->train.n)
         return ccq_fail(err, CCQ_ERR_USAGE, "%s: %d training images cannot hold val_images %lld plus a batch of %lld",
                         cfg->data, s->train.n, (long long)cfg->val_images, (long long)cfg->batch);
-    if (s->fm.quantized) {
+    if (s->fm.quantized && cfg->size_budget) {
+        return ccq_fail(err, CCQ_ERR_USAGE, "%s: quant.budget needs a float model (this one is quantized: its widths are "
+                        "its own)", cfg->model);
+    } else if (s->fm.quantized) {
         /* A quantized start (e.g. from scripts/gptq.py): its levels and scales are the start;
          * its folded float weights are the teacher. The [quant] keys do not apply. */
         model_copy(&s->m, &s->fm);

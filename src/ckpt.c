@@ -65,7 +65,9 @@ ccq_status ckpt_write(const ckpt_data *c, const char *path, ccq_err *err)
         (st = h5io_write_dset(&f, "/", "start_act_scale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, na, c->start_act_scale,
                               err)) ||
         (c->n_codebook > 0 && (st = h5io_write_dset(&f, "/", "start_codebook", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, nc,
-                                                    c->start_codebook, err)))) {
+                                                    c->start_codebook, err))) ||
+        (c->start_bits &&
+         (st = h5io_write_dset(&f, "/", "start_bits", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, na, c->start_bits, err)))) {
         h5io_atomic_abort(&f);
         return st;
     }
@@ -78,7 +80,7 @@ static ccq_status read_i64(const h5io_file *f, const char *name, int64_t *v, ccq
 }
 
 /* The start's kinds a checkpoint may name (cc.c's s->start). */
-static const char *const k_starts[] = {"rtn", "gptq", "gptq_scale", "file"};
+static const char *const k_starts[] = {"rtn", "gptq", "gptq_scale", "budget", "file"};
 
 /* The widest range any variable's value may have under the configuration
  * snapshot: the levels of the configured width, or of 8 bits when the first
@@ -264,8 +266,9 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
     int known = 0;
     for (size_t k = 0; k < CCQ_ARRAY_LEN(k_starts); k++) known |= strcmp(c->start, k_starts[k]) == 0;
     if (!known) {
-        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start '%s': expected rtn, gptq, gptq_scale or file)",
-                      path, c->start);
+        st = ccq_fail(err, CCQ_ERR_FORMAT,
+                      "%s: malformed checkpoint (start '%s': expected rtn, gptq, gptq_scale, budget or file)", path,
+                      c->start);
         goto fail;
     }
     int lo_all, hi_all;
@@ -309,6 +312,28 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
         if ((st = h5io_dset_read(&f, "/", "start_codebook", H5T_NATIVE_INT8, 1, cs, -1, c->start_codebook, err)))
             goto fail;
     }
+    if (version >= 5 && h5io_exists(&f, "/", "start_bits")) {
+        hsize_t bs[H5IO_MAX_RANK];
+        int br = 0;
+        if ((st = h5io_dset_dims(&f, "/", "start_bits", &br, bs, err))) goto fail;
+        if (br != 1 || bs[0] != (hsize_t)c->n_act) {
+            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start_bits: not one width per node)", path);
+            goto fail;
+        }
+        c->start_bits = ccq_malloc((size_t)c->n_act);
+        if ((st = h5io_dset_read(&f, "/", "start_bits", H5T_NATIVE_INT8, 1, bs, -1, c->start_bits, err))) goto fail;
+        for (int64_t k = 0; k < c->n_act; k++)
+            if (c->start_bits[k] != 0 && (c->start_bits[k] < 2 || c->start_bits[k] > 8)) {
+                st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start width %d of node %lld)", path,
+                              c->start_bits[k], (long long)k);
+                goto fail;
+            }
+    }
+    if ((strcmp(c->start, "budget") == 0) != (c->start_bits != NULL)) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start '%s' %s start_bits)", path, c->start,
+                      c->start_bits ? "with" : "without");
+        goto fail;
+    }
     return h5io_file_close(&f, err);
 fail:
     if (f.id >= 0) H5Fclose(f.id);
@@ -326,5 +351,6 @@ void ckpt_free(ckpt_data *c)
     ccq_free(c->start_wscale);
     ccq_free(c->start_act_scale);
     ccq_free(c->start_codebook);
+    ccq_free(c->start_bits);
     memset(c, 0, sizeof *c);
 }

@@ -164,6 +164,56 @@ with tempfile.TemporaryDirectory() as root:
     so_ = layers(os.path.join(P("s1"), "out.h5"))
     t.check("the search keeps every layer's width", {n: v[0] for n, v in so_.items()} == {n: v[0] for n, v in am.items()})
 
+    # quant.budget: the allocation at the search's set-up (rank 0, broadcast), on 1, 2 and 3 ranks and
+    # stopped and resumed: identical; the start is the quantize command's model
+    BUDGET = {"budget": mid, "init": "rtn", "first_last_8": "false", "calib_images": 256}
+
+    def budget_search(name, np_, extra=(), **sections):
+        d = P(name)
+        cfg = search_ini(d, model, data, quant=dict(BUDGET, **sections.pop("quant", {})), run={"budget": 160},
+                         search={"group": "layer_confidence"}, **sections)
+        rc, so, se = run(([] if np_ == 1 else ["mpirun", "--oversubscribe", "-np", str(np_)]) + [ccq, "search", cfg, *extra])
+        got = tuple(open(os.path.join(d, n), "rb").read() for n in ("out.h5", "log.jsonl", "ckpt.h5")) if rc == 0 else None
+        return rc, so, se, got, d, cfg
+
+    rc, so, se, b1, d1, _ = budget_search("b1", 1)
+    t.check("search with quant.budget on 1 rank", rc == 0 and "search: start: budget" in so, se[-1500:])
+    for np_ in (2, 3):
+        rc, so, se, got, _, _ = budget_search(f"b{np_}", np_)
+        t.check(f"quant.budget: identical model, log and checkpoint on {np_} ranks", rc == 0 and got == b1, se[-800:])
+    with h5py.File(os.path.join(d1, "ckpt.h5"), "r") as f:
+        sb = f["start_bits"][...] if "start_bits" in f else None
+        start = f.attrs["start"].decode() if isinstance(f.attrs["start"], bytes) else str(f.attrs["start"])
+    with h5py.File(os.path.join(d1, "out.h5"), "r") as f:
+        ob = {int(n): int(f["nodes"][n].attrs["bits"]) for n in f["nodes"] if "levels" in f["nodes"][n]}
+    t.check("the checkpoint keeps the start's widths", start == "budget" and sb is not None
+            and {i: int(b) for i, b in enumerate(sb) if b} == ob, f"{start} {sb} {ob}")
+    rc, so, se = quantize(P("q_same.h5"), "--budget", str(mid), "--init", "rtn", "--calib", "256", "--seed", "3")
+    tw = {n: v[0] for n, v in layers(P("q_same.h5")).items()} if rc == 0 else None
+    sw = {n: v[0] for n, v in layers(os.path.join(d1, "out.h5")).items()} if b1 else {}
+    t.check("the search's widths are `ccq quantize --budget` with the search's seed", tw == sw, f"{tw} vs {sw}")
+    d = P("br")
+    cfg = search_ini(d, model, data, quant=BUDGET, run={"budget": 160}, search={"group": "layer_confidence"})
+    rc_t, err = stop_after_checkpoint([ccq, "search", cfg], os.path.join(d, "ckpt.h5"))
+    rc, so, se = run(MPI2 + [ccq, "search", cfg, "--resume", os.path.join(d, "ckpt.h5")])
+    got = tuple(open(os.path.join(d, n), "rb").read() for n in ("out.h5", "log.jsonl", "ckpt.h5")) if rc == 0 else None
+    t.check("quant.budget: stopped and resumed on 2 ranks, identical, the start from the checkpoint",
+            rc_t == 7 and rc == 0 and got == b1 and "start: budget, from the checkpoint" in so,
+            f"stop rc {rc_t}, resume rc {rc}: {se[-800:]}")
+    # a budget search's checkpoint is not a uniform search's, nor the reverse
+    rc, so, se = run([ccq, "search", cfg, "--resume", os.path.join(d, "ckpt.h5"), "--set", "quant.budget=off"])
+    t.check("a budget checkpoint refused without the budget", rc == 5 and "different configuration" in se, se)
+    for key, msg in (("quant.budget=w5", "needs 5 among quant.widths"), ("quant.budget=12", "below the smallest"),
+                     ("quant.budget=lots", "expected off, a number of bytes or w2..w8"),
+                     ("quant.widths=4,3", "expected increasing widths"), ("quant.widths=4", "at least two widths")):
+        t.refusal(key)
+        rc, so, se = run([ccq, "search", cfg, "--set", key, "--set", f"run.checkpoint={P('none.h5')}",
+                          "--set", f"run.output={P('none_out.h5')}"])
+        t.check(f"refused: {key}", rc == 2 and msg in se and len(se.strip().splitlines()) == 1
+                and not os.path.exists(P("none_out.h5")), f"rc {rc}: {se!r}")
+    rc, so, se = run([ccq, "search", cfg, "--set", f"model.model={P('am.h5')}", "--set", f"run.checkpoint={P('none.h5')}"])
+    t.check("quant.budget with a quantized model is exit 2", rc == 2 and "needs a float model" in se, se)
+
     # refusals: exit 2, one line, nothing written
     bad = [
         (["--budget", str(s2 - 1)], "below the smallest allocation"),

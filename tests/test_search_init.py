@@ -166,5 +166,5 @@ with tempfile.TemporaryDirectory() as root:
     rc, so, se = search(os.path.join(root, "np1", "search.ini"), 1, ["--resume", old])
     t.check("version-1 checkpoint: exit 4", rc == 4, f"rc {rc}: {se}")
     t.check("version-1 checkpoint: one line naming both versions",
-            len(se.splitlines()) == 1 and "checkpoint version 1, this ccq reads 2 to 4" in se, se)
+            len(se.splitlines()) == 1 and "checkpoint version 1, this ccq reads 2 to 5" in se, se)
 t.finish()

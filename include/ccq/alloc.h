@@ -78,6 +78,12 @@ int64_t alloc_uniform_bytes(const model *cand, int n_cand, int k);
  * widths are not c->widths (CCQ_ERR_USAGE), a budget below bytes_min
  * (CCQ_ERR_USAGE, naming both), fewer train images than c->images (all are
  * used then: not an error), images that do not fit (CCQ_ERR_MISMATCH). */
+/* The mixed model whose conv/linear node i is the node of the candidate
+ * with bits[i] bits (pinned nodes: equal in every candidate), into *out (a
+ * new model). CCQ_ERR_MISMATCH if no candidate has node i at bits[i]. How a
+ * search rebuilds its budget start on every rank from the widths alone. */
+ccq_status alloc_assemble(const model *cand, int n_cand, const int8_t *bits, model *out, ccq_err *err);
+
 ccq_status alloc_widths(const model *cand, const alloc_config *c, const data_split *train, model *out,
                         alloc_report *rep, ccq_err *err);
 #endif

@@ -17,8 +17,9 @@
 #include "ccq/common.h"
 
 #define CKPT_FORMAT "ccq-checkpoint"
-#define CKPT_VERSION 4 /* 2: the start's kind and scales (start, start_wscale, start_act_scale); 3: complete;
-                          * 4: start_codebook. Versions 2 and 3 are read (complete = 0 for 2; no codebooks). */
+#define CKPT_VERSION 5 /* 2: the start's kind and scales (start, start_wscale, start_act_scale); 3: complete;
+                          * 4: start_codebook; 5: start_bits. Versions 2 to 4 are read (complete = 0 for 2;
+                          * no codebooks before 4; no widths before 5). */
 
 typedef struct {
     char *config;         /* the search-defining part of the configuration, INI text */
@@ -32,13 +33,15 @@ typedef struct {
     int8_t *best_levels;  /* [n] */
     int8_t *eda_base;     /* [n] the start's values (the centre of every distribution) */
     uint32_t *eda_p;      /* [n * width] */
-    char start[16];       /* how the start was made: rtn, gptq, gptq_scale, or file (a quantized model file) */
+    char start[16];       /* how the start was made: rtn, gptq, gptq_scale, budget (quant.budget: a width per
+                           * layer, start_bits), or file (a quantized model file) */
     int64_t n_wscale;     /* output channels of every conv/linear node, in node order */
     float *start_wscale;  /* [n_wscale] the start's weight scales */
     int64_t n_act;        /* nodes of the quantized model */
     float *start_act_scale; /* [n_act] the start's output scales (the logits' follows a scale search) */
     int64_t n_codebook;   /* entries of every learned node's codebook, in node order; 0: none */
     int8_t *start_codebook; /* [n_codebook] the start's codebooks */
+    int8_t *start_bits;   /* [n_act] each node's weight width (0: no weights), or NULL: written with a budget start */
 } ckpt_data;
 
 ccq_status ckpt_write(const ckpt_data *c, const char *path, ccq_err *err);
