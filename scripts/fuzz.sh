@@ -108,9 +108,10 @@ for h in "${harnesses[@]}"; do
     fi
     kind=$(basename "$art"); kind=${kind%%-*}
     report="$log"
-    if [ "$kind" = oom ] && ! first_frame "$log" | grep -q .; then
-      # exceeding the RSS limit comes without a stack: replay with a malloc limit to find the
-      # allocation (ASan makes a huge malloc resident where glibc's stays lazy)
+    if [ "$kind" = oom ]; then
+      # exceeding the RSS limit names no culprit (at most the stacks of whatever is resident, often
+      # libFuzzer's own corpus): replay with a malloc limit to find the allocation (ASan makes a huge
+      # malloc resident where glibc's stays lazy)
       report="$log.malloc"
       timeout 120 "$bd/tests/fuzz/fuzz_$h" -rss_limit_mb=4096 -malloc_limit_mb=1024 "$art" > "$report" 2>&1 || true
     fi
