@@ -116,22 +116,25 @@ static int64_t penalized(const ctx *x, const int8_t *a, int64_t fit, int64_t bud
     return excess > 0 ? INT64_MAX / 2 + excess : fit;
 }
 
-/* Step 2: the allocation minimizing sum sens[l][a[l]] with bytes within the budget. */
+/* Step 2: the allocation minimizing sum sens[l][a[l]] with bytes within the budget. Costs are
+ * counted above each layer's narrowest width, so the narrowest allocation costs 0 units and is
+ * always feasible, whatever the rounding of the others up to whole units. */
 static void knapsack(const ctx *x, const int64_t *sens, int64_t budget, int8_t *a)
 {
-    const int64_t room = budget - x->fixed; /* >= the narrowest allocation's weight bytes */
+    int64_t room = budget - x->fixed; /* >= the narrowest allocation's weight bytes */
+    for (int l = 0; l < x->L; l++) room -= x->cost[l * x->n_cand];
     const int64_t unit = room / DP_MAX_UNITS + 1;
     const int64_t cap = room / unit; /* costs rounded up: anything within cap units fits */
     const int64_t INF = INT64_MAX / 4;
     int64_t *best = ccq_malloc(sizeof(int64_t) * (size_t)(cap + 1)), *next = ccq_malloc(sizeof(int64_t) * (size_t)(cap + 1));
-    int8_t *choice = ccq_malloc((size_t)x->L * (size_t)(cap + 1));
+    int8_t *choice = ccq_malloc((size_t)(x->L ? x->L : 1) * (size_t)(cap + 1));
     for (int64_t u = 0; u <= cap; u++) best[u] = 0; /* best[u]: the layers so far within u units */
     for (int l = 0; l < x->L; l++) {
         for (int64_t u = 0; u <= cap; u++) {
             int64_t v = INF;
             int8_t c = 0;
             for (int k = 0; k < x->n_cand; k++) {
-                const int64_t w = (x->cost[l * x->n_cand + k] + unit - 1) / unit;
+                const int64_t w = (x->cost[l * x->n_cand + k] - x->cost[l * x->n_cand] + unit - 1) / unit;
                 if (w > u || best[u - w] >= INF) continue;
                 const int64_t t = best[u - w] + sens[l * x->n_cand + k];
                 if (t < v) v = t, c = (int8_t)k; /* ties to the narrower width */
@@ -145,7 +148,7 @@ static void knapsack(const ctx *x, const int64_t *sens, int64_t budget, int8_t *
     for (int l = x->L - 1; l >= 0; l--) {
         const int8_t k = choice[(size_t)l * (size_t)(cap + 1) + (size_t)u];
         a[l] = k;
-        u -= (x->cost[l * x->n_cand + k] + unit - 1) / unit;
+        u -= (x->cost[l * x->n_cand + k] - x->cost[l * x->n_cand] + unit - 1) / unit;
     }
     ccq_free(best), ccq_free(next), ccq_free(choice);
 }

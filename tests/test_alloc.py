@@ -97,6 +97,14 @@ with tempfile.TemporaryDirectory() as root:
     t.check("a budget holding every layer at 8 bits gives them 8 bits, identical to --wbits 8",
             rc == 0 and same(layers(P("a8.h5")), uni[8]), se)
 
+    # a budget at the narrowest size with more than 2^16 bytes of weights (--widths 4,8): the knapsack
+    # rounds costs to 2-byte units and must still find the one allocation that fits (it read out of
+    # its table there before costs were counted above each layer's narrowest width)
+    rc, so, se = quantize(P("a4.h5"), "--budget", "w4", "--widths", "4,8", *FAST)
+    m4 = re.search(r"knapsack ([\d.]+), chosen ([\d.]+)", so)
+    t.check("--widths 4,8 --budget w4: every layer at 4 bits, identical to --wbits 4, the knapsack's answer too",
+            rc == 0 and same(layers(P("a4.h5")), uni[4]) and m4 is not None and m4[1] == m4[2], se + so[-300:])
+
     # between: mixed widths, assembled from the candidates, within the budget
     mid = (s2 + s3) // 2
     rc, so, se = quantize(P("am.h5"), "--budget", str(mid), *FAST)

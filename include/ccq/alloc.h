@@ -18,9 +18,10 @@
  *   1. sensitivity: the fitness with every free layer at the widest width,
  *      then with one layer at a time at each narrower width;
  *   2. the exact minimum of the summed sensitivities within the budget (a
- *      multiple-choice knapsack, dynamic programming over bytes; costs
- *      rounded up to units of budget / 2^16 bytes when the budget is larger,
- *      so the DP's answer always fits);
+ *      multiple-choice knapsack, dynamic programming over bytes above every
+ *      layer's narrowest width; when that room exceeds 2^16 bytes, costs are
+ *      rounded up to units of room / 2^16, so the DP's answer always fits and
+ *      the narrowest allocation is always one it can return);
  *   3. an EDA over the widths (eda.h: one categorical variable per free
  *      layer, its width index within +-1 of the DP's), sampling whole
  *      allocations, ranking them by the penalized fitness and moving the
