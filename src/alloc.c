@@ -38,6 +38,14 @@ static int free_layers(const model *cand, int n_cand, int *node)
     return L;
 }
 
+quant_config alloc_candidate_config(const quant_config *base, int bits)
+{
+    quant_config qc = *base;
+    qc.wbits = bits;
+    if (bits > MODEL_CODEBOOK_MAX_BITS) qc.level_rule = QUANT_LEVELS_UNIFORM;
+    return qc;
+}
+
 int64_t alloc_uniform_bytes(const model *cand, int n_cand, int k)
 {
     int64_t total = model_deployed_bytes(&cand[0]);

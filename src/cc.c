@@ -335,9 +335,7 @@ static ccq_status budget_candidates(cc_state *s, const cfg_search *cfg, const qu
         return ccq_fail(err, CCQ_ERR_USAGE, "%s: quant.levels = learned needs a width of at most %d bits in quant.widths",
                         cfg->model, MODEL_CODEBOOK_MAX_BITS);
     for (int k = 0; k < *K; k++) {
-        quant_config qc = *qc0;
-        qc.wbits = w[k];
-        if (w[k] > MODEL_CODEBOOK_MAX_BITS) qc.level_rule = QUANT_LEVELS_UNIFORM;
+        quant_config qc = alloc_candidate_config(qc0, w[k]);
         ccq_status st = quant_model(&s->fm, &s->train, &qc, &rtn[k], err);
         if (st) {
             while (k > 0) model_free(&rtn[--k]);
@@ -383,9 +381,7 @@ static ccq_status budget_start(cc_state *s, const cfg_search *cfg, const quant_c
             model cand[ALLOC_MAX_WIDTHS];
             int made = 0;
             for (int k = 0; k < K && !st; k++) {
-                quant_config qc = *qc0;
-                qc.wbits = w[k];
-                if (w[k] > MODEL_CODEBOOK_MAX_BITS) qc.level_rule = QUANT_LEVELS_UNIFORM;
+                quant_config qc = alloc_candidate_config(qc0, w[k]);
                 gptq_start_info info;
                 if ((st = gptq_start(&s->fm, &s->train, &qc, (gptq_start_kind)cfg->init, &cand[k], &info, err))) break;
                 made++;

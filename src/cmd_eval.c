@@ -309,9 +309,7 @@ static ccq_status quantize_budget(const model *fm, const eval_args *a, model *qm
     model cand[ALLOC_MAX_WIDTHS];
     int made = 0;
     for (int k = 0; k < ac.n_widths && !st; k++) {
-        quant_config qc = a->qc;
-        qc.wbits = ac.widths[k];
-        if (qc.wbits > MODEL_CODEBOOK_MAX_BITS) qc.level_rule = QUANT_LEVELS_UNIFORM;
+        quant_config qc = alloc_candidate_config(&a->qc, ac.widths[k]);
         gptq_start_info info;
         st = gptq_start(fm, &train, &qc, a->init, &cand[k], &info, err);
         if (st) break;

@@ -38,6 +38,7 @@
 #include "ccq/common.h"
 #include "ccq/data.h"
 #include "ccq/model.h"
+#include "ccq/quant.h"
 
 #define ALLOC_MAX_WIDTHS 7 /* 2..8 bits */
 
@@ -73,18 +74,23 @@ typedef struct {
  * candidates) takes width index k: what `--budget wB` means. */
 int64_t alloc_uniform_bytes(const model *cand, int n_cand, int k);
 
-/* cand[k] (k < c->n_widths) is the float model quantized at c->widths[k]
- * (same graph). Writes the mixed model chosen into *out (a new model;
- * model_free it). Errors: candidates that do not share one graph or whose
- * widths are not c->widths (CCQ_ERR_USAGE), a budget below bytes_min
- * (CCQ_ERR_USAGE, naming both), fewer train images than c->images (all are
- * used then: not an error), images that do not fit (CCQ_ERR_MISMATCH). */
 /* The mixed model whose conv/linear node i is the node of the candidate
  * with bits[i] bits (pinned nodes: equal in every candidate), into *out (a
  * new model). CCQ_ERR_MISMATCH if no candidate has node i at bits[i]. How a
  * search rebuilds its budget start on every rank from the widths alone. */
 ccq_status alloc_assemble(const model *cand, int n_cand, const int8_t *bits, model *out, ccq_err *err);
 
+/* The quantizer settings of the candidate at `bits` bits: base with that
+ * width, and uniform levels above MODEL_CODEBOOK_MAX_BITS (learned levels
+ * only up to it). The one rule every maker of candidates follows. */
+quant_config alloc_candidate_config(const quant_config *base, int bits);
+
+/* cand[k] (k < c->n_widths) is the float model quantized at c->widths[k]
+ * (same graph). Writes the mixed model chosen into *out (a new model;
+ * model_free it). Errors: candidates that do not share one graph or whose
+ * widths are not c->widths (CCQ_ERR_USAGE), a budget below bytes_min
+ * (CCQ_ERR_USAGE, naming both), fewer train images than c->images (all are
+ * used then: not an error), images that do not fit (CCQ_ERR_MISMATCH). */
 ccq_status alloc_widths(const model *cand, const alloc_config *c, const data_split *train, model *out,
                         alloc_report *rep, ccq_err *err);
 #endif
