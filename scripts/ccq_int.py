@@ -346,6 +346,9 @@ def run(net, images, keep=False, chunk=64):
         t = {-1: images[b:b + chunk].reshape((-1,) + net["in_shape"]).astype(np.int64)}
         for i, nd in enumerate(net["nodes"]):
             y = _forward(net, i, nd, [t[j] for j in nd["inputs"]])
+            th = int(nd.get("act_thresh", 0))
+            if th:  # activation pruning: levels within th of the zero point become it
+                y = np.where(np.abs(y - nd["act_zp"]) < th, nd["act_zp"], y)
             assert y.shape[1:] == nd["shape"], (i, y.shape, nd["shape"])
             if i != net["output"]:
                 assert y.min(initial=0) >= 0 and y.max(initial=0) <= 255, i

@@ -290,5 +290,8 @@ def run(net, images_u8, quantized=True, capture=None, weights=None, rnd=_round, 
                 y = torch.clamp(y, min=0)
             if "clip" in nd:
                 y = torch.clamp(y, float(nd["clip"][0]), float(nd["clip"][1]))
+        th = int(nd.get("act_thresh", 0)) if quantized else 0
+        if th:  # activation pruning: |level - zp| < th becomes real zero (y is s (level - zp))
+            y = y * (torch.abs(y) >= (th - 0.5) * float(nd["act_scale"])).to(y.dtype)
         outs.append(y)
     return outs[net["output"]] if tensor else outs[net["output"]].numpy()

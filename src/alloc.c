@@ -243,24 +243,12 @@ ccq_status alloc_widths(const model *cand, const alloc_config *c, const data_spl
     }
 
     /* the fitness images: a keyed sample of the train split */
-    const int N = train->n < c->images ? train->n : c->images;
-    int32_t *perm = ccq_malloc(sizeof(int32_t) * (size_t)train->n);
-    for (int i = 0; i < train->n; i++) perm[i] = i;
-    rng_pcg32 g;
-    rng_init_keyed(&g, c->seed, 0, 0, KEY_ALLOC_IMAGES);
-    for (int i = 0; i < N; i++) { /* partial Fisher-Yates: perm[0..N) */
-        const int j = i + (int)rng_bounded(&g, (uint32_t)(train->n - i));
-        const int32_t t = perm[i];
-        perm[i] = perm[j], perm[j] = t;
-    }
+    data_split sample;
+    data_sample(train, c->images, c->seed, KEY_ALLOC_IMAGES, &sample);
+    const int N = sample.n;
     x.image_bytes = train->c * train->h * train->w;
-    uint8_t *img = ccq_malloc((size_t)N * (size_t)x.image_bytes);
-    int32_t *lab = ccq_malloc(sizeof(int32_t) * (size_t)N);
-    for (int i = 0; i < N; i++) {
-        memcpy(img + (size_t)i * x.image_bytes, train->images + (size_t)perm[i] * x.image_bytes, (size_t)x.image_bytes);
-        lab[i] = train->labels[perm[i]];
-    }
-    ccq_free(perm);
+    uint8_t *img = sample.images;
+    int32_t *lab = sample.labels;
     x.img = img, x.lab = lab, x.n = N;
     r.n_images = N;
     x.logits = ccq_malloc(sizeof(int32_t) * (size_t)CHUNK * (size_t)cand[0].classes);

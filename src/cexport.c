@@ -131,6 +131,14 @@ static const char *const k_rt[CEXPORT_RT_COUNT] = {
         "    const int32_t o = p->zo + q;\n"
         "    return (uint8_t)(o < p->lo ? p->lo : o > p->hi ? p->hi : o);\n"
         "}\n\n",
+    [CEXPORT_RT_PRUNE] =
+        "/* Activation pruning: levels within t of the zero point zp become zp. */\n"
+        "static void cq_prune(uint8_t *y, long n, int zp, int t)\n"
+        "{\n"
+        "    long k;\n"
+        "    for (k = 0; k < n; k++)\n"
+        "        if (y[k] > zp - t && y[k] < zp + t) y[k] = (uint8_t)zp;\n"
+        "}\n\n",
 };
 
 static const char k_input_code[] =
@@ -390,6 +398,11 @@ ccq_status cexport_init(cexport *out, const model *m, const char *name, ccq_err 
             if (nd->bits > x.fp.bits_max) x.fp.bits_max = nd->bits;
         }
         if ((st = op_get(nd->op)->cexport(&x, &q, i, err))) goto done;
+        if (nd->act_thresh) {
+            cexport_need(&x, CEXPORT_RT_PRUNE);
+            cexport_call(&x, "cq_prune(%s, %" PRId64 "L, %d, %d);", cexport_out(&x, i), model_numel(nd->shape),
+                         nd->act_zp, nd->act_thresh);
+        }
         x.fp.live_nodes++;
     }
     x.fp.scratch_bytes = x.wbuf;

@@ -26,7 +26,7 @@ typedef struct {
     const char *save_logits;
     const char *out;
     long long limit, mb;
-    int is_float, json, wbits_given, init_given, levels_given;
+    int is_float, json, wbits_given, init_given, levels_given, act_zeros;
     const char *budget;  /* quantize --budget: BYTES or wB */
     alloc_config ac;     /* its widths, images, generations, seed */
     int alloc_given;     /* any of --widths --alloc-images --alloc-gens --seed */
@@ -60,6 +60,8 @@ static void eval_usage(FILE *out)
                  "  --limit N             first N images only (default all)\n"
                  "  --mb N                integer engine micro-batch, images (default 8)\n"
                  "  --json                print one JSON object instead of text\n"
+                 "  --act-zeros           integer runs: per node with its own output scale, its activation\n"
+                 "                        threshold and the fraction of its output levels at the zero point\n"
                  "  --save-logits OUT.h5  write /logits (float32 [N, classes]); integer runs add\n"
                  "                        /logits_int (int32) and its attribute scale\n"
                  "environment: CCQ_ISA=scalar|avx2|avx512vnni forces a kernel path\n",
@@ -197,6 +199,8 @@ static ccq_status parse(const char *cmd, int argc, char **argv, eval_args *a, in
             a->is_float = 1;
         } else if (strcmp(s, "--json") == 0) {
             a->json = 1;
+        } else if (strcmp(cmd, "eval") == 0 && strcmp(s, "--act-zeros") == 0) {
+            a->act_zeros = 1;
         } else if (strcmp(s, "--data") == 0 || strcmp(s, "--split") == 0 || strcmp(s, "--limit") == 0 ||
                    strcmp(s, "--save-logits") == 0 || strcmp(s, "--mb") == 0 || strcmp(s, "-o") == 0) {
             if (i + 1 >= argc) return ccq_fail(err, CCQ_ERR_USAGE, "%s: %s needs a value", cmd, s);
@@ -224,6 +228,8 @@ static ccq_status parse(const char *cmd, int argc, char **argv, eval_args *a, in
         return ccq_fail(err, CCQ_ERR_USAGE, "%s: --split must be test or train, got '%s'", cmd, a->split);
     if (a->is_float && a->wbits_given)
         return ccq_fail(err, CCQ_ERR_USAGE, "%s: --float and --wbits exclude each other", cmd);
+    if (a->is_float && a->act_zeros)
+        return ccq_fail(err, CCQ_ERR_USAGE, "%s: --act-zeros counts the integer engine's levels: not with --float", cmd);
     if (a->budget && a->wbits_given)
         return ccq_fail(err, CCQ_ERR_USAGE, "%s: --budget and --wbits exclude each other (--widths lists the widths "
                         "the budget may give each layer)", cmd);
@@ -364,6 +370,36 @@ static void json_str(const char *s)
     putchar('"');
 }
 
+/* --act-zeros: every prunable node's threshold and the fraction of its output levels at the zero
+ * point over n images, then the total; as JSON members when json. */
+static void print_act_zeros(const model *m, const int64_t *zeros, int n, int json)
+{
+    int64_t z = 0, all = 0;
+    int nodes = 0, pruned = 0;
+    if (json) printf(", \"act_nodes\": [");
+    for (int i = 0; i < m->n_nodes; i++) {
+        if (!model_node_prunable(m, i)) continue;
+        const int64_t numel = model_numel(m->nodes[i].shape) * n;
+        const double f = numel ? (double)zeros[i] / (double)numel : 0.0;
+        if (json) {
+            printf("%s{\"node\": %d, \"name\": ", nodes ? ", " : "", i);
+            json_str(m->nodes[i].name);
+            printf(", \"op\": \"%s\", \"thresh\": %d, \"levels\": %lld, \"zeros\": %lld, \"zero_fraction\": %.6f}",
+                   model_op_name(m->nodes[i].op), m->nodes[i].act_thresh, (long long)numel, (long long)zeros[i], f);
+        } else {
+            printf("act      node %d (%s %s): threshold %d, %.2f%% zeros\n", i, model_op_name(m->nodes[i].op),
+                   m->nodes[i].name, m->nodes[i].act_thresh, 100.0 * f);
+        }
+        z += zeros[i], all += numel, nodes++, pruned += m->nodes[i].act_thresh > 0;
+    }
+    const double f = all ? (double)z / (double)all : 0.0;
+    if (json)
+        printf("], \"act_zero_fraction\": %.6f", f);
+    else
+        printf("act      %.2f%% zeros over the outputs of %d nodes with their own scale (%d with a threshold)\n",
+               100.0 * f, nodes, pruned);
+}
+
 ccq_status cmd_eval(int argc, char **argv, ccq_err *err)
 {
     eval_args a;
@@ -408,6 +444,7 @@ ccq_status cmd_eval(int argc, char **argv, ccq_err *err)
     const char *isa_name = "float32 reference";
     float lscale = 0;
     int correct = 0;
+    int64_t *zeros = NULL; /* --act-zeros */
     double t0 = 0, secs = 0;
     if (!integer) {
         fnet net;
@@ -429,6 +466,7 @@ ccq_status cmd_eval(int argc, char **argv, ccq_err *err)
         isa_name = q.isa->name;
         lscale = q.logits_scale;
         ilog = ccq_malloc(sizeof(int32_t) * (size_t)d.n * (size_t)m->classes);
+        if (a.act_zeros) zeros = q.node_zeros = ccq_calloc((size_t)m->n_nodes, sizeof(int64_t));
         t0 = ccq_seconds();
         qnet_forward(&q, d.images, d.n, ilog);
         secs = ccq_seconds() - t0;
@@ -441,7 +479,7 @@ ccq_status cmd_eval(int argc, char **argv, ccq_err *err)
         st = save_logits(a.save_logits, all, ilog, lscale, d.n, m->classes, err);
         ccq_free(all);
         if (st) {
-            ccq_free(ilog);
+            ccq_free(ilog), ccq_free(zeros);
             goto done;
         }
     }
@@ -461,6 +499,7 @@ ccq_status cmd_eval(int argc, char **argv, ccq_err *err)
                "\"seconds\": %.4f, \"images_per_s\": %.1f",
                integer ? "integer" : "float", a.split, d.n, correct, acc, secs, ips);
         if (integer) printf(", \"isa\": \"%s\", \"wbits_min\": %d, \"wbits_max\": %d, \"abits\": 8", isa_name, wmin, wmax);
+        if (zeros) print_act_zeros(m, zeros, d.n, 1);
         printf("}\n");
     } else {
         printf("model    %s (%s), ", m->name, a.model);
@@ -480,7 +519,9 @@ ccq_status cmd_eval(int argc, char **argv, ccq_err *err)
         printf("data     %s [%s], %d images\n", a.data, a.split, d.n);
         printf("accuracy %.2f%% (%d/%d)\n", acc, correct, d.n);
         printf("speed    %.0f images/s (%.2f s, 1 thread)\n", ips, secs);
+        if (zeros) print_act_zeros(m, zeros, d.n, 0);
     }
+    ccq_free(zeros);
 done:
     data_free(&d);
     if (have_q) model_free(&qm);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ccq/h5io.h"
+#include "ccq/rng.h"
 
 ccq_status data_load(data_split *d, const char *path, const char *split, int64_t limit, ccq_err *err)
 {
@@ -122,4 +123,28 @@ ccq_status data_check_fits(const data_split *d, const model *m, ccq_err *err)
         return ccq_fail(err, CCQ_ERR_MISMATCH, "%s: data has %d classes but model %s has %d outputs", d->path,
                         d->classes, m->path, m->classes);
     return CCQ_OK;
+}
+
+void data_sample(const data_split *d, int n, uint64_t seed, uint64_t purpose, data_split *out)
+{
+    const int N = d->n < n ? d->n : n;
+    *out = *d;
+    out->n = N;
+    int32_t *perm = ccq_malloc(sizeof(int32_t) * (size_t)(d->n ? d->n : 1));
+    for (int i = 0; i < d->n; i++) perm[i] = i;
+    rng_pcg32 g;
+    rng_init_keyed(&g, seed, 0, 0, purpose);
+    for (int i = 0; i < N; i++) { /* partial Fisher-Yates: perm[0..N) */
+        const int j = i + (int)rng_bounded(&g, (uint32_t)(d->n - i));
+        const int32_t t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    const size_t ib = (size_t)d->c * (size_t)d->h * (size_t)d->w;
+    out->images = ccq_malloc(ib * (size_t)(N ? N : 1));
+    out->labels = ccq_malloc(sizeof(int32_t) * (size_t)(N ? N : 1));
+    for (int i = 0; i < N; i++) {
+        memcpy(out->images + (size_t)i * ib, d->images + (size_t)perm[i] * ib, ib);
+        out->labels[i] = d->labels[perm[i]];
+    }
+    ccq_free(perm);
 }

@@ -31,6 +31,8 @@ static void usage(FILE *out)
             "                          a quantized model as self-contained C99 source (see ccq export --help)\n"
             "  export MODEL.h5 --format onnx OUT.onnx [--input uint8|float]\n"
             "                          a quantized model as an ONNX QDQ file (opset 13)\n"
+            "  prune-act Q.h5 --data DATA.h5 -o OUT.h5 [--max-drop P]\n"
+            "                          activation thresholds searched under an accuracy bound\n"
             "  inspect FILE.h5         summarise a ccq model or data file\n"
             "  help                    this text (also: ccq SUBCOMMAND --help)\n"
             "  version                 print the version\n"
@@ -69,6 +71,8 @@ int main(int argc, char **argv)
         st = cmd_inspect(argc - 2, argv + 2, &err);
     else if (strcmp(sub, "export") == 0)
         st = cmd_export(argc - 2, argv + 2, &err);
+    else if (strcmp(sub, "prune-act") == 0)
+        st = cmd_prune_act(argc - 2, argv + 2, &err);
     else
         st = ccq_fail(&err, CCQ_ERR_USAGE, "unknown subcommand '%s' (see ccq help)", sub);
     if ((int)st < 0) return -(int)st; /* a non-zero MPI rank: rank 0 reports */

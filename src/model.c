@@ -80,6 +80,11 @@ int64_t model_deployed_bytes(const model *m)
     return total;
 }
 
+int model_node_prunable(const model *m, int i)
+{
+    return m->quantized && i != m->output && (op_get(m->nodes[i].op)->flags & OP_CALIBRATED);
+}
+
 int model_code_of(const model_node *nd, int o, int v)
 {
     const int n = model_ncodes(nd);
@@ -115,6 +120,10 @@ static ccq_status load_node_extras(const model *m, const op_io *io, ccq_err *err
             return OP_FAIL(io, err, CCQ_ERR_FORMAT, "clip [%g, %g] is empty", (double)nd->clip[0], (double)nd->clip[1]);
         nd->has_clip = 1;
     }
+    int has_thresh;
+    if ((st = h5io_has_attr(f, io->obj, "act_thresh", &has_thresh, err))) return st;
+    if (has_thresh && !m->quantized)
+        return OP_FAIL(io, err, CCQ_ERR_FORMAT, "%s", "act_thresh in a float model (it prunes quantized activations)");
     if (!m->quantized) return CCQ_OK;
     if ((st = h5io_attr_floats_n(f, io->obj, "act_scale", &nd->act_scale, 1, err))) return st;
     if ((st = op_read_ints(io, "act_zp", &nd->act_zp, 1, 0, 255, err))) return st;
@@ -126,6 +135,12 @@ static ccq_status load_node_extras(const model *m, const op_io *io, ccq_err *err
         const int z_in = src < 0 ? m->in_zp : m->nodes[src].act_zp;
         if (s_in != nd->act_scale || z_in != nd->act_zp)
             return OP_FAIL(io, err, CCQ_ERR_FORMAT, "%s", "act_scale/act_zp must equal its input's");
+    }
+    if (has_thresh) {
+        if ((st = op_read_ints(io, "act_thresh", &nd->act_thresh, 1, 0, 255, err))) return st;
+        if (nd->act_thresh && !(ot->flags & OP_CALIBRATED))
+            return OP_FAIL(io, err, CCQ_ERR_FORMAT, "%s",
+                           "act_thresh on an op whose output keeps its input's scale (prune the producer)");
     }
     return CCQ_OK;
 }
@@ -270,8 +285,8 @@ ccq_status model_load(model *m, const char *path, ccq_err *err)
         st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: a quantized model must end in a linear or conv2d node", path);
         goto fail;
     }
-    if (m->quantized && (m->nodes[m->output].act_zp != 0 || m->nodes[m->output].relu)) {
-        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: the logits node must have act_zp 0 and no relu", path);
+    if (m->quantized && (m->nodes[m->output].act_zp != 0 || m->nodes[m->output].relu || m->nodes[m->output].act_thresh)) {
+        st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: the logits node must have act_zp 0, no relu and no act_thresh", path);
         goto fail;
     }
     if (m->classes < 2) {
@@ -402,6 +417,7 @@ static ccq_status save_node(const model *m, const h5io_file *f, int i, ccq_err *
     if (m->quantized) {
         if ((st = h5io_write_attr_floats(f, obj, "act_scale", &nd->act_scale, 1, 1, err))) return st;
         if ((st = h5io_write_attr_ints(f, obj, "act_zp", &nd->act_zp, 1, 1, err))) return st;
+        if (nd->act_thresh && (st = h5io_write_attr_ints(f, obj, "act_thresh", &nd->act_thresh, 1, 1, err))) return st;
     }
     return CCQ_OK;
 }

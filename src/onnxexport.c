@@ -239,6 +239,45 @@ void onnxexport_result_q(onnxexport_ctx *x, int i, const char *tq)
     snprintf(x->qname[i + 1], ONNXEXPORT_NAME_MAX, "%s", tq);
 }
 
+/* Activation pruning of node i's uint8 output (model.h act_thresh), in integers:
+ * Where(|int32(q) - zp| < t, zp, q); the pruned tensor becomes the node's. */
+static void prune_q(onnxexport_ctx *x, int i)
+{
+    const model_node *nd = &x->m->nodes[i];
+    char q[ONNXEXPORT_NAME_MAX], c[ONNXEXPORT_NAME_MAX], d[ONNXEXPORT_NAME_MAX], t[ONNXEXPORT_NAME_MAX],
+        mask[ONNXEXPORT_NAME_MAX], z8[ONNXEXPORT_NAME_MAX];
+    snprintf(q, sizeof q, "%s", x->qname[i + 1]);
+    ONNXEXPORT_NAME(c, i, "prune_i32");
+    const onnxexport_attr to = ONNXEXPORT_AINT("to", ONNXEXPORT_INT32);
+    const char *in_c[1] = {q};
+    onnxexport_node(x, "Cast", NULL, in_c, 1, c, &to, 1, NULL);
+    snprintf(d, sizeof d, "%s", c);
+    if (nd->act_zp) {
+        char z[ONNXEXPORT_NAME_MAX], s[ONNXEXPORT_NAME_MAX];
+        const int32_t zp = nd->act_zp;
+        ONNXEXPORT_NAME(z, i, "prune_zp");
+        onnxexport_const(x, z, ONNXEXPORT_INT32, NULL, 0, &zp, NULL);
+        ONNXEXPORT_NAME(s, i, "prune_sub");
+        const char *in_s[2] = {c, z};
+        onnxexport_node(x, "Sub", NULL, in_s, 2, s, NULL, 0, NULL);
+        ONNXEXPORT_NAME(d, i, "prune_abs");
+        const char *in_a[1] = {s};
+        onnxexport_node(x, "Abs", NULL, in_a, 1, d, NULL, 0, NULL);
+    }
+    const int32_t tv = nd->act_thresh;
+    ONNXEXPORT_NAME(t, i, "prune_t");
+    onnxexport_const(x, t, ONNXEXPORT_INT32, NULL, 0, &tv, NULL);
+    ONNXEXPORT_NAME(mask, i, "prune_mask");
+    const char *in_l[2] = {d, t};
+    onnxexport_node(x, "Less", NULL, in_l, 2, mask, NULL, 0, NULL);
+    const uint8_t zp8 = (uint8_t)nd->act_zp;
+    ONNXEXPORT_NAME(z8, i, "prune_zp_u8");
+    onnxexport_const(x, z8, ONNXEXPORT_UINT8, NULL, 0, &zp8, NULL);
+    ONNXEXPORT_NAME(x->qname[i + 1], i, "pruned");
+    const char *in_w[3] = {mask, z8, q};
+    onnxexport_node(x, "Where", NULL, in_w, 3, x->qname[i + 1], NULL, 0, NULL);
+}
+
 /* ---- the model ------------------------------------------------------------------ */
 
 /* ValueInfoProto of a tensor [N, dims...] of elem type dt, N symbolic. */
@@ -334,6 +373,7 @@ ccq_status onnxexport_init(onnxexport *out, const model *m, onnxexport_input inp
     for (int i = 0; i < n; i++) {
         if (!live[i]) continue;
         if ((st = op_get(m->nodes[i].op)->onnx(&x, &q, i, err))) goto done;
+        if (m->nodes[i].act_thresh) prune_q(&x, i);
         out->live_nodes++;
     }
 

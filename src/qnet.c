@@ -110,6 +110,7 @@ static ccq_status init_node(qnet *q, int i, ccq_err *err)
     t->zp_in = op_in_zp(m, nd->in[0]);
     t->zp_out = nd->act_zp;
     op_out_clamp(nd, &t->lo, &t->hi);
+    t->thresh = nd->act_thresh;
     const op_traits *ot = op_get(nd->op);
     return ot->qinit ? ot->qinit(q, i, err) : CCQ_OK;
 }
@@ -207,6 +208,23 @@ static void load_input(qnet *q, const uint8_t *images, int n)
     }
 }
 
+/* Activation pruning: levels within thresh of zp become zp (thresh >= 1). */
+static void prune_act(uint8_t *y, size_t n, int zp, int thresh)
+{
+    const int lo = zp - thresh, hi = zp + thresh; /* kept: q <= lo or q >= hi */
+    for (size_t k = 0; k < n; k++) {
+        const int v = y[k];
+        y[k] = (uint8_t)(v > lo && v < hi ? zp : v);
+    }
+}
+
+static int64_t count_level(const uint8_t *y, size_t n, int v)
+{
+    int64_t c = 0;
+    for (size_t k = 0; k < n; k++) c += y[k] == v;
+    return c;
+}
+
 /* Node i over the n images of the current micro-batch: reads its inputs from
  * q->act (q->input for -1), writes q->act[i] (or q->logits). */
 static void run_node(qnet *q, int i, int n)
@@ -216,7 +234,17 @@ static void run_node(qnet *q, int i, int n)
     for (int j = 0; j < t->n_in; j++) x[j] = t->in[j] < 0 ? q->input : q->act[t->in[j]];
     const double t0 = q->node_seconds ? ccq_seconds() : 0.0;
     op_get(t->op)->qfwd(q, i, x, q->act[i], n);
+    const int logits = i == q->m->output;
+    const size_t numel = logits ? 0 : (size_t)n * (size_t)model_numel(q->m->nodes[i].shape);
+    if (t->thresh) prune_act(q->act[i], numel, t->zp_out, t->thresh);
     if (q->node_seconds) q->node_seconds[i] += ccq_seconds() - t0;
+    if (q->node_zeros && !logits) q->node_zeros[i] += count_level(q->act[i], numel, t->zp_out);
+}
+
+void qnet_set_thresh(qnet *q, int node, int thresh)
+{
+    CCQ_ASSERT(thresh >= 0 && thresh <= 255 && (thresh == 0 || model_node_prunable(q->m, node)));
+    q->nodes[node].thresh = thresh;
 }
 
 void qnet_forward(qnet *q, const uint8_t *images, int n_total, int32_t *logits)

@@ -56,6 +56,9 @@ ap.add_argument("model", nargs="?")
 ap.add_argument("--bits", default="4")
 ap.add_argument("--first-last-8", action="store_true")
 ap.add_argument("--levels", default="uniform", help="quantize with --levels (learned: codes and a codebook table)")
+ap.add_argument("--prune-act", default=None, metavar="P",
+                help="after quantizing, ccq prune-act --max-drop P on 512 train images: activation thresholds "
+                     "(at least two nodes must get one) exported with the rest")
 ap.add_argument("--budget", default=None,
                 help="quantize with --budget BYTES (a width per layer among 2,3,4,8) instead of --wbits; --bits "
                      "then only names the case")
@@ -162,6 +165,21 @@ def export_and_check(work, qpath, ref, arm, arm_fast, arm_images):
         same_logits(f"32-bit ARM {fast or 'default'} (qemu-arm)", exe + ".i32", ref[:k])
 
 
+
+def prune_act(work, q):
+    """--prune-act: thresholds searched into a copy of q; the copy's path, or None on failure."""
+    qp = q[:-3] + "_pruned.h5"
+    rc, so, se = run([ccq, "prune-act", q, "--data", a.data, "--images", "512", "--max-drop", a.prune_act, "-o", qp])
+    t.check(f"prune-act --max-drop {a.prune_act}", rc == 0, se)
+    if rc:
+        return None
+    with h5py.File(qp, "r") as f:
+        n = sum(1 for g in f["nodes"].values() if int(g.attrs.get("act_thresh", 0)) > 0)
+        nz = sum(1 for g in f["nodes"].values() if int(g.attrs.get("act_thresh", 0)) > 0 and int(g.attrs["act_zp"]) != 0)
+    print(f"  prune-act: {n} nodes with a threshold ({nz} of them with a non-zero zero point)")
+    t.check("prune-act: at least two nodes with an activation threshold", n >= 2, f"{n}")
+    return qp
+
 def quantized_case(work, model, data, bits, fl8, arm, arm_fast):
     q = os.path.join(work, f"q_w{bits}.h5")
     cmd = [ccq, "quantize", model, "--data", data, "--calib", "64", "-o", q]
@@ -179,6 +197,10 @@ def quantized_case(work, model, data, bits, fl8, arm, arm_fast):
         with h5py.File(q, "r") as f:
             used = {int(g.attrs["bits"]) for g in f["nodes"].values() if "levels" in g}
         t.check("--budget: at least three widths in one network", len(used) >= 3, f"{used}")
+    if a.prune_act:
+        q = prune_act(work, q)
+        if q is None:
+            return
     lg = os.path.join(work, "ref.h5")
     rc, so, se = run([ccq, "eval", q, "--data", data, "--limit", str(a.images), "--save-logits", lg])
     t.check("ccq eval --save-logits", rc == 0, se)

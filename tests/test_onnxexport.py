@@ -68,6 +68,9 @@ ap.add_argument("--images", type=int, default=1000)
 ap.add_argument("--calib", type=int, default=256)
 ap.add_argument("--init", default="rtn", help="start levels: one for every width, or B=I,.. per width (rtn elsewhere)")
 ap.add_argument("--levels", default="uniform", help="quantize with --levels (learned: codebooks, carried by the export)")
+ap.add_argument("--prune-act", default=None, metavar="P",
+                help="after quantizing, ccq prune-act --max-drop P on 512 train images: activation thresholds "
+                     "(at least two nodes must get one) exported with the rest")
 ap.add_argument("--budget", default=None,
                 help="quantize with --budget BYTES (a width per layer among 2,3,4,8) instead of --wbits; --bits "
                      "then only names the case")
@@ -281,6 +284,21 @@ def init_for(bits):
     return dict(x.split("=") for x in a.init.split(",")).get(str(bits), "rtn")
 
 
+
+def prune_act(work, q):
+    """--prune-act: thresholds searched into a copy of q; the copy's path, or None on failure."""
+    qp = q[:-3] + "_pruned.h5"
+    rc, so, se = run([ccq, "prune-act", q, "--data", a.data, "--images", "512", "--max-drop", a.prune_act, "-o", qp])
+    t.check(f"prune-act --max-drop {a.prune_act}", rc == 0, se)
+    if rc:
+        return None
+    with h5py.File(qp, "r") as f:
+        n = sum(1 for g in f["nodes"].values() if int(g.attrs.get("act_thresh", 0)) > 0)
+        nz = sum(1 for g in f["nodes"].values() if int(g.attrs.get("act_thresh", 0)) > 0 and int(g.attrs["act_zp"]) != 0)
+    print(f"  prune-act: {n} nodes with a threshold ({nz} of them with a non-zero zero point)")
+    t.check("prune-act: at least two nodes with an activation threshold", n >= 2, f"{n}")
+    return qp
+
 def quantized_case(work, model, data, bits, labels_all):
     q = os.path.join(work, f"q_w{bits}.h5")
     init = init_for(bits)
@@ -294,6 +312,10 @@ def quantized_case(work, model, data, bits, labels_all):
         with h5py.File(q, "r") as f:
             used = {int(g.attrs["bits"]) for g in f["nodes"].values() if "levels" in g}
         t.check("--budget: at least three widths in one network", len(used) >= 3, f"{used}")
+    if a.prune_act:
+        q = prune_act(work, q)
+        if q is None:
+            return
     lg = os.path.join(work, "ref.h5")
     rc, so, se = run([ccq, "eval", q, "--data", data, "--save-logits", lg] + (["--limit", str(a.images)] if a.images else []))
     t.check("ccq eval --save-logits", rc == 0, se)

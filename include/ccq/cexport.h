@@ -87,6 +87,7 @@ typedef enum {
     CEXPORT_RT_DIVROUND, /* int64_t cq_div_round(int64_t s, int64_t cnt): half away from zero */
     CEXPORT_RT_WINDOW,   /* void cq_window(...): model_window */
     CEXPORT_RT_ADDP,     /* typedef cq_addp (kern_add), uint8_t cq_add_one(a, b, p): kern_add_one */
+    CEXPORT_RT_PRUNE,    /* void cq_prune(y, n, zp, t): activation pruning (model.h act_thresh) */
     CEXPORT_RT_COUNT
 } cexport_rt;
 

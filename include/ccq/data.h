@@ -41,4 +41,10 @@ int data_has_split(const char *path, const char *split);
  * labels fit the model's classes. */
 ccq_status data_check_fits(const data_split *d, const model *m, ccq_err *err);
 
+/* A keyed sample without replacement of min(n, d->n) images of d (a partial
+ * Fisher-Yates shuffle driven by the PCG stream (seed, purpose)), copied
+ * into a new split *out (same path, split, shape and classes; data_free it).
+ * The same seed and purpose give the same images on every host. */
+void data_sample(const data_split *d, int n, uint64_t seed, uint64_t purpose, data_split *out);
+
 #endif

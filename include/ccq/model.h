@@ -127,6 +127,10 @@ typedef struct {
      * (what the engine multiplies) and a weight's code is its value's index
      * there. NULL: the symmetric uniform grid |levels| <= 2^(bits-1) - 1. */
     int8_t *codebook; /* [Cout][2^bits] or NULL */
+    /* Activation pruning (quantized; a node with OP_CALIBRATED other than the
+     * logits): an output level q with |q - act_zp| < act_thresh becomes
+     * act_zp (real zero), after the op's clamp. 0 = none; at most 255. */
+    int act_thresh;
 } model_node;
 
 typedef struct {
@@ -176,6 +180,9 @@ int64_t model_node_weight_bytes(const model_node *nd);
  * point (8 bytes), and per conv/linear node model_node_weight_bytes plus a
  * float32 scale and an int32 bias per output channel. */
 int64_t model_deployed_bytes(const model *m);
+/* Whether node i may carry an act_thresh: a quantized model's node with its
+ * own output scale (OP_CALIBRATED), not the logits. */
+int model_node_prunable(const model *m, int i);
 /* The code of value v in channel o's codebook, or -1 if it is not there. */
 int model_code_of(const model_node *nd, int o, int v);
 

@@ -95,6 +95,7 @@ struct qnet_node {
     int oc, oh, ow, ic, ih, iw;
     int relu;
     int32_t zp_in, zp_out, lo, hi; /* lo, hi: the output clamp (fused ReLU / Clip) */
+    int thresh;      /* activation pruning after the op: |q - zp_out| < thresh -> zp_out (model.h act_thresh) */
     /* conv2d / linear */
     int kh, kw, sh, sw, dh, dw, pt, pl;
     int groups, cig, cog; /* groups; input and output channels per group */

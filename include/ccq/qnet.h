@@ -43,6 +43,8 @@ typedef struct {
     int32_t *logits; /* mb * classes */
     float logits_scale;
     double *node_seconds; /* profiling: if set (n_nodes entries), forward adds each node's time */
+    int64_t *node_zeros;  /* if set (n_nodes entries), forward adds the count of each node's output
+                           * levels equal to its zero point (the logits node: nothing) */
 } qnet;
 
 /* m must be quantized and outlive the qnet. isa NULL = kern_select(). */
@@ -59,6 +61,11 @@ void qnet_update_levels(qnet *q, int node);
  * unless the ISA's packed layout cannot hold v, then O(weights of the node).
  * The model's own levels array is the caller's to keep in step. */
 void qnet_set_level(qnet *q, int node, int64_t w, int8_t v);
+
+/* Sets node `node`'s activation threshold (model.h act_thresh; 0 = none) for
+ * the forward passes that follow; the model's own act_thresh is the caller's
+ * to keep in step. The node must be model_node_prunable. */
+void qnet_set_thresh(qnet *q, int node, int thresh);
 
 /* Correct predictions on n images with their labels: argmax of the int32
  * logits, ties to the lowest class. */
