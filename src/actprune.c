@@ -19,7 +19,7 @@ void actprune_config_default(actprune_config *c)
     memset(c, 0, sizeof *c);
     c->images = 4096;
     c->max_drop_bp = 30;
-    c->rounds = 4;
+    c->rounds = 0; /* the ascent spends the bound on the sample for few zeros: results/actprune.md */
     c->seed = 1;
 }
 

@@ -24,10 +24,12 @@ static void usage(void)
            "  thresholds (0,1,2,3,4,6,8,12,...,255) that zero the most activations while the integer\n"
            "  network loses at most P points of accuracy on a seeded sample of train images, against the\n"
            "  same model without thresholds: each node's sensitivity alone, one tolerance for all\n"
-           "  (bisected), then a greedy ascent. Thresholds already in Q.h5 are replaced.\n"
+           "  (bisected), optionally a greedy ascent. Thresholds already in Q.h5 are replaced. The bound\n"
+           "  holds on the sample; unseen images, which the network fits worse, lose more.\n"
            "  --max-drop P   accuracy points the sample may lose (default 0.3; 0 to 100, two decimals)\n"
            "  --images N     train images sampled (default 4096)\n"
-           "  --rounds R     rounds of the greedy ascent (default 4; 0: the bisection's answer)\n"
+           "  --rounds R     rounds of a greedy ascent after the bisection (default 0: none; it spends the\n"
+           "                 bound on the sample for few more zeros and loses more on unseen images)\n"
            "  --seed S       the sample's seed (default 1)\n"
            "  then: ccq eval OUT.h5 --data DATA.h5 --act-zeros (per node: threshold, zeros on the test split)\n");
 }
@@ -104,8 +106,9 @@ ccq_status cmd_prune_act(int argc, char **argv, ccq_err *err)
     actprune_report r;
     if (!(st = actprune_search(&m, &c, &train, &r, err))) {
         const double n = r.n_images;
-        printf("prune-act: %d nodes, %d train images (seed %llu), bound: at most %lld fewer correct (%.2f points)\n",
-               r.n_layers, r.n_images, (unsigned long long)c.seed, (long long)r.max_drop, c.max_drop_bp / 100.0);
+        printf("prune-act: %d nodes, %d train images (seed %llu), bound: at most %lld fewer correct (%.2f points), "
+               "greedy rounds at most %d\n",
+               r.n_layers, r.n_images, (unsigned long long)c.seed, (long long)r.max_drop, c.max_drop_bp / 100.0, c.rounds);
         printf("prune-act: node, output levels per image, zeros without a threshold, the largest threshold alone "
                "within the bound and its zeros, the threshold chosen and its zeros\n");
         for (int l = 0; l < r.n_layers; l++) {

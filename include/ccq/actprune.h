@@ -43,7 +43,7 @@ typedef struct {
     int images;       /* train images sampled (default 4096) */
     int max_drop_bp;  /* accuracy on them the result may lose, in 1/100 of a point (default 30: 0.3
                        * points); floor(max_drop_bp * images / 10000) correct predictions */
-    int rounds;       /* step 3's rounds (default 4; 0: step 2's answer) */
+    int rounds;       /* step 3's rounds (default 0: step 2's answer) */
     uint64_t seed;
 } actprune_config;
 void actprune_config_default(actprune_config *c);
