@@ -65,7 +65,8 @@ def rows(nd, a):
     return u.transpose(1, 2).reshape(-1, u.shape[1])
 
 
-def gptq(W, H, scale, qmax, act_order=True, damp=0.01, block=128):
+def gptq(W, H, scale, qmax, act_order=True, damp=0.01, block=128, mask=None):
+    """mask (bool [rows, K], optional): weights pruned before quantization, their levels 0."""
     W, H = W.clone(), H.clone()
     K = W.shape[1]
     dead = torch.diag(H) == 0
@@ -73,6 +74,7 @@ def gptq(W, H, scale, qmax, act_order=True, damp=0.01, block=128):
     W[:, dead] = 0
     perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(K)
     W, H = W[:, perm], H[perm][:, perm]
+    M = mask[:, perm] if mask is not None else None
     H += damp * torch.mean(torch.diag(H)) * torch.eye(K, dtype=H.dtype)
     Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
     Q = torch.zeros_like(W)
@@ -84,6 +86,8 @@ def gptq(W, H, scale, qmax, act_order=True, damp=0.01, block=128):
         for i in range(i2 - i1):
             w = W1[:, i]
             q = torch.clamp(rnd(w / s), -qmax, qmax)
+            if M is not None:
+                q = torch.where(M[:, i1 + i], torch.zeros_like(q), q)
             Q[:, i1 + i] = q
             e = (w - q * s) / Hb[i, i]
             W1[:, i:] -= e.unsqueeze(1) @ Hb[i, i:].unsqueeze(0)
@@ -134,6 +138,11 @@ def main():
     ap.add_argument("--scale-search", action="store_true",
                     help="choose each output channel's scale among 0.25, 0.30, .., 1.00 x the file's by GPTQ's "
                          "layer-output error (the file's scales otherwise)")
+    ap.add_argument("--sparsity", type=float, default=0.0,
+                    help="prune before quantization: in each layer at --prune-bits bits, the floor(n x sparsity) "
+                         "weights of smallest |w| (ties to the lower index) get level 0 (ccq quantize --sparsity F "
+                         "--prune before)")
+    ap.add_argument("--prune-bits", type=int, default=0)
     a = ap.parse_args()
     for role, p in (("QMODEL", a.qmodel), ("DATA", a.data)):
         if not os.path.isfile(p):
@@ -199,7 +208,16 @@ def run(a, tmp):
                     f[f"nodes/{nd['key']}"].attrs["act_scale"] = np.full(old_scale.shape, s_in * float(sc.max()),
                                                                         dtype=old_scale.dtype)
             else:
-                lev = torch.cat([gptq(w, h, s, qmax, not a.no_act_order, a.damp) for w, h, s in part])
+                mask = None
+                if a.sparsity > 0 and int(nd["bits"]) == a.prune_bits:
+                    wf = np.abs(f[f"nodes/{nd['key']}/weight"][...].astype(np.float32).reshape(-1))
+                    k = wf.size * round(a.sparsity * 1000) // 1000
+                    m = np.zeros(wf.size, dtype=bool)
+                    m[np.argsort(wf, kind="stable")[:k]] = True
+                    mask = torch.from_numpy(m.reshape(W.shape[0], -1))
+                lev = torch.cat([gptq(w, h, s, qmax, not a.no_act_order, a.damp,
+                                      mask=None if mask is None else mask[g * r:(g + 1) * r])
+                                 for g, (w, h, s) in enumerate(part)])
             old = f[f"nodes/{nd['key']}/levels"][...]
             new = lev.reshape(old.shape).numpy().astype(np.int8)
             changed += int((new != old).sum())

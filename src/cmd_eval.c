@@ -16,6 +16,7 @@
 #include "ccq/h5io.h"
 #include "ccq/model.h"
 #include "ccq/outpath.h"
+#include "ccq/prune.h"
 #include "ccq/qnet.h"
 #include "ccq/quant.h"
 
@@ -26,7 +27,7 @@ typedef struct {
     const char *save_logits;
     const char *out;
     long long limit, mb;
-    int is_float, json, wbits_given, init_given, levels_given, act_zeros;
+    int is_float, json, wbits_given, init_given, levels_given, act_zeros, prune_given;
     const char *budget;  /* quantize --budget: BYTES or wB */
     alloc_config ac;     /* its widths, images, generations, seed */
     int alloc_given;     /* any of --widths --alloc-images --alloc-gens --seed */
@@ -195,6 +196,29 @@ static ccq_status parse(const char *cmd, int argc, char **argv, eval_args *a, in
                 if ((st = cmd_parse_int(cmd, s, v, 0, INT32_MAX, &n, err))) return st;
                 a->ac.seed = (uint64_t)n;
             }
+        } else if (strcmp(cmd, "quantize") == 0 && (strcmp(s, "--sparsity") == 0 || strcmp(s, "--prune") == 0)) {
+            if (i + 1 >= argc) return ccq_fail(err, CCQ_ERR_USAGE, "%s: %s needs a value", cmd, s);
+            const char *v = argv[++i];
+            if (strcmp(s, "--prune") == 0) {
+                if (strcmp(v, "before") && strcmp(v, "after"))
+                    return ccq_fail(err, CCQ_ERR_USAGE, "%s: --prune must be before or after, got '%s'", cmd, v);
+                a->qc.prune_after = strcmp(v, "after") == 0;
+                a->prune_given = 1;
+                continue;
+            }
+            /* a fraction in [0, 1) with at most three decimals, as per mille */
+            int pm = 0, nd = 0;
+            const char *p = v;
+            if (p[0] == '0' && p[1] == '.') {
+                for (p += 2; *p >= '0' && *p <= '9' && nd < 3; p++, nd++) pm = pm * 10 + (*p - '0');
+                for (int k = nd; k < 3; k++) pm *= 10;
+            } else if (p[0] == '0') {
+                p++, nd = 1;
+            }
+            if (!nd || *p)
+                return ccq_fail(err, CCQ_ERR_USAGE, "%s: --sparsity needs a fraction in [0, 1) with at most three "
+                                "decimals, got '%s'", cmd, v);
+            a->qc.sparsity_pm = pm;
         } else if (strcmp(s, "--float") == 0) {
             a->is_float = 1;
         } else if (strcmp(s, "--json") == 0) {
@@ -233,6 +257,13 @@ static ccq_status parse(const char *cmd, int argc, char **argv, eval_args *a, in
     if (a->budget && a->wbits_given)
         return ccq_fail(err, CCQ_ERR_USAGE, "%s: --budget and --wbits exclude each other (--widths lists the widths "
                         "the budget may give each layer)", cmd);
+    if (a->prune_given && !a->qc.sparsity_pm)
+        return ccq_fail(err, CCQ_ERR_USAGE, "%s: --prune needs --sparsity above 0", cmd);
+    if (a->qc.sparsity_pm && a->budget)
+        return ccq_fail(err, CCQ_ERR_USAGE, "%s: --sparsity and --budget exclude each other", cmd);
+    if (a->qc.sparsity_pm && a->qc.level_rule == QUANT_LEVELS_LEARNED)
+        return ccq_fail(err, CCQ_ERR_USAGE, "%s: --sparsity needs uniform levels (a learned codebook need not hold "
+                        "zero)", cmd);
     if (a->alloc_given && !a->budget)
         return ccq_fail(err, CCQ_ERR_USAGE, "%s: --widths, --alloc-images, --alloc-gens and --seed need --budget", cmd);
     if (a->init_given && !a->wbits_given && !a->budget)
@@ -550,6 +581,11 @@ ccq_status cmd_quantize(int argc, char **argv, ccq_err *err)
                "  --alloc-images N      train images of the allocation's fitness, a seeded sample (default 2048)\n"
                "  --alloc-gens N        EDA generations of 16 allocations (default 24; 0: the knapsack's answer)\n"
                "  --seed S              the sample's and the EDA's seed (default 1)\n"
+               "  --sparsity F          weight pruning: at least a fraction F (0 to 0.999) of each B-bit layer's\n"
+               "                        levels zero, by magnitude; uniform levels only\n"
+               "  --prune before|after  before (default): the smallest float weights are zeroed before the levels\n"
+               "                        are chosen (GPTQ keeps them zero and compensates their error); after:\n"
+               "                        the levels with the smallest real magnitude are zeroed after\n"
                "environment (GPTQ's speed and memory only, never its result): CCQ_GPTQ_THREADS=N forward-pass\n"
                "  threads (default all cores), CCQ_GPTQ_CACHE_MB=M room for layer inputs kept between layers\n"
                "  (default 2048; 0 recomputes each layer's prefix)\n",
@@ -581,6 +617,15 @@ ccq_status cmd_quantize(int argc, char **argv, ccq_err *err)
         else if (!st)
             printf("quantize: wrote %s (w%da8, %d nodes after folding, init %s)\n", a.out, a.qc.wbits, qm.n_nodes,
                    gptq_start_name(a.init));
+        if (!st && a.qc.sparsity_pm) {
+            int64_t nw = 0, nz = 0;
+            for (int i = 0; i < qm.n_nodes; i++)
+                if (qm.nodes[i].levels && qm.nodes[i].bits == a.qc.wbits)
+                    nw += qm.nodes[i].n_weight, nz += prune_zeros(&qm.nodes[i]);
+            printf("quantize: pruned %s: %lld of %lld levels of the w%d layers zero (%.2f%%; at least %.1f%% asked)\n",
+                   a.qc.prune_after ? "after" : "before", (long long)nz, (long long)nw, a.qc.wbits,
+                   nw ? 100.0 * (double)nz / (double)nw : 0.0, a.qc.sparsity_pm / 10.0);
+        }
         model_free(&qm);
     }
     model_free(&fm);

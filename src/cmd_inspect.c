@@ -11,6 +11,7 @@
 #include "ccq/data.h"
 #include "ccq/h5io.h"
 #include "ccq/model.h"
+#include "ccq/prune.h"
 
 static void shape_str(char *buf, size_t n, model_shape s)
 {
@@ -81,6 +82,14 @@ static void inspect_model(const model *m)
         for (int i = 0; i < m->n_nodes; i++) wb += model_node_weight_bytes(&m->nodes[i]);
         printf("deployed   %lld bytes (%lld of weight levels and codebooks; scales, biases and activation "
                "parameters the rest)\n", (long long)model_deployed_bytes(m), (long long)wb);
+        int64_t nw = 0, nz = 0;
+        int nt = 0;
+        for (int i = 0; i < m->n_nodes; i++) {
+            if (m->nodes[i].levels) nw += m->nodes[i].n_weight, nz += prune_zeros(&m->nodes[i]);
+            nt += m->nodes[i].act_thresh > 0;
+        }
+        printf("sparsity   %lld of %lld weight levels zero (%.2f%%); %d nodes with an activation threshold\n",
+               (long long)nz, (long long)nw, nw ? 100.0 * (double)nz / (double)nw : 0.0, nt);
     }
 }
 

@@ -41,6 +41,7 @@
 #include "ccq/fnet.h"
 #include "ccq/lq.h"
 #include "ccq/op.h"
+#include "ccq/prune.h"
 #include "ccq/qnet.h"
 
 /* Columns of the Hessian's row buffer per dsyrk call: the images of one chunk. */
@@ -54,6 +55,8 @@ void gptq_config_default(gptq_config *c)
     c->block = 128;
     c->scale_search = 0;
     c->float_inputs = 0;
+    c->sparsity_pm = 0;
+    c->prune_bits = 0;
     c->threads = 0;
 }
 
@@ -186,6 +189,7 @@ typedef struct {
     const int8_t *cb;
     int ncodes;
     int wmax;
+    const uint8_t *mask; /* [rows][K], original column order: 1 = pruned, level 0 (NULL: none) */
 } level_set;
 
 /* gptq.py's gptq() for the per-row scales s: levels into q [rows][K], original column order. */
@@ -208,7 +212,9 @@ static void solve(const prep *p, const double *W, int rows, const double *s, con
             const int pj = p->perm[j];
             for (int r = 0; r < rows; r++) {
                 double v;
-                if (ls->cb) {
+                if (ls->mask && ls->mask[(size_t)r * K + pj]) {
+                    v = 0.0;
+                } else if (ls->cb) {
                     const int8_t *cb = ls->cb + (size_t)r * ls->ncodes;
                     v = cb[lq_nearest(cb, ls->ncodes, w[r] / s[r])];
                 } else {
@@ -277,14 +283,14 @@ static ccq_status layer_levels(const double *W, const double *H, int rows, int K
 ccq_status gptq_layer(const double *W, const double *H, int rows, int K, const double *s, int qmax,
                       const gptq_config *c, int8_t *q, ccq_err *err)
 {
-    const level_set ls = {NULL, 0, qmax};
+    const level_set ls = {NULL, 0, qmax, NULL};
     return layer_levels(W, H, rows, K, s, &ls, c, q, err);
 }
 
 ccq_status gptq_layer_codebook(const double *W, const double *H, int rows, int K, const double *s,
                                const int8_t *cb, int ncodes, const gptq_config *c, int8_t *q, ccq_err *err)
 {
-    const level_set ls = {cb, ncodes, 0}; /* wmax: only the scale search reads it */
+    const level_set ls = {cb, ncodes, 0, NULL}; /* wmax: only the scale search reads it */
     return layer_levels(W, H, rows, K, s, &ls, c, q, err);
 }
 
@@ -652,6 +658,12 @@ ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gpt
         double *s0 = ccq_malloc(sizeof(double) * (size_t)rows), *s = ccq_malloc(sizeof(double) * (size_t)rows);
         double *bias_lv = ccq_malloc(sizeof(double) * (size_t)rows);
         int8_t *q = ccq_malloc((size_t)rows * (size_t)K);
+        /* pruned before quantization (prune.h): from this layer's own float weights, not yet replaced */
+        uint8_t *mask = NULL;
+        if (c->sparsity_pm && nd->bits == c->prune_bits && !nd->codebook) {
+            mask = ccq_malloc((size_t)nd->n_weight);
+            prune_mask(nd, c->sparsity_pm, mask);
+        }
         const int src = nd->in[0];
         const double s_in = src < 0 ? work.in_scale : work.nodes[src].act_scale;
         double s_max = 0; /* the largest scale chosen, in double (gptq.py: sc.max()) */
@@ -671,7 +683,7 @@ ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gpt
             solve_buf b;
             solve_buf_init(&b, rows, K, c->block);
             const level_set ls = {nd->codebook ? nd->codebook + (size_t)o0 * model_ncodes(nd) : NULL,
-                                  nd->codebook ? model_ncodes(nd) : 0, wmax};
+                                  nd->codebook ? model_ncodes(nd) : 0, wmax, mask ? mask + (size_t)o0 * K : NULL};
             if (c->scale_search) {
                 solve_scales(&p, W, H[g], rows, s0, &ls, c->block, bias_lv, &b, q, s);
             } else {
@@ -701,7 +713,7 @@ ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gpt
         r.layers++;
         r.weights += nd->n_weight;
         for (int g = 0; g < groups; g++) ccq_free(H[g]);
-        ccq_free(H), ccq_free(W), ccq_free(s0), ccq_free(s), ccq_free(bias_lv), ccq_free(q);
+        ccq_free(H), ccq_free(W), ccq_free(s0), ccq_free(s), ccq_free(bias_lv), ccq_free(q), ccq_free(mask);
     }
     fwd_free(&fwd);
     blas_single_leave(blas_threads);
@@ -761,17 +773,40 @@ ccq_status gptq_start(const model *fm, const data_split *train, const quant_conf
     memset(cand, 0, sizeof cand);
     gptq_report reps[3];
     memset(reps, 0, sizeof reps);
+    if (qc->sparsity_pm && qc->level_rule == QUANT_LEVELS_LEARNED)
+        return ccq_fail(err, CCQ_ERR_USAGE, "%s: weight pruning needs uniform levels (a learned codebook need not hold "
+                        "zero)", fm->path);
     ccq_status st = quant_model(fm, train, qc, &cand[0], err);
     if (st) return st;
     gptq_config gc;
     gptq_config_default(&gc);
     gc.calib_images = qc->calib_images;
+    /* pruning (prune.h): the layers at qc->wbits on the uniform grid; before: masked in the RTN
+     * levels and in GPTQ's, after: applied to each candidate below */
+    const int prune = qc->sparsity_pm > 0;
+    if (prune && !qc->prune_after) {
+        gc.sparsity_pm = qc->sparsity_pm, gc.prune_bits = qc->wbits;
+        for (int i = 0; i < cand[0].n_nodes; i++) {
+            model_node *nd = &cand[0].nodes[i];
+            if (!nd->levels || nd->codebook || nd->bits != qc->wbits) continue;
+            uint8_t *mask = ccq_malloc((size_t)nd->n_weight);
+            prune_mask(nd, qc->sparsity_pm, mask);
+            for (int64_t w = 0; w < nd->n_weight; w++)
+                if (mask[w]) nd->levels[w] = 0;
+            ccq_free(mask);
+        }
+    }
     for (int k = GPTQ_START_GPTQ; k <= GPTQ_START_GPTQ_SCALE && !st; k++) {
         if ((int)kind != k && kind != GPTQ_START_AUTO) continue;
         model_copy(&cand[k], &cand[0]);
         gc.scale_search = k == GPTQ_START_GPTQ_SCALE;
         st = gptq_run(&cand[k], train, &gc, &reps[k], err);
     }
+    for (int k = 0; k < 3 && !st && prune && qc->prune_after; k++)
+        for (int i = 0; cand[k].nodes && i < cand[k].n_nodes; i++) {
+            model_node *nd = &cand[k].nodes[i];
+            if (nd->levels && !nd->codebook && nd->bits == qc->wbits) prune_levels(nd, qc->sparsity_pm);
+        }
     int chosen = kind == GPTQ_START_AUTO ? GPTQ_START_RTN : (int)kind;
     if (!st && kind == GPTQ_START_AUTO) {
         in.n_train = train->n;

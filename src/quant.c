@@ -24,6 +24,8 @@ void quant_config_default(quant_config *c)
     c->percentile = 99.99;
     c->w_rule = QUANT_W_MAXABS;
     c->level_rule = QUANT_LEVELS_UNIFORM;
+    c->sparsity_pm = 0;
+    c->prune_after = 0;
 }
 
 ccq_status quant_multiplier(double M, int32_t *m0, int *shift)

@@ -44,6 +44,10 @@ ap.add_argument("--calib", type=int, default=1024)
 ap.add_argument("--bar", type=float, default=0.999)
 ap.add_argument("--threads", action="store_true")
 ap.add_argument("--grouped", action="store_true")
+ap.add_argument("--sparsity", default=None,
+                help="both sides prune before quantization (ccq quantize --sparsity F --prune before, gptq.py "
+                     "--sparsity F): the same fraction of identical levels, every masked level zero, the layer at "
+                     "least that sparse")
 a = ap.parse_args()
 ccq = ccq_binary()
 script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "gptq.py")
@@ -107,10 +111,27 @@ with tempfile.TemporaryDirectory() as d:
             label = f"w{b} {init}"
             c_path, py_path = os.path.join(d, f"c_{init}{b}.h5"), os.path.join(d, f"py_{init}{b}.h5")
             env = dict(os.environ, CCQ_GPTQ_THREADS="2")
+            prune_c = ["--sparsity", a.sparsity, "--prune", "before"] if a.sparsity else []
+            prune_py = ["--sparsity", a.sparsity, "--prune-bits", str(b)] if a.sparsity else []
             rc, so, se = run([ccq, "quantize", a.model, "--data", a.data, "--wbits", str(b), "--calib", str(a.calib),
-                              "--init", init, "-o", c_path], env=env)
-            t.check(f"{label}: ccq quantize --init {init}", rc == 0, se)
-            rc, so, se = run([sys.executable, script, rtn, a.data, py_path, "--calib", str(a.calib), *flags])
+                              "--init", init, "-o", c_path, *prune_c], env=env)
+            t.check(f"{label}: ccq quantize --init {init} {' '.join(prune_c)}", rc == 0, se)
+            if a.sparsity and rc == 0:
+                pm = round(float(a.sparsity) * 1000)
+                with h5py.File(c_path, "r") as fc, h5py.File(rtn, "r") as fr:
+                    for k in sorted(fc["nodes"], key=int):
+                        g = fc["nodes"][k]
+                        if "levels" not in g or int(g.attrs["bits"]) != b:
+                            continue
+                        w = np.abs(fr["nodes"][k]["weight"][...].astype(np.float32).reshape(-1))
+                        n = w.size * pm // 1000
+                        masked = np.argsort(w, kind="stable")[:n]
+                        lev = g["levels"][...].reshape(-1)
+                        t.check(f"{label}: node {k}: the {n} smallest float weights at level 0",
+                                bool((lev[masked] == 0).all()), f"{int((lev[masked] != 0).sum())} not zero")
+                        t.check(f"{label}: node {k}: at least {pm / 10}% zero", int((lev == 0).sum()) >= n)
+            rc, so, se = run([sys.executable, script, rtn, a.data, py_path, "--calib", str(a.calib), *flags,
+                              *prune_py])
             t.check(f"{label}: gptq.py", rc == 0, se)
             if os.path.exists(c_path) and os.path.exists(py_path):
                 compare(label, c_path, py_path, init == "gptq_scale")

@@ -57,6 +57,9 @@ typedef struct {
     int block;         /* columns per lazy-update block (default 128) */
     int scale_search;  /* choose each channel's scale among the GPTQ_N_FACTORS fractions (default 0) */
     int float_inputs;  /* Hessians from the float model's inputs for every layer (default 0: sequential) */
+    int sparsity_pm;   /* pruning before quantization (prune.h): the layers at prune_bits bits (uniform grid)
+                        * keep their prune_mask weights at level 0, their error fed back (default 0: none) */
+    int prune_bits;
     int threads;       /* threads of the forward passes feeding the Hessians; 0 (default): the environment's
                         * CCQ_GPTQ_THREADS, else the online CPUs. Speed only: the results do not depend on it */
 } gptq_config;

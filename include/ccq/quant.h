@@ -46,6 +46,9 @@ typedef struct {
     double percentile;  /* for QUANT_ACT_PERCENTILE, e.g. 99.99 */
     quant_w_rule w_rule; /* the scales of uniform layers (learned ones take lq's) */
     quant_level_rule level_rule; /* of the wbits-wide layers (default uniform) */
+    int sparsity_pm;    /* weight pruning of the wbits-wide layers, per mille (prune.h; default 0: none):
+                         * applied by gptq_start, not quant_model */
+    int prune_after;    /* 0: magnitude of the float weights before the levels, 1: of the levels after */
 } quant_config;
 
 void quant_config_default(quant_config *c);

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""test_prune.py DATA.h5 LENET.h5: weight pruning in `ccq quantize --sparsity F --prune before|after`
+(prune.h). (GPTQ with the mask is checked against scripts/gptq.py by gptq_oracle_pruned.)
+
+On lenet at 4 bits, round-to-nearest:
+  - after: every layer's levels are the unpruned file's with exactly the non-zero levels of
+    smallest |level x wscale| (ties to the lower index) set to zero until floor(n F) are zero,
+    recomputed here from the unpruned file; scales, zero points and everything else unchanged;
+  - before: the floor(n F) weights of smallest float magnitude are zero and every other level is
+    the unpruned one (round-to-nearest of the same weight);
+  - with --first-last-8 the 8-bit layers stay dense; `ccq inspect` reports the zero levels; the
+    same file twice; --sparsity 0 is the unpruned file;
+  - bad values (a fraction of 1 or more, four decimals, not a number, --prune without --sparsity,
+    an unknown order, with learned levels, with --budget, on eval) exit 2, one line, no output."""
+import os
+import re
+import sys
+import tempfile
+
+import h5py
+import numpy as np
+
+from ccqtest import Checks, ccq_binary, run
+
+data, model = sys.argv[1], sys.argv[2]
+ccq = ccq_binary()
+t = Checks("prune")
+BASE = ["--wbits", "4", "--calib", "256"]
+
+
+def quantize(out, *flags):
+    return run([ccq, "quantize", model, "--data", data, "-o", out, *BASE, *flags])
+
+
+def layers(path):
+    with h5py.File(path, "r") as f:
+        return {k: (int(g.attrs["bits"]), g["levels"][...].reshape(-1).astype(np.int64),
+                    g["wscale"][...].astype(np.float64), g["weight"][...].astype(np.float32).reshape(-1))
+                for k, g in f["nodes"].items() if "levels" in g}
+
+
+def rest(path):
+    """Everything but the levels."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            for k, v in obj.attrs.items():
+                out[f"{name}@{k}"] = str(v)
+            if isinstance(obj, h5py.Dataset) and not name.endswith("levels"):
+                out[name] = obj[...].tobytes()
+        f.visititems(visit)
+    return out
+
+
+with tempfile.TemporaryDirectory() as work:
+    P = lambda n: os.path.join(work, n)  # noqa: E731
+    rc, so, se = quantize(P("q.h5"))
+    t.check("quantize w4", rc == 0, se)
+    q = layers(P("q.h5"))
+    for F in ("0.5", "0.9"):
+        pm = round(float(F) * 1000)
+        rc, so, se = quantize(P(f"a{F}.h5"), "--sparsity", F, "--prune", "after")
+        t.check(f"--sparsity {F} --prune after", rc == 0 and "pruned after" in so, se)
+        got = layers(P(f"a{F}.h5"))
+        for k, (bits, lev, ws, w) in q.items():
+            n = lev.size * pm // 1000
+            want = lev.copy()
+            K = lev.size // ws.size
+            need = n - int((lev == 0).sum())
+            if need > 0:
+                nz = np.nonzero(lev)[0]
+                mag = np.abs(lev[nz].astype(np.float64) * ws[nz // K])
+                want[nz[np.lexsort((nz, mag))[:need]]] = 0
+            t.check(f"after {F}: node {k}: the smallest real levels zeroed, the rest unchanged",
+                    np.array_equal(got[k][1], want), f"{int((got[k][1] != want).sum())} differ")
+        t.check(f"after {F}: nothing but levels changed", rest(P(f"a{F}.h5")) == rest(P("q.h5")))
+        rc, so, se = quantize(P(f"b{F}.h5"), "--sparsity", F, "--prune", "before")
+        t.check(f"--sparsity {F} --prune before", rc == 0 and "pruned before" in so, se)
+        got = layers(P(f"b{F}.h5"))
+        for k, (bits, lev, ws, w) in q.items():
+            n = lev.size * pm // 1000
+            masked = np.zeros(lev.size, dtype=bool)
+            masked[np.argsort(np.abs(w), kind="stable")[:n]] = True
+            t.check(f"before {F}: node {k}: the {n} smallest float weights zero, the others round-to-nearest",
+                    bool((got[k][1][masked] == 0).all()) and np.array_equal(got[k][1][~masked], lev[~masked]))
+    rc, so, se = quantize(P("b0.5again.h5"), "--sparsity", "0.5", "--prune", "before")
+    t.check("the same file again", rc == 0 and open(P("b0.5again.h5"), "rb").read() == open(P("b0.5.h5"), "rb").read())
+    rc, so, se = quantize(P("s0.h5"), "--sparsity", "0")
+    t.check("--sparsity 0 is the unpruned file", rc == 0 and open(P("s0.h5"), "rb").read() == open(P("q.h5"), "rb").read())
+    rc, so, se = quantize(P("fl.h5"), "--sparsity", "0.5", "--first-last-8")
+    fl = layers(P("fl.h5")) if rc == 0 else {}
+    t.check("--first-last-8: the 8-bit layers dense, the 4-bit ones pruned",
+            fl and all((l[1] == 0).mean() < 0.5 for l in fl.values() if l[0] == 8)
+            and all((l[1] == 0).mean() >= 0.5 for l in fl.values() if l[0] == 4), se)
+    rc, so, se = run([ccq, "inspect", P("b0.5.h5")])
+    zeros = sum(int((l[1] == 0).sum()) for l in layers(P("b0.5.h5")).values())
+    m = re.search(r"sparsity\s+(\d+) of (\d+) weight levels zero", so)
+    t.check("inspect counts the zero levels", m is not None and int(m.group(1)) == zeros, so[-300:])
+
+    o = P("none.h5")
+    for label, flags, msg in (
+            ("--sparsity 1", ["--sparsity", "1"], "--sparsity needs a fraction"),
+            ("--sparsity four decimals", ["--sparsity", "0.1234"], "--sparsity needs a fraction"),
+            ("--sparsity not a number", ["--sparsity", "half"], "--sparsity needs a fraction"),
+            ("--sparsity negative", ["--sparsity", "-0.5"], "--sparsity needs a fraction"),
+            ("--prune without --sparsity", ["--prune", "after"], "--prune needs --sparsity"),
+            ("--prune unknown", ["--sparsity", "0.5", "--prune", "during"], "--prune must be before or after"),
+            ("--sparsity with learned levels", ["--sparsity", "0.5", "--levels", "learned"], "uniform levels"),
+            ("--sparsity with --budget", ["--sparsity", "0.5", "--budget", "w4"], "exclude each other")):
+        t.refusal(label)
+        cmd = [ccq, "quantize", model, "--data", data, "-o", o, "--calib", "64", *flags]
+        if "--budget" not in flags:
+            cmd += ["--wbits", "4"]
+        rc, so, se = run(cmd)
+        t.check(f"refused: {label}", rc == 2 and msg in se and len(se.strip().splitlines()) == 1
+                and not os.path.exists(o), f"rc {rc}: {se!r}")
+    t.refusal("eval --sparsity")
+    rc, so, se = run([ccq, "eval", model, "--data", data, "--wbits", "4", "--sparsity", "0.5"])
+    t.check("eval --sparsity refused", rc == 2 and "--sparsity" in se, f"rc {rc}: {se!r}")
+t.finish()
