@@ -63,6 +63,9 @@ static score eval_joint(ctx *x, const int *st, int64_t *z)
     return r;
 }
 
+/* Whether s keeps the bound: at least bound->correct correct predictions, at most bound->fit. */
+static int within(const score *s, const score *bound) { return s->correct >= bound->correct && s->fit <= bound->fit; }
+
 /* Step 1: every layer alone at every ladder value, from a prefix cache. */
 static void sensitivity(ctx *x)
 {
@@ -149,6 +152,7 @@ ccq_status actprune_search(model *m, const actprune_config *c, const data_split 
     memcpy(zbest, z, sizeof(int64_t) * (size_t)L);
     r->max_drop = (int64_t)c->max_drop_bp * sample.n / 10000;
     const int64_t floor_correct = s0.correct - r->max_drop;
+    const score bound = {s0.correct - r->max_drop, c->max_xent_bp ? s0.fit + s0.fit * c->max_xent_bp / 10000 : INT64_MAX, 0};
 
     /* step 1 */
     sensitivity(&x);
@@ -187,7 +191,7 @@ ccq_status actprune_search(model *m, const actprune_config *c, const data_split 
         }
         const score s = eval_joint(&x, cand, z);
         r->evals++;
-        if (s.correct >= floor_correct) {
+        if (within(&s, &bound)) {
             lo = mid;
             best = s;
             memcpy(stp, cand, sizeof(int) * (size_t)L);
@@ -207,7 +211,7 @@ ccq_status actprune_search(model *m, const actprune_config *c, const data_split 
             cand[l]++;
             const score s = eval_joint(&x, cand, z);
             r->evals++;
-            if (s.correct >= floor_correct && s.zeros > best.zeros) {
+            if (within(&s, &bound) && s.zeros > best.zeros) {
                 best = s;
                 stp[l]++;
                 memcpy(zbest, z, sizeof(int64_t) * (size_t)L);

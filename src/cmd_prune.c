@@ -18,7 +18,8 @@
 
 static void usage(void)
 {
-    printf("usage: ccq prune-act Q.h5 --data DATA.h5 -o OUT.h5 [--max-drop P] [--images N] [--rounds R] [--seed S]\n"
+    printf("usage: ccq prune-act Q.h5 --data DATA.h5 -o OUT.h5 [--max-drop P] [--max-xent-rise R] [--images N]\n"
+           "                     [--rounds R] [--seed S]\n"
            "  activation pruning: a threshold per node with its own output scale (conv, linear, add, ...);\n"
            "  an output level within the threshold of its zero point becomes the zero point. The\n"
            "  thresholds (0,1,2,3,4,6,8,12,...,255) that zero the most activations while the integer\n"
@@ -27,6 +28,9 @@ static void usage(void)
            "  (bisected), optionally a greedy ascent. Thresholds already in Q.h5 are replaced. The bound\n"
            "  holds on the sample; unseen images, which the network fits worse, lose more.\n"
            "  --max-drop P   accuracy points the sample may lose (default 0.3; 0 to 100, two decimals)\n"
+           "  --max-xent-rise R  also at most R percent more cross-entropy on the sample (default: no such\n"
+           "                 bound); training images a network fits well lose little accuracy where unseen\n"
+           "                 ones lose more, while their cross-entropy already rises\n"
            "  --images N     train images sampled (default 4096)\n"
            "  --rounds R     rounds of a greedy ascent after the bisection (default 0: none; it spends the\n"
            "                 bound on the sample for few more zeros and loses more on unseen images)\n"
@@ -34,8 +38,8 @@ static void usage(void)
            "  then: ccq eval OUT.h5 --data DATA.h5 --act-zeros (per node: threshold, zeros on the test split)\n");
 }
 
-/* "0.3" -> 30 (hundredths of a point), 0..10000; at most two decimals. */
-static ccq_status parse_points(const char *s, int *bp, ccq_err *err)
+/* "0.3" -> 30 (hundredths), 0..10000; at most two decimals. */
+static ccq_status parse_hundredths(const char *flag, const char *s, int *bp, ccq_err *err)
 {
     int whole = 0, frac = 0, nf = 0, nd = 0;
     const char *p = s;
@@ -44,8 +48,8 @@ static ccq_status parse_points(const char *s, int *bp, ccq_err *err)
         for (p++; *p >= '0' && *p <= '9' && nf < 2; p++, nf++) frac = frac * 10 + (*p - '0');
     if (nf == 1) frac *= 10;
     if (!nd || *p || whole * 100 + frac > 10000)
-        return ccq_fail(err, CCQ_ERR_USAGE, "prune-act: --max-drop needs points of accuracy in [0, 100] with at most two "
-                        "decimals, got '%s'", s);
+        return ccq_fail(err, CCQ_ERR_USAGE, "prune-act: %s needs a number in [0, 100] with at most two decimals, got "
+                        "'%s'", flag, s);
     *bp = whole * 100 + frac;
     return CCQ_OK;
 }
@@ -67,7 +71,8 @@ ccq_status cmd_prune_act(int argc, char **argv, ccq_err *err)
             mpath = s;
             continue;
         }
-        if (strcmp(s, "--data") && strcmp(s, "-o") && strcmp(s, "--max-drop") && strcmp(s, "--images") &&
+        if (strcmp(s, "--data") && strcmp(s, "-o") && strcmp(s, "--max-drop") && strcmp(s, "--max-xent-rise") &&
+            strcmp(s, "--images") &&
             strcmp(s, "--rounds") && strcmp(s, "--seed"))
             return ccq_fail(err, CCQ_ERR_USAGE, "prune-act: unknown option '%s' (see ccq prune-act --help)", s);
         if (i + 1 >= argc) return ccq_fail(err, CCQ_ERR_USAGE, "prune-act: %s needs a value", s);
@@ -75,7 +80,8 @@ ccq_status cmd_prune_act(int argc, char **argv, ccq_err *err)
         long long n;
         if (!strcmp(s, "--data")) data = v;
         else if (!strcmp(s, "-o")) out = v;
-        else if (!strcmp(s, "--max-drop")) { if ((st = parse_points(v, &c.max_drop_bp, err))) return st; }
+        else if (!strcmp(s, "--max-drop")) { if ((st = parse_hundredths(s, v, &c.max_drop_bp, err))) return st; }
+        else if (!strcmp(s, "--max-xent-rise")) { if ((st = parse_hundredths(s, v, &c.max_xent_bp, err))) return st; }
         else if (!strcmp(s, "--images")) {
             if ((st = cmd_parse_int("prune-act", s, v, 1, 1 << 24, &n, err))) return st;
             c.images = (int)n;
@@ -106,9 +112,10 @@ ccq_status cmd_prune_act(int argc, char **argv, ccq_err *err)
     actprune_report r;
     if (!(st = actprune_search(&m, &c, &train, &r, err))) {
         const double n = r.n_images;
-        printf("prune-act: %d nodes, %d train images (seed %llu), bound: at most %lld fewer correct (%.2f points), "
-               "greedy rounds at most %d\n",
-               r.n_layers, r.n_images, (unsigned long long)c.seed, (long long)r.max_drop, c.max_drop_bp / 100.0, c.rounds);
+        printf("prune-act: %d nodes, %d train images (seed %llu), bound: at most %lld fewer correct (%.2f points)",
+               r.n_layers, r.n_images, (unsigned long long)c.seed, (long long)r.max_drop, c.max_drop_bp / 100.0);
+        if (c.max_xent_bp) printf(" and %.2f%% more cross-entropy", c.max_xent_bp / 100.0);
+        printf(", greedy rounds at most %d\n", c.rounds);
         printf("prune-act: node, output levels per image, zeros without a threshold, the largest threshold alone "
                "within the bound and its zeros, the threshold chosen and its zeros\n");
         for (int l = 0; l < r.n_layers; l++) {

@@ -11,7 +11,8 @@ On lenet at w4 (round-to-nearest):
     the zero point the reference counts;
   - the bound holds: on a data file whose train split is 1,000 images (the sample is then the
     whole split), the pruned model loses at most floor(P x 1000 / 100) correct predictions there
-    against the unpruned one; with a bound of 0 it loses none; the greedy ascent (--rounds 4)
+    against the unpruned one; with a bound of 0 it loses none; with --max-xent-rise 1 its
+    cross-entropy there (float, from the logits) rises at most 1%; the greedy ascent (--rounds 4)
     starts from the default's answer, gains zeros and keeps the bound;
   - a search from the pruned file keeps the thresholds and is identical on 1 and 2 ranks;
   - bad thresholds in a file (out of range, on the logits, on a node without its own scale, in a
@@ -137,6 +138,23 @@ with tempfile.TemporaryDirectory() as work:
                 f"rc {rc} {se} {c0} -> {c}")
         if drop != "0":
             t.check(f"--max-drop {drop}: thresholds set", n_th >= 1, f"{thresholds(out)}")
+    def train_xent(q):
+        lg = q + ".train.h5"
+        rc, so, se = run([ccq, "eval", q, "--data", small, "--split", "train", "--save-logits", lg])
+        if rc:
+            return None
+        with h5py.File(lg, "r") as f, h5py.File(small, "r") as d:
+            z = f["logits"][...].astype(np.float64)
+            y = d["train/labels"][...]
+        z -= z.max(1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(len(y)), y]))
+
+    x0 = train_xent(P("q.h5"))
+    rc, so, se = run([ccq, "prune-act", P("q.h5"), "--data", small, "--images", "5000", "--max-drop", "2.5",
+                      "--max-xent-rise", "1", "-o", P("x1.h5")])
+    x1 = train_xent(P("x1.h5")) if rc == 0 else None
+    t.check("--max-xent-rise 1: the sample's cross-entropy (float, from the logits) rises at most 1%",
+            x1 is not None and x1 <= x0 * 1.01 + 1e-4 and "1.00% more cross-entropy" in so, f"{x0} -> {x1}: {se}")
     zr = lambda s: [float(x) for x in re.findall(r"([0-9.]+)%", s.split("prune-act: zeros ")[1].split(";")[0])]
     rc, so, se = run([ccq, "prune-act", P("q.h5"), "--data", small, "--images", "5000", "--max-drop", "2.5",
                       "-o", P("r0.h5")])
@@ -189,6 +207,8 @@ with tempfile.TemporaryDirectory() as work:
             ("--max-drop above 100", [P("q.h5"), "--data", data, "-o", o, "--max-drop", "101"], 2, "--max-drop"),
             ("--max-drop not a number", [P("q.h5"), "--data", data, "-o", o, "--max-drop", "x"], 2, "--max-drop"),
             ("--max-drop negative", [P("q.h5"), "--data", data, "-o", o, "--max-drop", "-1"], 2, "--max-drop"),
+            ("--max-xent-rise not a number", [P("q.h5"), "--data", data, "-o", o, "--max-xent-rise", "lots"], 2,
+             "--max-xent-rise"),
             ("--images 0", [P("q.h5"), "--data", data, "-o", o, "--images", "0"], 2, "--images"),
             ("--rounds -1", [P("q.h5"), "--data", data, "-o", o, "--rounds", "-1"], 2, "--rounds"),
             ("unknown flag", [P("q.h5"), "--data", data, "-o", o, "--bogus", "1"], 2, "unknown option"),

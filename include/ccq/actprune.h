@@ -8,7 +8,8 @@
  * Objective: the most zero activations (output levels equal to the node's
  * zero point, summed over those nodes) on a keyed sample of train images,
  * subject to at most max_drop_bp / 100 points fewer correct predictions on those images
- * than the same model without thresholds. Any thresholds the model carries
+ * than the same model without thresholds (and, with max_xent_bp, at most that much more
+ * cross-entropy: a bound that moves with confidence, not only with flipped predictions). Any thresholds the model carries
  * are replaced.
  *
  * Three steps, deterministic and integer (fit.h for the cross-entropy):
@@ -43,6 +44,8 @@ typedef struct {
     int images;       /* train images sampled (default 4096) */
     int max_drop_bp;  /* accuracy on them the result may lose, in 1/100 of a point (default 30: 0.3
                        * points); floor(max_drop_bp * images / 10000) correct predictions */
+    int max_xent_bp;  /* 0 (default): no such bound; else also at most max_xent_bp / 100 percent more
+                       * cross-entropy on the sample than without thresholds */
     int rounds;       /* step 3's rounds (default 0: step 2's answer) */
     uint64_t seed;
 } actprune_config;
