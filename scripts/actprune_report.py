@@ -87,11 +87,14 @@ else:
 open(a.out_md, "w").write("\n".join(md) + "\n")
 
 fig, ax = plt.subplots(1, 2, figsize=(13, 4.6), gridspec_kw={"width_ratios": [1, 1.6]})
+at = {}  # runs that land on the same point share one label
 for r in runs:
     mk = "s" if r["rounds0"] else "o"
-    ax[0].plot(100 * r["ev"]["act_zero_fraction"], loss(r), mk, color="C1" if r["rounds0"] else "C0")
-    ax[0].annotate(r["label"], (100 * r["ev"]["act_zero_fraction"], loss(r)), fontsize=7, xytext=(4, 2),
-                   textcoords="offset points")
+    xy = (round(100 * r["ev"]["act_zero_fraction"], 4), round(loss(r), 4))
+    ax[0].plot(*xy, mk, color="C1" if r["rounds0"] else "C0")
+    at.setdefault(xy, []).append(r["label"])
+for xy, labels in at.items():
+    ax[0].annotate("\n".join(labels), xy, fontsize=6, xytext=(4, 2), textcoords="offset points")
 ax[0].plot(100 * base["act_zero_fraction"], 0.0, "k^")
 ax[0].annotate("unpruned", (100 * base["act_zero_fraction"], 0.0), fontsize=7, xytext=(4, 2), textcoords="offset points")
 ax[0].axhline(a.max_loss, color="grey", ls="--", lw=0.8)
