@@ -1070,10 +1070,45 @@ class QDQ:
             raise ConvertError(f"{node_label(n)}: scale {s} must be finite and positive")
         return s, int(z.reshape(-1)[0]) if z is not None else 0
 
+    def match_prune(self, cast, to, src, used_by):
+        """ccq's activation pruning on the uint8 tensor q = cast.input[0] (`ccq export`, act_thresh):
+        Where(Less(d, t), zp, q) with d = Cast(q, int32), or |Cast(q) - zp| through Sub and Abs, and zp
+        the tensor's own zero point. Returns (the nodes after the Cast, the Where, t) or None."""
+        q = cast.input[0]
+        one = lambda name: used_by.get(name, [])[0] if len(used_by.get(name, [])) == 1 else None  # noqa: E731
+        if to != self.onnx.TensorProto.INT32:
+            return None
+        nxt, group, zp = one(cast.output[0]), [], 0
+        if nxt is not None and nxt.op_type == "Sub" and nxt.input[0] == cast.output[0]:
+            z = self.arg(nxt, 1)
+            ab = one(nxt.output[0])
+            if z is None or z.size != 1 or ab is None or ab.op_type != "Abs":
+                return None
+            zp, group, nxt = int(z.reshape(-1)[0]), [cast, nxt, ab], one(ab.output[0])
+        else:
+            group = [cast]
+        if nxt is None or nxt.op_type != "Less" or nxt.input[0] != group[-1].output[0]:
+            return None
+        t = self.arg(nxt, 1)
+        wh = one(nxt.output[0])
+        if t is None or t.size != 1 or wh is None or wh.op_type != "Where" or wh.input[0] != nxt.output[0] \
+                or wh.input[2] != q:
+            return None
+        z8 = self.arg(wh, 1)
+        sz = src[q][1]
+        own_zp = sz[1] if sz is not None else None
+        t = int(t.reshape(-1)[0])
+        if z8 is None or z8.dtype != np.uint8 or z8.size != 1 or int(z8.reshape(-1)[0]) != zp or \
+                (own_zp is not None and own_zp != zp) or not 1 <= t <= 255:
+            raise ConvertError(f"{node_label(wh)}: an activation threshold must zero levels within 1..255 of the "
+                               f"tensor's own zero point")
+        return group + [nxt, wh], wh, t
+
     def strip(self):
         """The float graph without its QDQ layer (a new ModelProto)."""
         helper, nh = self.onnx.helper, self.nh
         self.weights, self.biases, self.quant, self.tables = {}, {}, {}, {}
+        self.thresh = {}  # float tensor -> its activation threshold (ccq's prune pattern on its uint8 form)
         src = {}     # uint8 tensor -> (float tensor it stands for, (scale, zp) or None)
         used_by = {}
         for n in self.g.node:
@@ -1141,6 +1176,16 @@ class QDQ:
                 continue
             if n.op_type == "Cast" and n.input[0] in src:
                 to = next((helper.get_attribute_value(a) for a in n.attribute if a.name == "to"), None)
+                pr = self.match_prune(n, to, src, used_by)
+                if pr:
+                    group, where, t = pr
+                    f, sz = src[n.input[0]]
+                    if f in self.thresh:
+                        raise ConvertError(f"{node_label(where)}: '{f}' pruned twice")
+                    self.thresh[f] = t
+                    skip.update(id(g) for g in group)
+                    src[where.output[0]] = (f, sz)
+                    continue
                 g = used_by.get(n.output[0], [])
                 tab = self.arg(g[0], 0) if len(g) == 1 and g[0].op_type == "Gather" else None
                 gax = next((helper.get_attribute_value(a) for a in g[0].attribute if a.name == "axis"), 0) if g else 0
@@ -1186,6 +1231,9 @@ class QDQ:
                 tensors.setdefault(conv.remap[ref[1]], []).append(t)
         own = []
         for k, nd in enumerate(nodes):
+            th = {self.thresh[t] for t in tensors.get(k, []) if t in self.thresh}
+            if th:
+                nd["act_thresh"] = th.pop()
             qs = {self.quant[t] for t in tensors.get(k, []) if t in self.quant}
             if len(qs) > 1:
                 raise ConvertError(f"node '{nd['name']}' ({nd['op']}): its output is quantized at {sorted(qs)}: "
@@ -1218,6 +1266,8 @@ class QDQ:
                         prod["attrs"]["clip"] = [np.float32(nd["attrs"]["min"]), np.float32(nd["attrs"]["max"])]
                     prod["q"] = own[k]
                     prod["name_out"] = nd["name"]
+                    if nd.get("act_thresh"):
+                        prod["act_thresh"] = nd["act_thresh"]
                     mp[k] = p
                     continue
                 if nd["op"] == "batchnorm" and prod["op"] in ("conv2d", "linear"):
@@ -1406,6 +1456,8 @@ def write(path, name, in_shape, mean, std, nodes, quant=None):
                     g.attrs["relu"] = np.int32(1)
                 g.attrs["act_scale"] = np.float32(nd["act_scale"])
                 g.attrs["act_zp"] = np.int32(nd["act_zp"])
+                if nd.get("act_thresh"):
+                    g.attrs["act_thresh"] = np.int32(nd["act_thresh"])
                 if "bits" in nd:
                     g.attrs["bits"] = np.int32(nd["bits"])
                 for k, v in nd.get("qdata", {}).items():

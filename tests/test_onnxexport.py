@@ -195,7 +195,7 @@ def same_quantized(orig, back):
             p, q = f["nodes"][x], g["nodes"][y]
             if [remap[int(j)] for j in p.attrs["inputs"]] != [int(j) for j in q.attrs["inputs"]]:
                 bad.append(f"{x} inputs")
-            for k in ("op", "shape", "act_scale", "act_zp", "relu", "clip", "bits", "fn", "alpha", "beta"):
+            for k in ("op", "shape", "act_scale", "act_zp", "relu", "clip", "bits", "fn", "alpha", "beta", "act_thresh"):
                 if (k in p.attrs) != (k in q.attrs) or (k in p.attrs and not np.array_equal(p.attrs[k], q.attrs[k])):
                     if k == "relu" and int(p.attrs.get(k, 0)) == int(q.attrs.get(k, 0)):
                         continue
@@ -213,7 +213,8 @@ def roundtrip(work, onnx_path, qpath, ref_int, n, what):
     if rc:
         return
     bad = same_quantized(qpath, back)
-    t.check(f"{what}: levels, scales, zero points, tables, widths and fusions read back as they were", not bad,
+    t.check(f"{what}: levels, scales, zero points, tables, widths, fusions and thresholds read back as they were",
+            not bad,
             f"{bad[:8]}")
     lg = os.path.join(work, "back_logits.h5")
     rc, so, se = run([ccq, "eval", back, "--data", a.data, "--limit", str(n), "--save-logits", lg])
