@@ -11,10 +11,16 @@ the 10,000 test images, never used for any choice):
     each --learned-bits width, the same start rule;
   - every --allocated LABEL=FILE: a model of `ccq quantize --budget` (a width per layer), the
     points joined by one line;
+  - GPTQ with magnitude pruning (the smallest float weights masked, GPTQ compensating: `ccq
+    quantize --init gptq --sparsity F --prune before`) at each --pruned-bits width and each
+    --sparsity fraction, one line per width;
   - every --searched LABEL=FILE: a quantized model file (e.g. a search's output).
 Size of a quantized file: per conv/linear layer ceil(weights x bits / 8) bytes of levels (codes,
 for learned levels), its codebook (2^bits bytes per output channel), a float32 scale and an int32
-bias per output channel; activation scales and zero points (8 bytes per node) are counted too.
+bias per output channel; a layer marked sparse (pruned) counts its sparse storage instead where
+that is smaller: a bitmap (ceil(weights / 8)), the non-zero levels' codes (1 bit at 2 bits, else
+`bits`) and a uint32 row index per output channel, exactly what the C export stores; activation
+scales and zero points (8 bytes per node) are counted too.
 Writes a markdown table (OUT.md: one row per point, with its command) and the plot (OUT.png: the
 uniform and learned starts as lines, each searched model as a marker). The quantized starts live
 in a temporary folder while the script runs."""
@@ -51,7 +57,11 @@ def size_bytes(path):
             bits = int(g.attrs["bits"])
             widths.add(bits)
             cout = g["levels"].shape[0]
-            total += -(-g["levels"].size * bits // 8) + 8 * cout
+            lev = g["levels"][...]
+            dense = -(-lev.size * bits // 8)
+            sparse = -(-lev.size // 8) + -(-int((lev != 0).sum()) * (1 if bits == 2 else bits) // 8) + 4 * cout
+            use = int(g.attrs.get("sparse", 0)) == 1 and "codebook" not in g and sparse < dense
+            total += (sparse if use else dense) + 8 * cout
             if "codebook" in g:
                 total += g["codebook"].size
     return total, sorted(widths)
@@ -78,6 +88,8 @@ def main():
                     help="a model of `ccq quantize --budget` (a width per layer), drawn as one line")
     ap.add_argument("--bits", default="2,3,4,8")
     ap.add_argument("--learned-bits", default="2,3,4")
+    ap.add_argument("--pruned-bits", default="", help="widths of the pruned GPTQ baselines (none by default)")
+    ap.add_argument("--sparsity", default="0.3,0.5,0.7", help="their fractions of zero weights")
     ap.add_argument("--ccq", default="build/ccq")
     a = ap.parse_args()
     name = os.path.splitext(os.path.basename(a.model))[0]
@@ -96,6 +108,15 @@ def main():
                 nbytes, _ = size_bytes(q)
                 rows.append((kind, f"{kind} w{b} ({chosen})", nbytes, accuracy(a.ccq, q, a.data),
                              " ".join(["ccq"] + cmd[1:-2] + ["-o", "Q.h5"])))
+        for b in [int(x) for x in a.pruned_bits.split(",") if x]:
+            for f in a.sparsity.split(","):
+                q = os.path.join(tmp, f"pruned_w{b}_{f}.h5")
+                cmd = [a.ccq, "quantize", a.model, "--data", a.data, "--wbits", str(b), "--init", "gptq",
+                       "--sparsity", f, "--prune", "before", "-o", q]
+                sh(cmd)
+                nbytes, _ = size_bytes(q)
+                rows.append((f"pruned{b}", f"GPTQ w{b}, {f} of the weights pruned before", nbytes,
+                             accuracy(a.ccq, q, a.data), " ".join(["ccq"] + cmd[1:-2] + ["-o", "Q.h5"])))
     for kind, items in (("allocated", a.allocated), ("searched", a.searched)):
         for s in items:
             label, path = s.split("=", 1)
@@ -118,6 +139,10 @@ def main():
         pts = sorted((r[2], r[3]) for r in rows if r[0] == kind)
         if pts:
             ax.plot([p[0] / 1024 for p in pts], [p[1] for p in pts], style, label=f"{kind} levels, start (auto)")
+    for b in [int(x) for x in a.pruned_bits.split(",") if x]:
+        pts = sorted((r[2], r[3]) for r in rows if r[0] == f"pruned{b}")
+        ax.plot([p[0] / 1024 for p in pts], [p[1] for p in pts], "v--",
+                label=f"GPTQ w{b} + magnitude pruning {a.sparsity} (sparse storage)")
     pts = sorted((r[2], r[3]) for r in rows if r[0] == "allocated")
     if pts:
         ax.plot([p[0] / 1024 for p in pts], [p[1] for p in pts], "D-",

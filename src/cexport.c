@@ -139,6 +139,29 @@ static const char *const k_rt[CEXPORT_RT_COUNT] = {
         "    for (k = 0; k < n; k++)\n"
         "        if (y[k] > zp - t && y[k] < zp + t) y[k] = (uint8_t)zp;\n"
         "}\n\n",
+    [CEXPORT_RT_UNPACK_SPARSE] =
+        "#ifndef CQ_FAST\n"
+        "/* n levels of a sparse layer from bit `bit` of the bitmap nz: 0 where the bit is clear, else the\n"
+        " * next code of w from code index `code` (1 bit at 2 bits: 0 is -1, 1 is +1; else `bits` bits:\n"
+        " * level + qmax below zero, level + qmax - 1 above). */\n"
+        "static void cq_unpack_sparse(const uint8_t *nz, const uint8_t *w, uint32_t bit, uint32_t code, int n, int bits,\n"
+        "                             int8_t *out)\n"
+        "{\n"
+        "    const int qmax = (1 << (bits - 1)) - 1, cw = bits == 2 ? 1 : bits;\n"
+        "    int k, b;\n"
+        "    for (k = 0; k < n; k++, bit++) {\n"
+        "        if (nz[bit >> 3] >> (bit & 7) & 1) {\n"
+        "            uint32_t pos = code++ * (uint32_t)cw;\n"
+        "            int v = 0;\n"
+        "            for (b = 0; b < cw; b++, pos++) v |= (w[pos >> 3] >> (pos & 7) & 1) << b;\n"
+        "            out[k] = (int8_t)(bits == 2 ? 2 * v - 1 : v < qmax ? v - qmax : v - qmax + 1);\n"
+        "        } else {\n"
+        "            out[k] = 0;\n"
+        "        }\n"
+        "    }\n"
+        "}\n"
+        "\n"
+        "#endif\n\n",
 };
 
 static const char k_input_code[] =

@@ -802,10 +802,12 @@ ccq_status gptq_start(const model *fm, const data_split *train, const quant_conf
         gc.scale_search = k == GPTQ_START_GPTQ_SCALE;
         st = gptq_run(&cand[k], train, &gc, &reps[k], err);
     }
-    for (int k = 0; k < 3 && !st && prune && qc->prune_after; k++)
+    for (int k = 0; k < 3 && !st && prune; k++)
         for (int i = 0; cand[k].nodes && i < cand[k].n_nodes; i++) {
             model_node *nd = &cand[k].nodes[i];
-            if (nd->levels && !nd->codebook && nd->bits == qc->wbits) prune_levels(nd, qc->sparsity_pm);
+            if (!nd->levels || nd->codebook || nd->bits != qc->wbits) continue;
+            if (qc->prune_after) prune_levels(nd, qc->sparsity_pm);
+            nd->sparse = 1; /* deployed sparse where that is smaller */
         }
     int chosen = kind == GPTQ_START_AUTO ? GPTQ_START_RTN : (int)kind;
     if (!st && kind == GPTQ_START_AUTO) {

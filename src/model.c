@@ -62,9 +62,24 @@ int model_node_wmax(const model_node *nd)
     return mx;
 }
 
+int model_sparse_code_bits(int bits) { return bits == 2 ? 1 : bits; }
+
+int64_t model_node_sparse_bytes(const model_node *nd)
+{
+    int64_t nnz = 0;
+    for (int64_t w = 0; w < nd->n_weight; w++) nnz += nd->levels[w] != 0;
+    return (nd->n_weight + 7) / 8 + (nnz * model_sparse_code_bits(nd->bits) + 7) / 8 + 4 * (int64_t)nd->shape.c;
+}
+
+int model_node_deployed_sparse(const model_node *nd)
+{
+    return nd->levels && nd->sparse && !nd->codebook && model_node_sparse_bytes(nd) < (nd->n_weight * nd->bits + 7) / 8;
+}
+
 int64_t model_node_weight_bytes(const model_node *nd)
 {
     if (!nd->levels) return 0;
+    if (model_node_deployed_sparse(nd)) return model_node_sparse_bytes(nd);
     const int64_t packed = (nd->n_weight * nd->bits + 7) / 8;
     return packed + (nd->codebook ? (int64_t)nd->shape.c * model_ncodes(nd) : 0);
 }

@@ -59,7 +59,11 @@ static ccq_status load_levels(const op_io *io, const model *m, int rank, const h
     if ((st = op_read_ints(io, "bits", &nd->bits, 1, 2, 8, err))) return st;
     nd->levels = ccq_malloc((size_t)nd->n_weight);
     if ((st = h5io_dset_read(io->f, io->obj, "levels", H5T_NATIVE_INT8, rank, d, -1, nd->levels, err))) return st;
+    int has_sparse;
+    if ((st = h5io_has_attr(io->f, io->obj, "sparse", &has_sparse, err))) return st;
+    if (has_sparse && (st = op_read_ints(io, "sparse", &nd->sparse, 1, 0, 1, err))) return st;
     if (h5io_exists(io->f, io->obj, "codebook")) {
+        if (nd->sparse) return OP_FAIL(io, err, CCQ_ERR_FORMAT, "%s", "sparse = 1 with a codebook (uniform levels only)");
         if ((st = load_codebook(io, err))) return st;
     } else {
         const int qmax = model_qmax(nd->bits);
@@ -153,6 +157,7 @@ static ccq_status weighted_save(const op_io *io, const model *m, int i, ccq_err 
         return st;
     if (!m->quantized) return CCQ_OK;
     if ((st = h5io_write_attr_ints(io->f, io->obj, "bits", &nd->bits, 1, 1, err))) return st;
+    if (nd->sparse && (st = h5io_write_attr_ints(io->f, io->obj, "sparse", &nd->sparse, 1, 1, err))) return st;
     if ((st = h5io_write_dset(io->f, io->obj, "levels", H5T_STD_I8LE, H5T_NATIVE_INT8, rank, d, nd->levels, err)))
         return st;
     hsize_t cd[2] = {(hsize_t)nd->shape.c, nd->codebook ? (hsize_t)model_ncodes(nd) : 0};
@@ -413,12 +418,17 @@ static const char k_conv_code[] =
     "    const int32_t *mult;\n"
     "    const uint8_t *shift;\n"
     "    const int8_t *lut;   /* learned levels: [oc][2^bits] values the codes in w index; 0: uniform */\n"
+    "    const uint8_t *nz;   /* sparse storage: a bit per level, set where it is not zero (w then holds\n"
+    "                          * the non-zero levels' codes only); 0: dense */\n"
+    "    const int32_t *ro;   /* sparse storage: index in w of each output channel's first code */\n"
     "} cq_conv;\n"
     "\n"
     "#ifdef CQ_FAST\n"
     "#define CQ_W(packed, unpacked) 0, unpacked\n"
+    "#define CQ_S(nz, ro) 0, 0\n"
     "#else\n"
     "#define CQ_W(packed, unpacked) packed, 0\n"
+    "#define CQ_S(nz, ro) nz, ro\n"
     "\n"
     "/* n levels from bit `bit` of p: each `bits` bits holding level + 2^(bits-1) - 1, LSB first, or\n"
     " * with a table the code of the level lut[code]. */\n"
@@ -485,8 +495,11 @@ static const char k_conv_code[] =
     "        const int8_t *wo = c->w8 + (long)o * K;\n"
     "#else\n"
     "        const int8_t *wo = cq_wbuf;\n"
-    "        cq_unpack(c->w, (uint32_t)o * (uint32_t)K * (uint32_t)c->bits, K, c->bits,\n"
-    "                  c->lut ? c->lut + ((long)o << c->bits) : 0, cq_wbuf);\n"
+    "        if (c->nz)\n"
+    "            cq_unpack_sparse(c->nz, c->w, (uint32_t)o * (uint32_t)K, (uint32_t)c->ro[o], K, c->bits, cq_wbuf);\n"
+    "        else\n"
+    "            cq_unpack(c->w, (uint32_t)o * (uint32_t)K * (uint32_t)c->bits, K, c->bits,\n"
+    "                      c->lut ? c->lut + ((long)o << c->bits) : 0, cq_wbuf);\n"
     "#endif\n"
     "        for (oy = 0; oy < c->oh; oy++) {\n"
     "            const int iy0 = oy * c->sh - c->pt, yin = iy0 >= 0 && iy0 + (c->kh - 1) * c->dh < c->ih;\n"
@@ -557,6 +570,25 @@ static ccq_status weighted_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err
         const int code = (int)get_bits(packed, (uint64_t)k * (uint64_t)bits, bits);
         CCQ_ASSERT((nd->codebook ? nd->codebook[(k / t->K) * model_ncodes(nd) + code] : code - qmax) == lev[k]);
     }
+    /* sparse storage (model_node_deployed_sparse): the bitmap, the non-zero codes, the row index */
+    const int sparse = model_node_deployed_sparse(nd), cw = model_sparse_code_bits(bits);
+    uint8_t *nz = NULL, *codes = NULL;
+    int32_t *ro = NULL;
+    int64_t nnz = 0;
+    if (sparse) {
+        nz = ccq_calloc((size_t)(n + 7) / 8, 1);
+        codes = ccq_calloc((size_t)(n * cw + 7) / 8 + 1, 1);
+        ro = ccq_malloc(sizeof(int32_t) * (size_t)oc);
+        for (k = 0; k < n; k++) {
+            if (k % t->K == 0) ro[k / t->K] = (int32_t)nnz;
+            if (!lev[k]) continue;
+            put_bits(nz, (uint64_t)k, 1u, 1);
+            const int code = bits == 2 ? (lev[k] > 0) : lev[k] < 0 ? lev[k] + qmax : lev[k] + qmax - 1;
+            put_bits(codes, (uint64_t)nnz * (uint64_t)cw, (unsigned)code, cw);
+            nnz++;
+        }
+        CCQ_ASSERT((n + 7) / 8 + (nnz * cw + 7) / 8 + 4 * (int64_t)oc == model_node_weight_bytes(nd));
+    }
     uint8_t *shift = ccq_malloc((size_t)oc);
     for (int o = 0; o < oc; o++) {
         CCQ_ASSERT(t->shift[o] >= 1 && t->shift[o] <= 62);
@@ -564,8 +596,15 @@ static ccq_status weighted_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err
     }
     cexport_need(x, CEXPORT_RT_CLAMP);
     cexport_need(x, CEXPORT_RT_REQUANT);
+    cexport_need(x, CEXPORT_RT_UNPACK_SPARSE); /* cq_conv_run's sparse rows */
     cexport_code(x, MODEL_OP_CONV2D, k_conv_code);
-    cexport_array(x, i, "w", packed, nbytes, 1, 1, CEXPORT_LEVELS);
+    if (sparse) {
+        cexport_array(x, i, "w", codes, (nnz * cw + 7) / 8 ? (nnz * cw + 7) / 8 : 1, 1, 1, CEXPORT_LEVELS);
+        cexport_array(x, i, "nz", nz, (n + 7) / 8, 1, 1, CEXPORT_LEVELS);
+        cexport_array(x, i, "ro", ro, oc, 4, 0, CEXPORT_LEVELS);
+    } else {
+        cexport_array(x, i, "w", packed, nbytes, 1, 1, CEXPORT_LEVELS);
+    }
     cexport_array(x, i, "w8", lev, n, 1, 0, CEXPORT_LEVELS_FAST);
     cexport_array(x, i, "b", t->bias, oc, 4, 0, CEXPORT_CONST);
     cexport_array(x, i, "m", t->mult, oc, 4, 0, CEXPORT_CONST);
@@ -575,14 +614,16 @@ static ccq_status weighted_cexport(cexport_ctx *x, const qnet *q, int i, ccq_err
         cexport_array(x, i, "lut", nd->codebook, (int64_t)oc * model_ncodes(nd), 1, 0, CEXPORT_CONST);
         snprintf(lut, sizeof lut, "n%d_lut", i);
     }
+    char sp[64] = "0, 0";
+    if (sparse) snprintf(sp, sizeof sp, "CQ_S(n%d_nz, n%d_ro)", i, i);
     cexport_data(x,
                  "static const cq_conv n%d = {%d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d, %d,\n"
-                 "    %d, %d, %d, %d, CQ_W(n%d_w, n%d_w8), n%d_b, n%d_m, n%d_s, %s};\n\n",
+                 "    %d, %d, %d, %d, CQ_W(n%d_w, n%d_w8), n%d_b, n%d_m, n%d_s, %s, %s};\n\n",
                  i, t->ih, t->iw, t->ic, t->oh, t->ow, oc, kh, kw, t->sh, t->sw, t->dh, t->dw, t->pt, t->pl, cig, t->cog,
-                 bits, t->is_logits, t->zp_in, t->zp_out, t->lo, t->hi, i, i, i, i, i, lut);
+                 bits, t->is_logits, t->zp_in, t->zp_out, t->lo, t->hi, i, i, i, i, i, lut, sp);
     cexport_scratch(x, (size_t)t->K);
     cexport_call(x, "cq_conv_run(&n%d, %s, %s);", i, cexport_in(x, i, 0), cexport_out(x, i));
-    ccq_free(packed), ccq_free(lev), ccq_free(shift);
+    ccq_free(packed), ccq_free(lev), ccq_free(shift), ccq_free(nz), ccq_free(codes), ccq_free(ro);
     return CCQ_OK;
 }
 

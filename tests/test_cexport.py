@@ -56,6 +56,8 @@ ap.add_argument("model", nargs="?")
 ap.add_argument("--bits", default="4")
 ap.add_argument("--first-last-8", action="store_true")
 ap.add_argument("--levels", default="uniform", help="quantize with --levels (learned: codes and a codebook table)")
+ap.add_argument("--sparsity", default=None, metavar="F",
+                help="quantize with --sparsity F (weights pruned before GPTQ's rounding, stored sparse where smaller)")
 ap.add_argument("--prune-act", default=None, metavar="P",
                 help="after quantizing, ccq prune-act --max-drop P on 512 train images: activation thresholds "
                      "(at least two nodes must get one) exported with the rest")
@@ -110,12 +112,24 @@ def export_and_check(work, qpath, ref, arm, arm_fast, arm_images):
     t.check("only <stdint.h>, <string.h> and its own header are included", incs <= {"stdint.h", "string.h", "net.h"},
             f"{incs}")
     t.check("no allocation in the generated code", not re.search(r"\b(malloc|calloc|realloc|free)\s*\(", src))
+    want, n_sparse = 0, 0
     with h5py.File(qpath, "r") as f:
-        want = sum(-(-f["nodes"][k]["levels"].size * int(f["nodes"][k].attrs["bits"]) // 8)
-                   for k in f["nodes"] if "levels" in f["nodes"][k])
+        for k in f["nodes"]:
+            g = f["nodes"][k]
+            if "levels" not in g:
+                continue
+            lev, bits = g["levels"][...], int(g.attrs["bits"])
+            dense = -(-lev.size * bits // 8)
+            # sparse storage: bitmap, the non-zero levels' codes (1 bit at 2 bits), a uint32 row index
+            sp = -(-lev.size // 8) + -(-int((lev != 0).sum()) * (1 if bits == 2 else bits) // 8) + 4 * lev.shape[0]
+            use = int(g.attrs.get("sparse", 0)) == 1 and "codebook" not in g and sp < dense
+            n_sparse += use
+            want += sp if use else dense
     m = re.search(r"levels (\d+) \((\d+) weights", so)
-    t.check("levels packed at their widths: bytes = sum of ceil(weights x bits / 8)", m and int(m.group(1)) == want,
-            f"printed {m and m.group(1)}, want {want}")
+    t.check("levels packed at their widths (sparse layers: bitmap, codes, row index): the bytes counted here",
+            m and int(m.group(1)) == want, f"printed {m and m.group(1)}, want {want}")
+    if a.sparsity:
+        t.check("--sparsity: at least one layer stored sparse", n_sparse >= 1, f"{n_sparse}")
     m = re.search(r"activation arena (\d+) \((\d+) without reuse\)", so)
     t.check("the arena is no larger than every tensor apart", m and int(m.group(1)) <= int(m.group(2)), so)
     n = ref.shape[0]
@@ -189,6 +203,8 @@ def quantized_case(work, model, data, bits, fl8, arm, arm_fast):
         cmd += ["--wbits", str(bits)]
     if a.levels != "uniform":
         cmd += ["--levels", a.levels]
+    if a.sparsity:
+        cmd += ["--sparsity", a.sparsity]
     rc, so, se = run(cmd + (["--first-last-8"] if fl8 else []))
     t.check(f"quantize {os.path.basename(model)} w{bits}{' (first/last 8)' if fl8 else ''} {a.levels}", rc == 0, se)
     if rc:

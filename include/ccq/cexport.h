@@ -88,6 +88,7 @@ typedef enum {
     CEXPORT_RT_WINDOW,   /* void cq_window(...): model_window */
     CEXPORT_RT_ADDP,     /* typedef cq_addp (kern_add), uint8_t cq_add_one(a, b, p): kern_add_one */
     CEXPORT_RT_PRUNE,    /* void cq_prune(y, n, zp, t): activation pruning (model.h act_thresh) */
+    CEXPORT_RT_UNPACK_SPARSE, /* void cq_unpack_sparse(...): a row of a sparse layer (conv's; not with CQ_FAST) */
     CEXPORT_RT_COUNT
 } cexport_rt;
 

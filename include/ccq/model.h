@@ -127,6 +127,10 @@ typedef struct {
      * (what the engine multiplies) and a weight's code is its value's index
      * there. NULL: the symmetric uniform grid |levels| <= 2^(bits-1) - 1. */
     int8_t *codebook; /* [Cout][2^bits] or NULL */
+    /* Sparse storage (uniform grid only; set by weight pruning, prune.h): deployed as a bitmap of
+     * the non-zero levels, those levels' codes and a row index, when that is smaller than the
+     * dense packing (model_node_sparse_bytes); the engine and the levels are unchanged. */
+    int sparse;
     /* Activation pruning (quantized; a node with OP_CALIBRATED other than the
      * logits): an output level q with |q - act_zp| < act_thresh becomes
      * act_zp (real zero), after the op's clamp. 0 = none; at most 255. */
@@ -173,8 +177,17 @@ static inline int model_ncodes(const model_node *nd) { return 1 << nd->bits; }
 int model_node_wmax(const model_node *nd);
 /* Bytes of a conv/linear node's weights as deployed: its levels (codes, with
  * a codebook) packed at `bits` bits, ceil(n_weight * bits / 8), plus its
- * codebook (2^bits bytes per output channel); 0 for other nodes. */
+ * codebook (2^bits bytes per output channel), or model_node_sparse_bytes if
+ * model_node_deployed_sparse; 0 for other nodes. */
 int64_t model_node_weight_bytes(const model_node *nd);
+/* Sparse storage of a uniform conv/linear node: a bitmap of its n levels (ceil(n / 8) bytes), the
+ * non-zero levels' codes at model_sparse_code_bits(bits) bits each (ceil(nnz * cb / 8) bytes), and
+ * a uint32 per output channel (the index of its row's first code). */
+int64_t model_node_sparse_bytes(const model_node *nd);
+/* Bits of a non-zero level's code: 1 at 2 bits (+-1), else bits (2^bits - 2 values). */
+int model_sparse_code_bits(int bits);
+/* 1 if nd is deployed sparse: nd->sparse and model_node_sparse_bytes below the dense packing. */
+int model_node_deployed_sparse(const model_node *nd);
 /* Bytes of a quantized model as deployed (what a size budget counts and
  * scripts/plot_pareto.py reports): every node's activation scale and zero
  * point (8 bytes), and per conv/linear node model_node_weight_bytes plus a
