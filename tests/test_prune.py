@@ -10,10 +10,14 @@ On lenet at 4 bits, round-to-nearest:
     the unpruned one (round-to-nearest of the same weight);
   - with --first-last-8 the 8-bit layers stay dense; `ccq inspect` reports the zero levels; the
     same file twice; --sparsity 0 is the unpruned file;
+  - pruned layers are marked sparse (unpruned ones not) and `ccq inspect`'s deployed bytes are
+    the sparse format's where smaller (bitmap, codes, row index), counted here from the file; a
+    sparse attribute out of 0..1 or on a layer with a codebook is exit 4;
   - bad values (a fraction of 1 or more, four decimals, not a number, --prune without --sparsity,
     an unknown order, with learned levels, with --budget, on eval) exit 2, one line, no output."""
 import os
 import re
+import shutil
 import sys
 import tempfile
 
@@ -40,12 +44,13 @@ def layers(path):
 
 
 def rest(path):
-    """Everything but the levels."""
+    """Everything but the levels and the sparse mark."""
     out = {}
     with h5py.File(path, "r") as f:
         def visit(name, obj):
             for k, v in obj.attrs.items():
-                out[f"{name}@{k}"] = str(v)
+                if k != "sparse":
+                    out[f"{name}@{k}"] = str(v)
             if isinstance(obj, h5py.Dataset) and not name.endswith("levels"):
                 out[name] = obj[...].tobytes()
         f.visititems(visit)
@@ -73,7 +78,7 @@ with tempfile.TemporaryDirectory() as work:
                 want[nz[np.lexsort((nz, mag))[:need]]] = 0
             t.check(f"after {F}: node {k}: the smallest real levels zeroed, the rest unchanged",
                     np.array_equal(got[k][1], want), f"{int((got[k][1] != want).sum())} differ")
-        t.check(f"after {F}: nothing but levels changed", rest(P(f"a{F}.h5")) == rest(P("q.h5")))
+        t.check(f"after {F}: nothing but levels (and the sparse mark) changed", rest(P(f"a{F}.h5")) == rest(P("q.h5")))
         rc, so, se = quantize(P(f"b{F}.h5"), "--sparsity", F, "--prune", "before")
         t.check(f"--sparsity {F} --prune before", rc == 0 and "pruned before" in so, se)
         got = layers(P(f"b{F}.h5"))
@@ -96,6 +101,42 @@ with tempfile.TemporaryDirectory() as work:
     zeros = sum(int((l[1] == 0).sum()) for l in layers(P("b0.5.h5")).values())
     m = re.search(r"sparsity\s+(\d+) of (\d+) weight levels zero", so)
     t.check("inspect counts the zero levels", m is not None and int(m.group(1)) == zeros, so[-300:])
+    # sparse storage: pruned layers marked, the deployed size counted here as the C export stores it
+    for name in ("b0.9.h5", "q.h5"):
+        with h5py.File(P(name), "r") as f:
+            marks = [int(g.attrs.get("sparse", 0)) for g in f["nodes"].values() if "levels" in g]
+            total = 0
+            for g in f["nodes"].values():
+                total += 8
+                if "levels" not in g:
+                    continue
+                lev, bits = g["levels"][...], int(g.attrs["bits"])
+                dense = -(-lev.size * bits // 8)
+                sp = -(-lev.size // 8) + -(-int((lev != 0).sum()) * (1 if bits == 2 else bits) // 8) + 4 * lev.shape[0]
+                total += (sp if int(g.attrs.get("sparse", 0)) and sp < dense else dense) + 8 * lev.shape[0]
+        rc, so, se = run([ccq, "inspect", P(name)])
+        m = re.search(r"deployed\s+(\d+) bytes", so)
+        t.check(f"{name}: {'every layer marked sparse' if name != 'q.h5' else 'no layer marked sparse'}",
+                marks and all(v == (name != "q.h5") for v in marks), f"{marks}")
+        t.check(f"{name}: inspect's deployed bytes are the sparse format's, counted here", m and int(m.group(1)) == total,
+                f"{m and m.group(1)} vs {total}")
+    for label, val, msg in (("sparse = 2", 2, "sparse"), ("sparse = -1", -1, "sparse")):
+        bad = P("bad.h5")
+        shutil.copy(P("b0.9.h5"), bad)
+        with h5py.File(bad, "r+") as f:
+            next(g for g in f["nodes"].values() if "levels" in g).attrs["sparse"] = np.int64(val)
+        t.refusal(label)
+        rc, so, se = run([ccq, "inspect", bad])
+        t.check(f"refused: {label}", rc == 4 and msg in se and len(se.strip().splitlines()) == 1, f"rc {rc}: {se!r}")
+    rc, so, se = quantize(P("l2.h5"), "--wbits", "2", "--levels", "learned")
+    bad = P("bad.h5")
+    shutil.copy(P("l2.h5"), bad)
+    with h5py.File(bad, "r+") as f:
+        next(g for g in f["nodes"].values() if "codebook" in g).attrs["sparse"] = np.int64(1)
+    t.refusal("sparse with a codebook")
+    rc, so, se = run([ccq, "inspect", bad])
+    t.check("refused: sparse with a codebook", rc == 4 and "codebook" in se and len(se.strip().splitlines()) == 1,
+            f"rc {rc}: {se!r}")
 
     o = P("none.h5")
     for label, flags, msg in (
