@@ -10,6 +10,7 @@
 
 #include "ccq/fit.h"
 #include "ccq/group.h"
+#include "ccq/prune.h"
 #include "ccq/rng.h"
 
 /* Purposes of the keyed random streams (third key word); KEY_DATA (2) is the driver's. */
@@ -43,12 +44,78 @@ void step_init(step_state *s, const cfg_search *cfg, const dist_ctx *d, genome *
     s->order = ccq_malloc(sizeof(int64_t) * 2 * (size_t)lambda);
     s->all = ccq_malloc((size_t)(G > 0 ? G : 1) * (size_t)lambda);
     s->combo = ccq_malloc((size_t)(G > 0 ? G : 1));
+    /* sparse layers: their budgets are the start's counts (the genome holds the start here: a
+     * checkpoint's context is loaded after) */
+    s->nz_budget = ccq_malloc(sizeof(int64_t) * (size_t)(g->n_layers ? g->n_layers : 1));
+    s->nz_ctx = ccq_calloc((size_t)(g->n_layers ? g->n_layers : 1), sizeof(int64_t));
+    for (int l = 0; l < g->n_layers; l++) {
+        const model_node *nd = &g->m->nodes[g->layer_node[l]];
+        s->nz_budget[l] = -1;
+        if (!nd->sparse || nd->codebook) continue;
+        s->nz_budget[l] = nd->n_weight - prune_zeros(nd);
+        s->any_sparse = 1;
+    }
+    if (s->any_sparse) {
+        s->mag = ccq_malloc(sizeof(int32_t) * (size_t)g->n_w);
+        genome_float_pos(g, s->mag);
+        for (int64_t w = 0; w < g->n_w; w++) s->mag[w] = s->mag[w] < 0 ? -s->mag[w] : s->mag[w];
+        s->scratch = ccq_malloc(2 * sizeof(int64_t) * (size_t)(G > 0 ? G : 1));
+        s->ctx_sub = ccq_malloc((size_t)(G > 0 ? G : 1));
+    }
+}
+
+/* The context's non-zero levels of every sparse layer the subcomponent touches, into nz_ctx, and
+ * its values of the subcomponent into ctx_sub (once per generation, before any sample). */
+static void sparse_context(step_state *s, int m)
+{
+    const genome *g = s->g;
+    genome_get(g, s->sub, m, s->ctx_sub);
+    for (int l = 0; l < g->n_layers; l++) s->nz_ctx[l] = -1;
+    for (int t = 0; t < m; t++) {
+        const int l = genome_layer_of(g, s->sub[t]);
+        if (s->nz_budget[l] < 0 || s->nz_ctx[l] >= 0) continue;
+        const model_node *nd = &g->m->nodes[g->layer_node[l]];
+        s->nz_ctx[l] = nd->n_weight - prune_zeros(nd);
+    }
+}
+
+static int by_mag_index(const void *a, const void *b)
+{
+    const int64_t *x = a, *y = b; /* (magnitude, index) pairs */
+    if (x[0] != y[0]) return x[0] < y[0] ? -1 : 1;
+    return (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+/* A sample out[0..m) of the subcomponent within every sparse layer's budget: per layer over it,
+ * the weights the sample makes non-zero where the context has zero go back to zero, smallest
+ * float magnitude first (ties to the lower index), until the layer's count fits (always enough
+ * when the context fits). A pure function of the sample and the context. */
+static void sample_repair(const step_state *s, int m, int8_t *out)
+{
+    const genome *g = s->g;
+    for (int l = 0; l < g->n_layers; l++) {
+        if (s->nz_ctx[l] < 0) continue;
+        int64_t count = s->nz_ctx[l];
+        int nc = 0;
+        for (int t = 0; t < m; t++) {
+            if (genome_layer_of(g, s->sub[t]) != l) continue;
+            count += (out[t] != 0) - (s->ctx_sub[t] != 0);
+            if (out[t] != 0 && s->ctx_sub[t] == 0) {
+                s->scratch[2 * nc] = s->mag[s->sub[t]], s->scratch[2 * nc + 1] = t;
+                nc++;
+            }
+        }
+        if (count <= s->nz_budget[l]) continue;
+        qsort(s->scratch, (size_t)nc, 2 * sizeof(int64_t), by_mag_index);
+        for (int j = 0; j < nc && count > s->nz_budget[l]; j++, count--) out[s->scratch[2 * j + 1]] = 0;
+    }
 }
 
 void step_free(step_state *s)
 {
     ccq_free(s->sub), ccq_free(s->ind), ccq_free(s->elite), ccq_free(s->items), ccq_free(s->out), ccq_free(s->order);
     ccq_free(s->all), ccq_free(s->combo);
+    ccq_free(s->nz_budget), ccq_free(s->nz_ctx), ccq_free(s->mag), ccq_free(s->scratch), ccq_free(s->ctx_sub);
     memset(s, 0, sizeof *s);
 }
 
@@ -80,11 +147,12 @@ static void sample(void *arg, int k, int m, int8_t *out)
     const step_state *s = arg;
     if (k == (int)s->cfg->lambda) { /* the combination (search.combine) */
         memcpy(out, s->combo, (size_t)m);
-        return;
+    } else {
+        rng_pcg32 r;
+        rng_init_keyed(&r, s->cfg->seed, (uint64_t)s->gen, (uint64_t)k + 1, KEY_INDIVIDUAL);
+        eda_sample(s->eda, s->sub, m, &r, out);
     }
-    rng_pcg32 r;
-    rng_init_keyed(&r, s->cfg->seed, (uint64_t)s->gen, (uint64_t)k + 1, KEY_INDIVIDUAL);
-    eda_sample(s->eda, s->sub, m, &r, out);
+    if (s->any_sparse) sample_repair(s, m, out);
 }
 
 int step_paired_gain(int64_t sd, int64_t sd2, int64_t n, int64_t z2_q16)
@@ -168,6 +236,7 @@ int step_run(step_state *s, cclog_rec *rec)
     memset(rec, 0, sizeof *rec);
     const int m = choose(s);
     if (m == 0) return 0;
+    if (s->any_sparse) sparse_context(s, m);
     feval_gather(s->ev, s->pool, s->pool_n, s->gen * (int64_t)B, B);
     s->items[0] = -1;
     for (int k = 0; k < lambda; k++) s->items[k + 1] = k;

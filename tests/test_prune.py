@@ -24,12 +24,13 @@ import tempfile
 import h5py
 import numpy as np
 
-from ccqtest import Checks, ccq_binary, run
+from ccqtest import Checks, ccq_binary, run, search_ini, stop_after_checkpoint
 
 data, model = sys.argv[1], sys.argv[2]
 ccq = ccq_binary()
 t = Checks("prune")
 BASE = ["--wbits", "4", "--calib", "256"]
+MPI2 = ["mpirun", "--oversubscribe", "-np", "2"]
 
 
 def quantize(out, *flags):
@@ -137,6 +138,39 @@ with tempfile.TemporaryDirectory() as work:
     rc, so, se = run([ccq, "inspect", bad])
     t.check("refused: sparse with a codebook", rc == 4 and "codebook" in se and len(se.strip().splitlines()) == 1,
             f"rc {rc}: {se!r}")
+
+    # a search from a pruned file keeps every sparse layer's count of non-zero levels, moves zeros,
+    # and is identical on 1 and 2 ranks and across a stop and resume
+    start = layers(P("b0.5.h5"))
+    res = {}
+    for np_ in (1, 2):
+        d = P(f"s{np_}")
+        cfg = search_ini(d, P("b0.5.h5"), data, run={"budget": 240}, search={"group": "layer_confidence"})
+        rc, so, se = run(([ccq] if np_ == 1 else MPI2 + [ccq]) + ["search", cfg])
+        t.check(f"search from the 50%-pruned file on {np_} rank(s)", rc == 0, se[-600:])
+        if rc == 0:
+            res[np_] = tuple(open(os.path.join(d, n), "rb").read() for n in ("out.h5", "log.jsonl", "ckpt.h5"))
+    t.check("search from the pruned file: 1 and 2 ranks identical", len(res) == 2 and res[1] == res[2])
+    if 1 in res:
+        out = layers(os.path.join(P("s1"), "out.h5"))
+        with h5py.File(os.path.join(P("s1"), "out.h5"), "r") as f:
+            marks = [int(g.attrs.get("sparse", 0)) for g in f["nodes"].values() if "levels" in g]
+        t.check("the search's output keeps the sparse marks", marks and all(marks), f"{marks}")
+        for k, (bits, lev, ws, w) in start.items():
+            t.check(f"search: node {k}: at most the start's {int((lev != 0).sum())} non-zero levels",
+                    int((out[k][1] != 0).sum()) <= int((lev != 0).sum()), f"{int((out[k][1] != 0).sum())}")
+        moved = sum(int(((out[k][1] != 0) & (start[k][1] == 0)).sum()) for k in start)
+        changed = sum(int((out[k][1] != start[k][1]).sum()) for k in start)
+        print(f"  search from the pruned file: {changed} levels changed, {moved} zeros moved")
+        t.check("search: levels changed, and some weights pruned at the start became non-zero (zeros moved)",
+                changed > 0 and moved > 0, f"{changed} changed, {moved} moved")
+    d = P("sr")
+    cfg = search_ini(d, P("b0.5.h5"), data, run={"budget": 240}, search={"group": "layer_confidence"})
+    rc_t, err = stop_after_checkpoint([ccq, "search", cfg], os.path.join(d, "ckpt.h5"))
+    rc, so, se = run(MPI2 + [ccq, "search", cfg, "--resume", os.path.join(d, "ckpt.h5")])
+    got = tuple(open(os.path.join(d, n), "rb").read() for n in ("out.h5", "log.jsonl", "ckpt.h5")) if rc == 0 else None
+    t.check("search from the pruned file: stopped, resumed on 2 ranks, identical", rc_t == 7 and got == res.get(1),
+            f"stop rc {rc_t}, resume rc {rc}: {se[-400:]}")
 
     o = P("none.h5")
     for label, flags, msg in (

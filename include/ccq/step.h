@@ -7,6 +7,11 @@
  *   3. evaluate them and the context on the generation's fitness batch
  *      (feval_items on this rank's share; the integer sums are added over
  *      ranks, never weights);
+ *      a layer marked sparse (a pruned start) keeps at most the start's count
+ *      of non-zero levels: a sample that would exceed it in a layer has its
+ *      newly non-zero weights of that layer, smallest float magnitude first,
+ *      set back to zero (their context value) until it fits, so the search
+ *      may move zeros within the layer but not lose them;
  *   4. move the distributions toward the mu best (ties by individual);
  *   5. accept the best into the context if it passes the acceptance rule:
  *      its fitness below the context's on the batch, then, with a
@@ -45,6 +50,13 @@ typedef struct {
     int8_t *all, *combo; /* search.combine: every individual's levels [lambda][G], the combination [G] */
     int *items;
     int64_t *out, *order;
+    /* sparse layers (model.h sparse, prune.h): at most nz_budget[l] non-zero levels (the start's
+     * count; -1: unconstrained), kept by repairing every sample (sample_repair) */
+    int64_t *nz_budget, *nz_ctx; /* [n_layers]; nz_ctx: the context's count, this generation */
+    int32_t *mag;                /* [n_w] |float position| (genome_float_pos), the repair's order */
+    int64_t *scratch;            /* [G][2] */
+    int8_t *ctx_sub;             /* [G] the context's values of the subcomponent */
+    int any_sparse;
 } step_state;
 
 void step_init(step_state *s, const cfg_search *cfg, const dist_ctx *d, genome *g, eda_state *eda, feval *ev,
