@@ -72,19 +72,19 @@ with tempfile.TemporaryDirectory() as work:
     P = lambda n: os.path.join(work, n)  # noqa: E731
     rc, so, se = run([ccq, "quantize", model, "--data", data, "--wbits", "4", "--calib", "256", "-o", P("q.h5")])
     t.check("quantize lenet w4", rc == 0, se)
-    rc, so, se = run([ccq, "prune-act", P("q.h5"), "--data", data, "--images", "1024", "--max-drop", "0.5",
+    rc, so, se = run([ccq, "prune-act", P("q.h5"), "--data", data, "--images", "512", "--max-drop", "0.5",
                       "-o", P("p.h5")])
     t.check("prune-act", rc == 0 and "wrote" in so, se)
     print(so.strip())
     th = thresholds(P("p.h5"))
     t.check("thresholds on at least two nodes", sum(v > 0 for v in th.values()) >= 2, f"{th}")
     t.check("nothing but the thresholds changed", contents(P("p.h5")) == contents(P("q.h5")))
-    rc, so2, se = run([ccq, "prune-act", P("q.h5"), "--data", data, "--images", "1024", "--max-drop", "0.5",
+    rc, so2, se = run([ccq, "prune-act", P("q.h5"), "--data", data, "--images", "512", "--max-drop", "0.5",
                        "-o", P("p2.h5")])
     t.check("the same thresholds and report again", rc == 0 and thresholds(P("p2.h5")) == th
             and so2.replace("p2.h5", "p.h5").split("joint evaluations")[0] == so.split("joint evaluations")[0], se)
     # prune-act replaces thresholds already there: from the pruned file, the same answer
-    rc, so, se = run([ccq, "prune-act", P("p.h5"), "--data", data, "--images", "1024", "--max-drop", "0.5",
+    rc, so, se = run([ccq, "prune-act", P("p.h5"), "--data", data, "--images", "512", "--max-drop", "0.5",
                       "-o", P("p3.h5")])
     t.check("thresholds in the input are replaced, not added to", rc == 0 and thresholds(P("p3.h5")) == th, se)
 
