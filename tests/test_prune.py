@@ -143,14 +143,15 @@ with tempfile.TemporaryDirectory() as work:
     # and is identical on 1 and 2 ranks and across a stop and resume
     start = layers(P("b0.5.h5"))
     res = {}
-    for np_ in (1, 2):
+    for np_ in (1, 2, 3):
         d = P(f"s{np_}")
         cfg = search_ini(d, P("b0.5.h5"), data, run={"budget": 240}, search={"group": "layer_confidence"})
-        rc, so, se = run(([ccq] if np_ == 1 else MPI2 + [ccq]) + ["search", cfg])
+        launch = [ccq] if np_ == 1 else ["mpirun", "--oversubscribe", "-np", str(np_), ccq]
+        rc, so, se = run(launch + ["search", cfg])
         t.check(f"search from the 50%-pruned file on {np_} rank(s)", rc == 0, se[-600:])
         if rc == 0:
             res[np_] = tuple(open(os.path.join(d, n), "rb").read() for n in ("out.h5", "log.jsonl", "ckpt.h5"))
-    t.check("search from the pruned file: 1 and 2 ranks identical", len(res) == 2 and res[1] == res[2])
+    t.check("search from the pruned file: 1, 2 and 3 ranks identical", len(res) == 3 and res[1] == res[2] == res[3])
     if 1 in res:
         out = layers(os.path.join(P("s1"), "out.h5"))
         with h5py.File(os.path.join(P("s1"), "out.h5"), "r") as f:
