@@ -59,7 +59,7 @@ ap.add_argument("--levels", default="uniform", help="quantize with --levels (lea
 ap.add_argument("--sparsity", default=None, metavar="F",
                 help="quantize with --sparsity F (weights pruned before GPTQ's rounding, stored sparse where smaller)")
 ap.add_argument("--prune-act", default=None, metavar="P",
-                help="after quantizing, ccq prune-act --max-drop P on 512 train images: activation thresholds "
+                help="after quantizing, ccq prune-act --max-drop P on 256 train images: activation thresholds "
                      "(at least two nodes must get one) exported with the rest")
 ap.add_argument("--budget", default=None,
                 help="quantize with --budget BYTES (a width per layer among 2,3,4,8) instead of --wbits; --bits "
@@ -183,7 +183,7 @@ def export_and_check(work, qpath, ref, arm, arm_fast, arm_images):
 def prune_act(work, q):
     """--prune-act: thresholds searched into a copy of q; the copy's path, or None on failure."""
     qp = q[:-3] + "_pruned.h5"
-    rc, so, se = run([ccq, "prune-act", q, "--data", a.data, "--images", "512", "--max-drop", a.prune_act, "-o", qp])
+    rc, so, se = run([ccq, "prune-act", q, "--data", a.data, "--images", "256", "--max-drop", a.prune_act, "-o", qp])
     t.check(f"prune-act --max-drop {a.prune_act}", rc == 0, se)
     if rc:
         return None
