@@ -156,6 +156,10 @@ ccq_status actprune_search(model *m, const actprune_config *c, const data_split 
 
     /* step 1 */
     sensitivity(&x);
+    /* the prefix cache is exact: every node's threshold 0, run from its cut, is the whole network */
+    for (int l = 0; l < L; l++)
+        CCQ_ASSERT(x.layer[l].alone_fit[0] == s0.fit && x.layer[l].alone_correct[0] == s0.correct &&
+                   x.layer[l].alone_zeros[0] == x.layer[l].zeros0);
     int64_t *need = ccq_malloc(sizeof(int64_t) * (size_t)L * ACTPRUNE_STEPS);
     int64_t *tau = ccq_malloc(sizeof(int64_t) * (size_t)L * ACTPRUNE_STEPS);
     int nt = 0;

@@ -79,8 +79,11 @@ int model_node_deployed_sparse(const model_node *nd)
 int64_t model_node_weight_bytes(const model_node *nd)
 {
     if (!nd->levels) return 0;
-    if (model_node_deployed_sparse(nd)) return model_node_sparse_bytes(nd);
     const int64_t packed = (nd->n_weight * nd->bits + 7) / 8;
+    if (nd->sparse && !nd->codebook) {
+        const int64_t sparse = model_node_sparse_bytes(nd);
+        if (sparse < packed) return sparse;
+    }
     return packed + (nd->codebook ? (int64_t)nd->shape.c * model_ncodes(nd) : 0);
 }
 

@@ -104,6 +104,7 @@ void onnxexport_const(onnxexport_ctx *x, const char *name, onnxexport_dtype dt, 
 }
 
 static void const_scalar_f(onnxexport_ctx *x, const char *name, float v) { onnxexport_const(x, name, ONNXEXPORT_FLOAT, NULL, 0, &v, NULL); }
+static void const_scalar_i32(onnxexport_ctx *x, const char *name, int32_t v) { onnxexport_const(x, name, ONNXEXPORT_INT32, NULL, 0, &v, NULL); }
 
 void onnxexport_node(onnxexport_ctx *x, const char *op_type, const char *name, const char *const *in, int n_in,
                      const char *out, const onnxexport_attr *attrs, int n_attrs, const char *doc)
@@ -254,9 +255,8 @@ static void prune_q(onnxexport_ctx *x, int i)
     snprintf(d, sizeof d, "%s", c);
     if (nd->act_zp) {
         char z[ONNXEXPORT_NAME_MAX], s[ONNXEXPORT_NAME_MAX];
-        const int32_t zp = nd->act_zp;
         ONNXEXPORT_NAME(z, i, "prune_zp");
-        onnxexport_const(x, z, ONNXEXPORT_INT32, NULL, 0, &zp, NULL);
+        const_scalar_i32(x, z, nd->act_zp);
         ONNXEXPORT_NAME(s, i, "prune_sub");
         const char *in_s[2] = {c, z};
         onnxexport_node(x, "Sub", NULL, in_s, 2, s, NULL, 0, NULL);
@@ -264,9 +264,8 @@ static void prune_q(onnxexport_ctx *x, int i)
         const char *in_a[1] = {s};
         onnxexport_node(x, "Abs", NULL, in_a, 1, d, NULL, 0, NULL);
     }
-    const int32_t tv = nd->act_thresh;
     ONNXEXPORT_NAME(t, i, "prune_t");
-    onnxexport_const(x, t, ONNXEXPORT_INT32, NULL, 0, &tv, NULL);
+    const_scalar_i32(x, t, nd->act_thresh);
     ONNXEXPORT_NAME(mask, i, "prune_mask");
     const char *in_l[2] = {d, t};
     onnxexport_node(x, "Less", NULL, in_l, 2, mask, NULL, 0, NULL);

@@ -105,3 +105,49 @@ def rank_pids(root_pid, rank):
             if f"OMPI_COMM_WORLD_RANK={rank}".encode() in env or f"PMI_RANK={rank}".encode() in env:
                 out.append(c)
     return out
+
+
+def h5_contents(path, skip_attrs=(), skip_datasets=()):
+    """Every attribute and dataset of an HDF5 file as bytes, keyed by path (attributes as
+    PATH@NAME), but attributes named in skip_attrs and datasets whose name ends with one of
+    skip_datasets: for comparing two model files apart from what a command may change."""
+    import h5py
+    import numpy as np
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            for k, v in obj.attrs.items():
+                if k not in skip_attrs:
+                    out[f"{name}@{k}"] = v if isinstance(v, (str, bytes)) else np.asarray(v).tobytes()
+            if isinstance(obj, h5py.Dataset) and not name.endswith(tuple(skip_datasets)):
+                out[name] = obj[...].tobytes()
+        f.visititems(visit)
+    return out
+
+
+def layer_bytes(g):
+    """Deployed bytes of the levels of a conv/linear node group g of a model file, counted from its
+    datasets independently of ccq: ceil(n bits / 8) packed (a codebook's codes likewise), or, for a
+    node marked sparse without a codebook where it is smaller, a bitmap (ceil(n / 8)), the non-zero
+    levels' codes (1 bit at 2 bits, else bits) and 4 bytes of row index per output channel."""
+    lev, bits = g["levels"][...], int(g.attrs["bits"])
+    dense = -(-lev.size * bits // 8)
+    sparse = -(-lev.size // 8) + -(-int((lev != 0).sum()) * (1 if bits == 2 else bits) // 8) + 4 * lev.shape[0]
+    return sparse if int(g.attrs.get("sparse", 0)) and "codebook" not in g and sparse < dense else dense
+
+
+def prune_act_copy(t, ccq, q, data, max_drop, images=256):
+    """`ccq prune-act` on quantized model q into q's name + _pruned.h5 (None on failure), checking
+    that at least two nodes got a threshold; prints how many, and how many at a non-zero zero point."""
+    import h5py
+    qp = q[:-3] + "_pruned.h5"
+    rc, so, se = run([ccq, "prune-act", q, "--data", data, "--images", str(images), "--max-drop", max_drop, "-o", qp])
+    t.check(f"prune-act --max-drop {max_drop}", rc == 0, se)
+    if rc:
+        return None
+    with h5py.File(qp, "r") as f:
+        th = [(int(g.attrs.get("act_thresh", 0)), int(g.attrs["act_zp"])) for g in f["nodes"].values()]
+    n, nz = sum(v > 0 for v, _ in th), sum(v > 0 and z != 0 for v, z in th)
+    print(f"  prune-act: {n} nodes with a threshold ({nz} of them with a non-zero zero point)")
+    t.check("prune-act: at least two nodes with an activation threshold", n >= 2, f"{n}")
+    return qp

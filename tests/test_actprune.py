@@ -27,7 +27,7 @@ import tempfile
 import h5py
 import numpy as np
 
-from ccqtest import Checks, ccq_binary, run, search_ini
+from ccqtest import Checks, ccq_binary, h5_contents, run, search_ini
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "scripts"))
@@ -46,16 +46,7 @@ def thresholds(path):
 
 def contents(path):
     """Every dataset and attribute but act_thresh, for comparing two model files."""
-    out = {}
-    with h5py.File(path, "r") as f:
-        def visit(name, obj):
-            for k, v in obj.attrs.items():
-                if k != "act_thresh":
-                    out[f"{name}@{k}"] = np.asarray(v).tobytes() if not isinstance(v, (str, bytes)) else v
-            if isinstance(obj, h5py.Dataset):
-                out[name] = obj[...].tobytes()
-        f.visititems(visit)
-    return out
+    return h5_contents(path, skip_attrs=("act_thresh",))
 
 
 def logits(q, n, env=None):

@@ -42,7 +42,7 @@ import time
 import h5py
 import numpy as np
 
-from ccqtest import Checks, ccq_binary, run
+from ccqtest import Checks, ccq_binary, layer_bytes, prune_act_copy, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DRIVER = os.path.join(HERE, "cexport_driver.c")
@@ -118,13 +118,9 @@ def export_and_check(work, qpath, ref, arm, arm_fast, arm_images):
             g = f["nodes"][k]
             if "levels" not in g:
                 continue
-            lev, bits = g["levels"][...], int(g.attrs["bits"])
-            dense = -(-lev.size * bits // 8)
-            # sparse storage: bitmap, the non-zero levels' codes (1 bit at 2 bits), a uint32 row index
-            sp = -(-lev.size // 8) + -(-int((lev != 0).sum()) * (1 if bits == 2 else bits) // 8) + 4 * lev.shape[0]
-            use = int(g.attrs.get("sparse", 0)) == 1 and "codebook" not in g and sp < dense
-            n_sparse += use
-            want += sp if use else dense
+            b = layer_bytes(g)
+            n_sparse += b != -(-g["levels"].size * int(g.attrs["bits"]) // 8)
+            want += b
     m = re.search(r"levels (\d+) \((\d+) weights", so)
     t.check("levels packed at their widths (sparse layers: bitmap, codes, row index): the bytes counted here",
             m and int(m.group(1)) == want, f"printed {m and m.group(1)}, want {want}")
@@ -179,21 +175,6 @@ def export_and_check(work, qpath, ref, arm, arm_fast, arm_images):
         same_logits(f"32-bit ARM {fast or 'default'} (qemu-arm)", exe + ".i32", ref[:k])
 
 
-
-def prune_act(work, q):
-    """--prune-act: thresholds searched into a copy of q; the copy's path, or None on failure."""
-    qp = q[:-3] + "_pruned.h5"
-    rc, so, se = run([ccq, "prune-act", q, "--data", a.data, "--images", "256", "--max-drop", a.prune_act, "-o", qp])
-    t.check(f"prune-act --max-drop {a.prune_act}", rc == 0, se)
-    if rc:
-        return None
-    with h5py.File(qp, "r") as f:
-        n = sum(1 for g in f["nodes"].values() if int(g.attrs.get("act_thresh", 0)) > 0)
-        nz = sum(1 for g in f["nodes"].values() if int(g.attrs.get("act_thresh", 0)) > 0 and int(g.attrs["act_zp"]) != 0)
-    print(f"  prune-act: {n} nodes with a threshold ({nz} of them with a non-zero zero point)")
-    t.check("prune-act: at least two nodes with an activation threshold", n >= 2, f"{n}")
-    return qp
-
 def quantized_case(work, model, data, bits, fl8, arm, arm_fast):
     q = os.path.join(work, f"q_w{bits}.h5")
     cmd = [ccq, "quantize", model, "--data", data, "--calib", "64", "-o", q]
@@ -214,7 +195,7 @@ def quantized_case(work, model, data, bits, fl8, arm, arm_fast):
             used = {int(g.attrs["bits"]) for g in f["nodes"].values() if "levels" in g}
         t.check("--budget: at least three widths in one network", len(used) >= 3, f"{used}")
     if a.prune_act:
-        q = prune_act(work, q)
+        q = prune_act_copy(t, ccq, q, a.data, a.prune_act)
         if q is None:
             return
     lg = os.path.join(work, "ref.h5")

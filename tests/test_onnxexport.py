@@ -52,7 +52,7 @@ import time
 import h5py
 import numpy as np
 
-from ccqtest import Checks, ccq_binary, run
+from ccqtest import Checks, ccq_binary, prune_act_copy, run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
@@ -285,21 +285,6 @@ def init_for(bits):
     return dict(x.split("=") for x in a.init.split(",")).get(str(bits), "rtn")
 
 
-
-def prune_act(work, q):
-    """--prune-act: thresholds searched into a copy of q; the copy's path, or None on failure."""
-    qp = q[:-3] + "_pruned.h5"
-    rc, so, se = run([ccq, "prune-act", q, "--data", a.data, "--images", "256", "--max-drop", a.prune_act, "-o", qp])
-    t.check(f"prune-act --max-drop {a.prune_act}", rc == 0, se)
-    if rc:
-        return None
-    with h5py.File(qp, "r") as f:
-        n = sum(1 for g in f["nodes"].values() if int(g.attrs.get("act_thresh", 0)) > 0)
-        nz = sum(1 for g in f["nodes"].values() if int(g.attrs.get("act_thresh", 0)) > 0 and int(g.attrs["act_zp"]) != 0)
-    print(f"  prune-act: {n} nodes with a threshold ({nz} of them with a non-zero zero point)")
-    t.check("prune-act: at least two nodes with an activation threshold", n >= 2, f"{n}")
-    return qp
-
 def quantized_case(work, model, data, bits, labels_all):
     q = os.path.join(work, f"q_w{bits}.h5")
     init = init_for(bits)
@@ -314,7 +299,7 @@ def quantized_case(work, model, data, bits, labels_all):
             used = {int(g.attrs["bits"]) for g in f["nodes"].values() if "levels" in g}
         t.check("--budget: at least three widths in one network", len(used) >= 3, f"{used}")
     if a.prune_act:
-        q = prune_act(work, q)
+        q = prune_act_copy(t, ccq, q, a.data, a.prune_act)
         if q is None:
             return
     lg = os.path.join(work, "ref.h5")

@@ -24,7 +24,7 @@ import tempfile
 import h5py
 import numpy as np
 
-from ccqtest import Checks, ccq_binary, run, search_ini, stop_after_checkpoint
+from ccqtest import Checks, ccq_binary, h5_contents, layer_bytes, run, search_ini, stop_after_checkpoint
 
 data, model = sys.argv[1], sys.argv[2]
 ccq = ccq_binary()
@@ -46,16 +46,7 @@ def layers(path):
 
 def rest(path):
     """Everything but the levels and the sparse mark."""
-    out = {}
-    with h5py.File(path, "r") as f:
-        def visit(name, obj):
-            for k, v in obj.attrs.items():
-                if k != "sparse":
-                    out[f"{name}@{k}"] = str(v)
-            if isinstance(obj, h5py.Dataset) and not name.endswith("levels"):
-                out[name] = obj[...].tobytes()
-        f.visititems(visit)
-    return out
+    return h5_contents(path, skip_attrs=("sparse",), skip_datasets=("levels",))
 
 
 with tempfile.TemporaryDirectory() as work:
@@ -111,10 +102,7 @@ with tempfile.TemporaryDirectory() as work:
                 total += 8
                 if "levels" not in g:
                     continue
-                lev, bits = g["levels"][...], int(g.attrs["bits"])
-                dense = -(-lev.size * bits // 8)
-                sp = -(-lev.size // 8) + -(-int((lev != 0).sum()) * (1 if bits == 2 else bits) // 8) + 4 * lev.shape[0]
-                total += (sp if int(g.attrs.get("sparse", 0)) and sp < dense else dense) + 8 * lev.shape[0]
+                total += layer_bytes(g) + 8 * g["levels"].shape[0]
         rc, so, se = run([ccq, "inspect", P(name)])
         m = re.search(r"deployed\s+(\d+) bytes", so)
         t.check(f"{name}: {'every layer marked sparse' if name != 'q.h5' else 'no layer marked sparse'}",

@@ -16,7 +16,9 @@
  *   1. sensitivity: each node alone at every ladder value: the sample's
  *      cross-entropy (Q16 nats, summed), correct predictions and the node's
  *      zeros; only the nodes from that node on run (qnet_cache holds the
- *      tensors crossing the cut, a chunk of images at a time);
+ *      tensors crossing the cut, a chunk of images at a time); at value 0
+ *      each must equal the whole forward pass, bit for bit (asserted: the
+ *      cache is exact);
  *   2. one tolerance for all: node l takes the largest ladder value v whose
  *      cross-entropy increase alone, and that of every smaller value, is at
  *      most tau; tau is bisected over the measured increases for the
