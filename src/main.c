@@ -33,6 +33,8 @@ static void usage(FILE *out)
             "                          a quantized model as an ONNX QDQ file (opset 13)\n"
             "  prune-act Q.h5 --data DATA.h5 -o OUT.h5 [--max-drop P]\n"
             "                          activation thresholds searched under an accuracy bound\n"
+            "  factorize MODEL.h5 --data DATA.h5 (--rank R | --ratio F) [--wbits B] -o OUT.h5\n"
+            "                          CP-factorized layers, factors fitted on their grids (ADMM)\n"
             "  inspect FILE.h5         summarise a ccq model or data file\n"
             "  help                    this text (also: ccq SUBCOMMAND --help)\n"
             "  version                 print the version\n"
@@ -73,6 +75,8 @@ int main(int argc, char **argv)
         st = cmd_export(argc - 2, argv + 2, &err);
     else if (strcmp(sub, "prune-act") == 0)
         st = cmd_prune_act(argc - 2, argv + 2, &err);
+    else if (strcmp(sub, "factorize") == 0)
+        st = cmd_factorize(argc - 2, argv + 2, &err);
     else
         st = ccq_fail(&err, CCQ_ERR_USAGE, "unknown subcommand '%s' (see ccq help)", sub);
     if ((int)st < 0) return -(int)st; /* a non-zero MPI rank: rank 0 reports */

@@ -15,6 +15,7 @@ ccq_status cmd_quantize(int argc, char **argv, ccq_err *err);
 ccq_status cmd_bench(int argc, char **argv, ccq_err *err);
 ccq_status cmd_export(int argc, char **argv, ccq_err *err);
 ccq_status cmd_prune_act(int argc, char **argv, ccq_err *err);
+ccq_status cmd_factorize(int argc, char **argv, ccq_err *err);
 /* Returns a status; a negative value means "exit with -value, print nothing" (MPI ranks other than 0). */
 ccq_status cmd_search(int argc, char **argv, ccq_err *err);
 
