@@ -1,7 +1,7 @@
 /*
  * cmd_factorize.c: `ccq factorize MODEL.h5 --data DATA.h5 -o OUT.h5
  * [--rank R|full | --ratio F] [--layers A,B] [--wbits B] [--method admm|als]
- * [--float] [--first-last-8] [--calib N] [--seed S]`: CP-factorized layers
+ * [--float] [--first-last-8] [--calib N] [--seed S] [--sweeps N] [--ridge X]`: CP-factorized layers
  * (factorize.h) in a quantized model (or, with --float, the rewritten float
  * model). Paths are checked before any compute; nothing is written unless
  * every layer was fitted and the model quantized.
@@ -38,7 +38,9 @@ static void usage(void)
            "  --first-last-8 keep the first and the last layer at 8-bit weights\n"
            "  --calib N      calibration images, the first N of the train split (default 1024)\n"
            "  --seed S       CP-ALS's random start (default 1)\n"
-           "  --sweeps N     ADMM sweeps over the modes (default 60)\n");
+           "  --sweeps N     ADMM sweeps over the modes (default 60)\n"
+           "  --ridge X      CP-ALS's Tikhonov term, relative to the Gram matrices' mean diagonal (default\n"
+           "                 0.01; 0 to 1): without it CP's rank-1 terms grow and cancel, which no grid follows\n");
 }
 
 ccq_status cmd_factorize(int argc, char **argv, ccq_err *err)
@@ -73,7 +75,7 @@ ccq_status cmd_factorize(int argc, char **argv, ccq_err *err)
         }
         if (strcmp(s, "--data") && strcmp(s, "-o") && strcmp(s, "--rank") && strcmp(s, "--ratio") &&
             strcmp(s, "--layers") && strcmp(s, "--wbits") && strcmp(s, "--method") && strcmp(s, "--calib") &&
-            strcmp(s, "--seed") && strcmp(s, "--sweeps"))
+            strcmp(s, "--seed") && strcmp(s, "--sweeps") && strcmp(s, "--ridge"))
             return ccq_fail(err, CCQ_ERR_USAGE, "factorize: unknown option '%s' (see ccq factorize --help)", s);
         if (i + 1 >= argc) return ccq_fail(err, CCQ_ERR_USAGE, "factorize: %s needs a value", s);
         const char *v = argv[++i];
@@ -100,6 +102,12 @@ ccq_status cmd_factorize(int argc, char **argv, ccq_err *err)
                 return ccq_fail(err, CCQ_ERR_USAGE, "factorize: --ratio needs a number in [0.001, 10], got '%s'", v);
             c.ratio_pm = (int)(f * 1000.0 + 0.5);
             ratio_given = 1;
+        } else if (!strcmp(s, "--ridge")) {
+            char *end;
+            const double x = strtod(v, &end);
+            if (end == v || *end || !(x >= 0 && x <= 1))
+                return ccq_fail(err, CCQ_ERR_USAGE, "factorize: --ridge needs a number in [0, 1], got '%s'", v);
+            c.ridge = x;
         } else if (!strcmp(s, "--wbits")) {
             if ((st = cmd_parse_int("factorize", "--wbits", v, 2, 8, &n, err))) return st;
             c.wbits = (int)n;

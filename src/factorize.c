@@ -8,7 +8,6 @@
 #include "ccq/factorize.h"
 
 #include <math.h>
-#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,8 +25,7 @@ void factorize_config_default(factorize_config *c)
     c->admm_sweeps = 60;
     c->admm_inner = 10;
     c->seed = 1;
-    const char *e = getenv("CCQ_RIDGE");
-    c->ridge = e ? atof(e) : 0.01;
+    c->ridge = 0.01;
 }
 
 void factorize_plan_free(factorize_plan *p)
