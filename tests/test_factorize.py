@@ -10,6 +10,7 @@
     float weights levels x scale to float32 rounding (the grid the engine runs); every layer's ADMM error at or
     below CP-ALS + RTN's (the printed table), which is also what --method als reports as its grid
     error; the integer model above 85% test accuracy and ADMM above CP-ALS + RTN; the same file twice;
+  - the C export of the factorized model gives ccq eval's int32 logits bit for bit (gcc, 300 images);
   - a search of the factorized model is bit-identical on 1 and 2 ranks and accepts changes;
   - refusals (exit 2 unless said, one line, nothing written): --rank 0, --rank with --ratio, a ratio
     out of range, an unknown layer, the logits layer, a non-weighted node, a grouped conv, a quantized
@@ -161,6 +162,25 @@ with tempfile.TemporaryDirectory() as root:
         acc[method] = float(re.search(r"accuracy\s+([0-9.]+)%", so).group(1)) if rc == 0 else 0.0
     t.check(f"lenet ratio 0.25 w4: ADMM {acc['admm']}% above 85% and above CP-ALS + RTN {acc['als']}%",
             acc["admm"] > 85.0 and acc["admm"] > acc["als"])
+
+    # ---- what ships is what was searched: the C export of the factorized model, bit for bit
+    rc, so, se = run([ccq, "eval", P("l_admm.h5"), "--data", data, "--limit", "300", "--save-logits", P("ql.h5")])
+    rc2, so2, se2 = run([ccq, "export", P("l_admm.h5"), "--format", "c", P("cexp"), "--name", "net"])
+    exe = P("cexp/driver")
+    rc3, so3, se3 = run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-I", P("cexp"),
+                         os.path.join(os.path.dirname(os.path.abspath(__file__)), "cexport_driver.c"),
+                         P("cexp/net.c"), "-o", exe])
+    t.check("C export of the factorized model builds without a warning", rc == 0 and rc2 == 0 and rc3 == 0,
+            se + se2 + se3)
+    if rc == 0 and rc3 == 0:
+        with h5py.File(data) as f:
+            f["test/images"][:300].tofile(P("img.bin"))
+        rc4, so4, se4 = run([exe, P("img.bin"), P("logits.bin"), "300"])
+        with h5py.File(P("ql.h5")) as f:
+            want = f["logits_int"][...]
+        got = np.fromfile(P("logits.bin"), dtype="<i4").reshape(want.shape) if rc4 == 0 else None
+        t.check("C export: int32 logits identical to ccq eval's on 300 images", got is not None
+                and np.array_equal(got, want), se4)
 
     # ---- the search refines the factor levels, identically on 1 and 2 ranks
     outs = {}
