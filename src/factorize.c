@@ -41,8 +41,9 @@ void factorize_plan_free(factorize_plan *p)
 
 static int is_weighted(const model_node *nd) { return (op_get(nd->op)->flags & OP_WEIGHTED) != 0; }
 
-/* Marks the chosen nodes (1) of src; errors for names that cannot be factorized. */
-static ccq_status choose(const model *src, const factorize_config *c, uint8_t *pick, ccq_err *err)
+/* Marks the chosen nodes of src: pick[i] = -1 (the configured rank) or the rank given with the name
+ * (NAME=R); errors for names that cannot be factorized and bad ranks. */
+static ccq_status choose(const model *src, const factorize_config *c, int *pick, ccq_err *err)
 {
     int first = -1;
     for (int i = 0; i < src->n_nodes && first < 0; i++)
@@ -50,7 +51,19 @@ static ccq_status choose(const model *src, const factorize_config *c, uint8_t *p
     if (c->layers) {
         for (const char *p = c->layers; *p;) {
             const char *e = strchr(p, ',');
-            const size_t len = e ? (size_t)(e - p) : strlen(p);
+            size_t len = e ? (size_t)(e - p) : strlen(p);
+            int rank = -1;
+            const char *eq = memchr(p, '=', len);
+            if (eq) {
+                long r = 0;
+                const char *q = eq + 1;
+                for (; q < p + len && *q >= '0' && *q <= '9' && r <= 1 << 20; q++) r = r * 10 + (*q - '0');
+                if (q == eq + 1 || q != p + len || r < 1 || r > 1 << 20)
+                    return ccq_fail(err, CCQ_ERR_USAGE, "factorize: --layers '%.*s': the rank after '=' must be "
+                                    "1 to %d", (int)len, p, 1 << 20);
+                rank = (int)r;
+                len = (size_t)(eq - p);
+            }
             int found = -1;
             for (int i = 0; i < src->n_nodes; i++)
                 if (strlen(src->nodes[i].name) == len && !strncmp(src->nodes[i].name, p, len)) found = i;
@@ -67,7 +80,7 @@ static ccq_status choose(const model *src, const factorize_config *c, uint8_t *p
             if (found == src->output)
                 return ccq_fail(err, CCQ_ERR_USAGE, "%s: node '%s' computes the logits: not factorized", src->path,
                                 nd->name);
-            pick[found] = 1;
+            pick[found] = rank;
             if (!e) break;
             p = e + 1;
         }
@@ -75,11 +88,11 @@ static ccq_status choose(const model *src, const factorize_config *c, uint8_t *p
         for (int i = 0; i < src->n_nodes; i++) {
             const model_node *nd = &src->nodes[i];
             if (i == first || i == src->output) continue;
-            if (nd->op == MODEL_OP_LINEAR || (nd->op == MODEL_OP_CONV2D && nd->groups == 1)) pick[i] = 1;
+            if (nd->op == MODEL_OP_LINEAR || (nd->op == MODEL_OP_CONV2D && nd->groups == 1)) pick[i] = -1;
         }
     }
     int n = 0;
-    for (int i = 0; i < src->n_nodes; i++) n += pick[i];
+    for (int i = 0; i < src->n_nodes; i++) n += pick[i] != 0;
     if (!n) return ccq_fail(err, CCQ_ERR_USAGE, "%s: no layer to factorize", src->path);
     return CCQ_OK;
 }
@@ -170,8 +183,8 @@ static void factor_levels(const cpd_factors *f, int m, int8_t **lv_out, float **
 
 /* Fits node nd's factors into f (rank chosen) and fills the layer's report; for ADMM f ends on its grid,
  * else f holds the float factors and *grid (allocated here) them rounded. */
-static void fit_layer(const model_node *nd, const factorize_config *c, cpd_factors *f, cpd_factors *grid,
-                      factorize_layer *L)
+static void fit_layer(const model_node *nd, const factorize_config *c, int rank, cpd_factors *f,
+                      cpd_factors *grid, factorize_layer *L)
 {
     int dims[CPD_MAX_MODES], mh, mw;
     const int n = modes_of(nd, dims, &mh, &mw);
@@ -181,6 +194,8 @@ static void fit_layer(const model_node *nd, const factorize_config *c, cpd_facto
     const int dense = dims[0] >= dims[1] ? 0 : 1;
     if (c->method == FACTORIZE_FULL)
         R = (int)(nd->n_weight / dims[dense]);
+    else if (rank > 0)
+        R = rank;
     else if (c->rank > 0)
         R = c->rank;
     else {
@@ -318,14 +333,14 @@ ccq_status factorize_model(const model *src, const factorize_config *c, model *d
         return ccq_fail(err, CCQ_ERR_USAGE, "%s: a quantized model: factorize starts from a float model", src->path);
     if (c->method != FACTORIZE_FULL && c->rank < 1 && c->ratio_pm < 1)
         return ccq_fail(err, CCQ_ERR_USAGE, "factorize: a rank of at least 1 or a positive ratio is needed");
-    uint8_t *pick = ccq_calloc((size_t)src->n_nodes, 1);
+    int *pick = ccq_calloc((size_t)src->n_nodes, sizeof(int));
     ccq_status st = choose(src, c, pick, err);
     if (st) {
         ccq_free(pick);
         return st;
     }
     int n_pick = 0;
-    for (int i = 0; i < src->n_nodes; i++) n_pick += pick[i];
+    for (int i = 0; i < src->n_nodes; i++) n_pick += pick[i] != 0;
     plan->layers = ccq_calloc((size_t)n_pick, sizeof(factorize_layer));
     model cp;
     model_copy(&cp, src);
@@ -346,7 +361,7 @@ ccq_status factorize_model(const model *src, const factorize_config *c, model *d
         } else {
             factorize_layer *L = &plan->layers[plan->n_layers++];
             cpd_factors f, g = {0};
-            fit_layer(&src->nodes[i], c, &f, &g, L);
+            fit_layer(&src->nodes[i], c, pick[i], &f, &g, L);
             emit_chain(src, &src->nodes[i], nd.in[0], &f, c->method == FACTORIZE_ADMM ? &f : &g, dst->nodes,
                        &dst->n_nodes, L);
             cpd_factors_free(&f);

@@ -12,8 +12,9 @@
     error; the integer model above 85% test accuracy and ADMM above CP-ALS + RTN; the same file twice;
   - the C export of the factorized model gives ccq eval's int32 logits bit for bit (gcc, 300 images);
   - a search of the factorized model is bit-identical on 1 and 2 ranks and accepts changes;
+  - --layers NAME=R gives that layer its own rank, the others the ratio's;
   - refusals (exit 2 unless said, one line, nothing written): --rank 0, --rank with --ratio, a ratio
-    out of range, an unknown layer, the logits layer, a non-weighted node, a grouped conv, a quantized
+    out of range, an unknown layer, a layer's rank of 0 or not a number, the logits layer, a non-weighted node, a grouped conv, a quantized
     model, --method with --rank full, an unknown method, --wbits 9, a bad --ridge, no --data, no -o,
     -o equal to the model, a missing model (exit 3), a truncated model (exit 4)."""
 import os
@@ -163,6 +164,13 @@ with tempfile.TemporaryDirectory() as root:
     t.check(f"lenet ratio 0.25 w4: ADMM {acc['admm']}% above 85% and above CP-ALS + RTN {acc['als']}%",
             acc["admm"] > 85.0 and acc["admm"] > acc["als"])
 
+    # ---- a rank per layer (NAME=R) beside the ratio's
+    rc, so, se = run([ccq, "factorize", lenet, "--data", data, "--ratio", "0.25", "--calib", "64", "--layers",
+                      "/conv2/Conv=7,/fc1/Gemm", "-o", P("l_ranks.h5")])
+    ranks = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(/\S+)\s+(\d+)\s", so, re.M)}
+    t.check("--layers NAME=R: that rank for that layer, the ratio's for the other",
+            rc == 0 and ranks == {"/conv2/Conv": 7, "/fc1/Gemm": 23}, f"{ranks} {se}")
+
     # ---- what ships is what was searched: the C export of the factorized model, bit for bit
     rc, so, se = run([ccq, "eval", P("l_admm.h5"), "--data", data, "--limit", "300", "--save-logits", P("ql.h5")])
     rc2, so2, se2 = run([ccq, "export", P("l_admm.h5"), "--format", "c", P("cexp"), "--name", "net"])
@@ -206,6 +214,8 @@ with tempfile.TemporaryDirectory() as root:
         ("--rank and --ratio", base + ["--rank", "4", "--ratio", "0.5"], 2, "exclude"),
         ("ratio out of range", base + ["--ratio", "0"], 2, "--ratio"),
         ("unknown layer", base + ["--layers", "/conv2/Conv,/nope"], 2, "'/nope'"),
+        ("a layer's rank 0", base + ["--layers", "/conv2/Conv=0"], 2, "'/conv2/Conv=0'"),
+        ("a layer's rank not a number", base + ["--layers", "/conv2/Conv=x"], 2, "rank after '='"),
         ("the logits layer", base + ["--layers", "/fc2/Gemm"], 2, "logits"),
         ("a node without weights", base + ["--layers", "/MaxPool"], 2, "not a conv2d or linear"),
         ("a grouped conv", [opsnet, "--data", data, "--layers", "dw"], 2, "grouped"),

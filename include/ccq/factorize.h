@@ -47,8 +47,9 @@ typedef struct {
     factorize_method method;
     int rank;          /* > 0: this rank for every chosen layer */
     int ratio_pm;      /* else: per mille of each layer's weights its factors may hold (rank from it) */
-    const char *layers; /* comma-separated node names of the folded model, or NULL: every conv2d with
-                         * groups 1 and every linear but the first weighted layer and the logits */
+    const char *layers; /* comma-separated node names of the folded model, each optionally NAME=R (its
+                         * own rank), or NULL: every conv2d with groups 1 and every linear but the
+                         * first weighted layer and the logits */
     int wbits;         /* the factors' grids, 2..8 */
     int als_iters;     /* CP-ALS sweeps at most (default 500) */
     int admm_sweeps;   /* ADMM sweeps (default 60) */
