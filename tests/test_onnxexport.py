@@ -3,11 +3,12 @@
 onnx2ccq reads it back into the same integer network.
 
   test_onnxexport.py DATA.h5 MODEL.h5 --bits 8,4,2 [--images N] [--init I] [--calib N] [--levels L]
-                     [--float-input] [--roundtrip] [--qdq-errors]
+                     [--float-input] [--roundtrip] [--qdq-errors] [--factorize F]
   test_onnxexport.py DATA.h5 --pnet      (a generated network of the ops and cases the others lack)
   test_onnxexport.py DATA.h5 --errors FIXTURE_DIR
 
-For each width the model is quantized (`ccq quantize --wbits B`, --calib images, --init levels),
+For each width the model is quantized (`ccq quantize --wbits B`, --calib images, --init levels; with
+--factorize F, `ccq factorize --ratio F --wbits B`: CP-factorized layers),
 run by `ccq eval --save-logits` on the first N test images (default 1,000; 0: all), and exported
 with `ccq export --format onnx`; then:
   - onnx.checker.check_model(full_check=True) and strict shape inference (onnx 1.12) pass, and the
@@ -74,6 +75,8 @@ ap.add_argument("--prune-act", default=None, metavar="P",
 ap.add_argument("--budget", default=None,
                 help="quantize with --budget BYTES (a width per layer among 2,3,4,8) instead of --wbits; --bits "
                      "then only names the case")
+ap.add_argument("--factorize", default=None, metavar="F",
+                help="the model from `ccq factorize --ratio F --wbits B` (CP-factorized layers) instead of quantize")
 ap.add_argument("--float-input", action="store_true")
 ap.add_argument("--roundtrip", action="store_true")
 ap.add_argument("--qdq-errors", action="store_true")
@@ -289,9 +292,14 @@ def quantized_case(work, model, data, bits, labels_all):
     q = os.path.join(work, f"q_w{bits}.h5")
     init = init_for(bits)
     width = ["--budget", a.budget, "--alloc-images", "256", "--alloc-gens", "4"] if a.budget else ["--wbits", str(bits)]
-    rc, so, se = run([ccq, "quantize", model, "--data", data, *width, "--calib", str(a.calib),
-                      "--init", init, "--levels", a.levels, "-o", q])
-    t.check(f"quantize {os.path.basename(model)} w{bits} ({init}, {a.levels} levels)", rc == 0, se)
+    if a.factorize:
+        rc, so, se = run([ccq, "factorize", model, "--data", data, "--ratio", a.factorize, "--wbits", str(bits),
+                          "--calib", str(a.calib), "-o", q])
+        t.check(f"factorize {os.path.basename(model)} ratio {a.factorize} w{bits}", rc == 0, se)
+    else:
+        rc, so, se = run([ccq, "quantize", model, "--data", data, *width, "--calib", str(a.calib),
+                          "--init", init, "--levels", a.levels, "-o", q])
+        t.check(f"quantize {os.path.basename(model)} w{bits} ({init}, {a.levels} levels)", rc == 0, se)
     if rc:
         return
     if a.budget:
