@@ -231,97 +231,83 @@ static void fit_layer(const model_node *nd, const factorize_config *c, int rank,
     ccq_free(t);
 }
 
-/* Appends the chain of node nd (inputs already mapped) to out[*n]; the plan's factor entries. */
+static model_node linear_node(const char *base, const char *suffix, model_shape shape, int n_in)
+{
+    model_node nd;
+    memset(&nd, 0, sizeof nd);
+    nd.op = MODEL_OP_LINEAR;
+    snprintf(nd.name, sizeof nd.name, "%.110s/%s", base, suffix);
+    nd.n_in = 1;
+    nd.shape = shape;
+    nd.n_weight = (int64_t)shape.c * n_in;
+    nd.weight = ccq_calloc((size_t)nd.n_weight, sizeof(float));
+    return nd;
+}
+
+/* The factor layers of node nd into chain[] (inputs not yet wired), each with the CP mode its
+ * weights hold; returns how many. Conv: cp_in (mode 1), cp_h (the kh mode), cp_w (the kw mode),
+ * cp_out (mode 0), each axis's stride, padding and dilation on the stage that convolves along it
+ * (a 1-wide axis's on the other spatial stage, or on cp_in for a 1x1 layer); linear: cp_in, cp_out. */
+static int plan_chain(const model *src, const model_node *nd, int R, model_node *chain, int *mode)
+{
+    int dims[CPD_MAX_MODES], mh, mw, ns = 0;
+    modes_of(nd, dims, &mh, &mw);
+    if (nd->op == MODEL_OP_LINEAR) {
+        chain[ns] = linear_node(nd->name, "cp_in", (model_shape){1, R, 1, 1}, dims[1]);
+        mode[ns++] = 1;
+        chain[ns] = linear_node(nd->name, "cp_out", nd->shape, R);
+        mode[ns++] = 0;
+        return ns;
+    }
+    const model_shape ins = nd->in[0] < 0 ? src->input : src->nodes[nd->in[0]].shape;
+    /* the stage (0 cp_in, 1 cp_h, 2 cp_w) that carries each axis's geometry */
+    const int h_on = mh >= 0 ? 1 : mw >= 0 ? 2 : 0, w_on = mw >= 0 ? 2 : mh >= 0 ? 1 : 0;
+    const int kh = nd->kernel[0], kw = nd->kernel[1];
+    model_shape s = {3, R, ins.h, ins.w};
+    for (int stage = 0; stage < 3; stage++) {
+        if ((stage == 1 && mh < 0) || (stage == 2 && mw < 0)) continue;
+        const int k0 = stage == 1 ? kh : 1, k1 = stage == 2 ? kw : 1;
+        const int d0 = h_on == stage && stage == 1 ? nd->dilation[0] : 1;
+        const int d1 = w_on == stage && stage == 2 ? nd->dilation[1] : 1;
+        if (h_on == stage) s.h = model_window_out(s.h, k0, nd->stride[0], nd->pad[0], nd->pad[2], d0, 0);
+        if (w_on == stage) s.w = model_window_out(s.w, k1, nd->stride[1], nd->pad[1], nd->pad[3], d1, 0);
+        static const char *const names[3] = {"cp_in", "cp_h", "cp_w"};
+        model_node c = conv_node(nd->name, names[stage], -1, s, stage ? 1 : dims[1], stage ? R : 1, k0, k1);
+        if (h_on == stage) c.stride[0] = nd->stride[0], c.pad[0] = nd->pad[0], c.pad[2] = nd->pad[2];
+        if (w_on == stage) c.stride[1] = nd->stride[1], c.pad[1] = nd->pad[1], c.pad[3] = nd->pad[3];
+        c.dilation[0] = d0, c.dilation[1] = d1;
+        mode[ns] = stage == 0 ? 1 : stage == 1 ? mh : mw;
+        chain[ns++] = c;
+    }
+    chain[ns] = conv_node(nd->name, "cp_out", -1, nd->shape, R, 1, 1, 1);
+    mode[ns++] = 0;
+    return ns;
+}
+
+/* Appends node nd's factor chain to out[*n]: weights from f (the fit), levels and scales from g (f
+ * itself on the grid, or f rounded); the layer's bias, ReLU and clip on the last factor. */
 static void emit_chain(const model *src, const model_node *nd, int in_mapped, const cpd_factors *f,
                        const cpd_factors *g, model_node *out, int *n, factorize_layer *L)
 {
-    const int R = f->rank;
-    int dims[CPD_MAX_MODES], mh, mw;
-    modes_of(nd, dims, &mh, &mw);
-    const int src_in = nd->in[0];
-    const model_shape ins = src_in < 0 ? src->input : src->nodes[src_in].shape;
-    int k = 0;
-    model_node stage;
-    if (nd->op == MODEL_OP_LINEAR) {
-        memset(&stage, 0, sizeof stage);
-        stage.op = MODEL_OP_LINEAR;
-        snprintf(stage.name, sizeof stage.name, "%.110s/cp_in", nd->name);
-        stage.n_in = 1;
-        stage.in[0] = in_mapped;
-        stage.shape = (model_shape){1, R, 1, 1};
-        stage.n_weight = (int64_t)R * dims[1];
-        stage.weight = ccq_calloc((size_t)stage.n_weight, sizeof(float));
-        factor_weights(f, 1, stage.weight);
-    } else {
-        /* which stage carries each axis's stride, padding and dilation */
-        const int h_on = mh >= 0 ? 1 : mw >= 0 ? 2 : 0, w_on = mw >= 0 ? 2 : mh >= 0 ? 1 : 0;
-        model_node *stg[3];
-        model_node chain[3];
-        int ns = 0;
-        model_shape s = {3, R, ins.h, ins.w};
-        if (h_on == 0) s.h = model_window_out(ins.h, 1, nd->stride[0], nd->pad[0], nd->pad[2], 1, 0);
-        if (w_on == 0) s.w = model_window_out(ins.w, 1, nd->stride[1], nd->pad[1], nd->pad[3], 1, 0);
-        chain[ns] = conv_node(nd->name, "cp_in", in_mapped, s, dims[1], 1, 1, 1);
-        stg[0] = &chain[ns++];
-        factor_weights(f, 1, stg[0]->weight);
-        if (mh >= 0) {
-            s.h = model_window_out(s.h, nd->kernel[0], nd->stride[0], nd->pad[0], nd->pad[2], nd->dilation[0], 0);
-            if (w_on == 1) s.w = model_window_out(s.w, 1, nd->stride[1], nd->pad[1], nd->pad[3], 1, 0);
-            chain[ns] = conv_node(nd->name, "cp_h", -1, s, 1, R, nd->kernel[0], 1);
-            stg[1] = &chain[ns++];
-            factor_weights(f, mh, stg[1]->weight);
-        } else
-            stg[1] = NULL;
-        if (mw >= 0) {
-            s.w = model_window_out(s.w, nd->kernel[1], nd->stride[1], nd->pad[1], nd->pad[3], nd->dilation[1], 0);
-            if (h_on == 2) s.h = model_window_out(s.h, 1, nd->stride[0], nd->pad[0], nd->pad[2], 1, 0);
-            chain[ns] = conv_node(nd->name, "cp_w", -1, s, 1, R, 1, nd->kernel[1]);
-            stg[2] = &chain[ns++];
-            factor_weights(f, mw, stg[2]->weight);
-        } else
-            stg[2] = NULL;
-        model_node *hs = stg[h_on], *ws = stg[w_on];
-        hs->stride[0] = nd->stride[0], hs->pad[0] = nd->pad[0], hs->pad[2] = nd->pad[2];
-        hs->dilation[0] = h_on == 1 ? nd->dilation[0] : 1;
-        ws->stride[1] = nd->stride[1], ws->pad[1] = nd->pad[1], ws->pad[3] = nd->pad[3];
-        ws->dilation[1] = w_on == 2 ? nd->dilation[1] : 1;
-        for (int j = 0; j < ns; j++) {
-            if (j > 0) chain[j].in[0] = *n - 1;
-            const int m = j == 0 ? 1 : (chain[j].kernel[0] > 1 ? mh : mw);
-            snprintf(L->fname[k], sizeof L->fname[k], "%s", chain[j].name);
-            factor_levels(g, m, &L->levels[k], &L->scale[k]);
-            k++;
-            out[(*n)++] = chain[j];
-        }
-        stage = conv_node(nd->name, "cp_out", *n - 1, nd->shape, R, 1, 1, 1);
-        factor_weights(f, 0, stage.weight);
-        goto last;
+    model_node chain[FACTORIZE_MAX_FACTORS];
+    int mode[FACTORIZE_MAX_FACTORS];
+    const int ns = plan_chain(src, nd, f->rank, chain, mode);
+    model_node *last = &chain[ns - 1];
+    if (nd->bias) {
+        last->bias = ccq_malloc(sizeof(float) * (size_t)nd->shape.c);
+        memcpy(last->bias, nd->bias, sizeof(float) * (size_t)nd->shape.c);
     }
-    snprintf(L->fname[k], sizeof L->fname[k], "%s", stage.name);
-    factor_levels(g, 1, &L->levels[k], &L->scale[k]);
-    k++;
-    out[(*n)++] = stage;
-    memset(&stage, 0, sizeof stage);
-    stage.op = MODEL_OP_LINEAR;
-    snprintf(stage.name, sizeof stage.name, "%.110s/cp_out", nd->name);
-    stage.n_in = 1;
-    stage.in[0] = *n - 1;
-    stage.shape = nd->shape;
-    stage.n_weight = (int64_t)nd->shape.c * R;
-    stage.weight = ccq_calloc((size_t)stage.n_weight, sizeof(float));
-    factor_weights(f, 0, stage.weight);
-last:
-    /* the layer's bias, ReLU and clip on the last factor */
-    stage.bias = nd->bias ? ccq_malloc(sizeof(float) * (size_t)nd->shape.c) : NULL;
-    if (nd->bias) memcpy(stage.bias, nd->bias, sizeof(float) * (size_t)nd->shape.c);
-    stage.relu = nd->relu;
-    stage.has_clip = nd->has_clip;
-    stage.clip[0] = nd->clip[0], stage.clip[1] = nd->clip[1];
-    snprintf(L->fname[k], sizeof L->fname[k], "%s", stage.name);
-    factor_levels(g, 0, &L->levels[k], &L->scale[k]);
-    k++;
-    L->n_factors = k;
-    out[(*n)++] = stage;
+    last->relu = nd->relu;
+    last->has_clip = nd->has_clip;
+    last->clip[0] = nd->clip[0], last->clip[1] = nd->clip[1];
+    for (int j = 0; j < ns; j++) {
+        chain[j].in[0] = j ? *n - 1 : in_mapped;
+        factor_weights(f, mode[j], chain[j].weight);
+        snprintf(L->fname[j], sizeof L->fname[j], "%s", chain[j].name);
+        factor_levels(g, mode[j], &L->levels[j], &L->scale[j]);
+        out[(*n)++] = chain[j];
+    }
+    L->n_factors = ns;
 }
 
 ccq_status factorize_model(const model *src, const factorize_config *c, model *dst, factorize_plan *plan,
