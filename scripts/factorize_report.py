@@ -32,6 +32,7 @@ ap.add_argument("--ratios", default="0.25,0.5,0.75")
 ap.add_argument("--wbits", type=int, default=4)
 ap.add_argument("--budget", default="", help="NAME=EVALS,...: the search's evaluations per model")
 ap.add_argument("--no-search", action="store_true")
+ap.add_argument("--replot", action="store_true", help="only redraw the plots from the table in --out-md")
 ap.add_argument("--work", required=True)
 ap.add_argument("--out-md", required=True)
 ap.add_argument("--out-png-prefix", required=True)
@@ -63,7 +64,7 @@ def speed(path):
 
 
 rows, bench = [], []
-for spec in a.model:
+for spec in [] if a.replot else a.model:
     name, path, cfg = spec.split("=", 2)
     fp = acc(path, True)
     p, macs = size(path)
@@ -108,14 +109,27 @@ for spec in a.model:
 
 speeds = [(n, lab, speed(q)) for n, lab, q in bench]
 
-with open(a.out_md, "w") as f:
-    f.write("| model | point | ratio | parameters | MACs per image | test accuracy | command |\n|---|---|---|---|---|---|---|\n")
-    for x in rows:
-        f.write(f"| {x['model']} | {x['point']} | {x['ratio']} | {x['params']:,} | {x['macs']:,} | {x['acc']:.2f}% | "
-                f"`{x['cmd']}` |\n")
-    f.write("\n| model | integer model | forward images/s (1 thread, best batch) |\n|---|---|---|\n")
-    for n, lab, s in speeds:
-        f.write(f"| {n} | {lab} | {s:,.0f} |\n")
+
+def write_md():
+    with open(a.out_md, "w") as f:
+        f.write("| model | point | ratio | parameters | MACs per image | test accuracy | command |\n"
+                "|---|---|---|---|---|---|---|\n")
+        for x in rows:
+            f.write(f"| {x['model']} | {x['point']} | {x['ratio']} | {x['params']:,} | {x['macs']:,} | "
+                    f"{x['acc']:.2f}% | `{x['cmd']}` |\n")
+        f.write("\n| model | integer model | forward images/s (1 thread, best batch) |\n|---|---|---|\n")
+        for n, lab, s in speeds:
+            f.write(f"| {n} | {lab} | {s:,.0f} |\n")
+
+
+if a.replot:
+    for line in open(a.out_md):
+        c = [x.strip() for x in line.strip().strip("|").split("|")]
+        if len(c) == 7 and c[3][:1].isdigit():
+            rows.append(dict(model=c[0], point=c[1], ratio=c[2], params=int(c[3].replace(",", "")),
+                             macs=int(c[4].replace(",", "")), acc=float(c[5].rstrip("%")), cmd=c[6]))
+else:
+    write_md()
 
 for spec in a.model:
     name = spec.split("=", 1)[0]
@@ -134,7 +148,13 @@ for spec in a.model:
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
         top = max(x["acc"] for x in mine)
-        ax.set_ylim(max(0, top - 25), top + 1)
+        lo = max(0, top - 25)
+        ax.set_ylim(lo, top + 1)
+        for x in mine:  # points below the axis: their value at the bottom edge
+            if x["acc"] < lo:
+                dy = {"factorized, float": 4, "CP-ALS + RTN": 14, "ADMM on the grid": 24}.get(x["point"], 34)
+                ax.annotate(f"{x['point']}: {x['acc']:.1f}%", (x[key], lo), xytext=(4, dy), textcoords="offset points",
+                            fontsize=7, arrowprops=dict(arrowstyle="->", lw=0.6))
     axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle(f"{name}: CP-factorized layers at w{a.wbits}a8 (ratios {a.ratios})")
     fig.tight_layout()
