@@ -359,6 +359,20 @@ ccq_status factorize_model(const model *src, const factorize_config *c, model *d
     model_free(&cp);
     ccq_free(map);
     ccq_free(pick);
+    /* factorize_apply finds the factor layers by name: a name cut to fit (NAME over 110 characters)
+     * must not meet another node's */
+    for (int l = 0; l < plan->n_layers; l++)
+        for (int k = 0; k < plan->layers[l].n_factors; k++) {
+            int same = 0;
+            for (int i = 0; i < dst->n_nodes; i++) same += !strcmp(dst->nodes[i].name, plan->layers[l].fname[k]);
+            if (same != 1) {
+                st = ccq_fail(err, CCQ_ERR_LIMIT, "%s: factor layer name '%s' is not unique (layer names over 110 "
+                              "characters are cut)", src->path, plan->layers[l].fname[k]);
+                model_free(dst);
+                factorize_plan_free(plan);
+                return st;
+            }
+        }
     return CCQ_OK;
 }
 

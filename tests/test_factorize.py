@@ -16,7 +16,8 @@
   - refusals (exit 2 unless said, one line, nothing written): --rank 0, --rank with --ratio, a ratio
     out of range, an unknown layer, a layer's rank of 0 or not a number, the logits layer, a non-weighted node, a grouped conv, a quantized
     model, --method with --rank full, an unknown method, --wbits 9, a bad --ridge, no --data, no -o,
-    -o equal to the model, a missing model (exit 3), a truncated model (exit 4)."""
+    -o equal to the model, a missing model (exit 3), a truncated model (exit 4), layer names over 110
+    characters that meet once cut to fit (exit 6)."""
 import os
 import re
 import sys
@@ -238,6 +239,17 @@ with tempfile.TemporaryDirectory() as root:
         t.check(f"{label}: exit {code}, one line naming '{needle}'", rc == code and len(lines) == 1 and needle in se,
                 f"rc={rc} {se!r}")
         t.check(f"{label}: nothing written", not os.path.exists(out))
+    # names cut to fit that would meet: refused, not confused
+    import copy
+    long_nodes = copy.deepcopy(nodes)
+    long_nodes[2]["name"], long_nodes[4]["name"] = "x" * 115 + "a", "x" * 115 + "b"
+    longnet = P("longnet.h5")
+    onnx2ccq.write(longnet, "longnet", (1, 28, 28), np.array([0.286], np.float32), np.array([0.353], np.float32),
+                   long_nodes)
+    t.refusal("factor names that would collide")
+    rc, so, se = run([ccq, "factorize", longnet, "--rank", "2", "--float", "-o", P("long_out.h5")])
+    t.check("names over 110 characters that meet when cut: exit 6, one line", rc == 6 and "not unique" in se
+            and len(se.strip().splitlines()) == 1 and not os.path.exists(P("long_out.h5")), f"rc={rc} {se!r}")
     t.refusal("-o is the model")
     rc, so, se = run([ccq, "factorize", P("l_admm.h5"), "--data", data, "-o", P("l_admm.h5")])
     t.check("-o equal to the model: exit 2, one line", rc == 2 and len(se.strip().splitlines()) == 1, se)
