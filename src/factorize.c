@@ -183,25 +183,40 @@ static void factor_levels(const cpd_factors *f, int m, int8_t **lv_out, float **
 
 /* Fits node nd's factors into f (rank chosen) and fills the layer's report; for ADMM f ends on its grid,
  * else f holds the float factors and *grid (allocated here) them rounded. */
-static void fit_layer(const model_node *nd, const factorize_config *c, int rank, cpd_factors *f,
-                      cpd_factors *grid, factorize_layer *L)
+/* The exact decomposition's rank of node nd: its weights over the larger of Cout and Cin (full_rank). */
+static int64_t full_rank_of(const model_node *nd)
+{
+    int dims[CPD_MAX_MODES], mh, mw;
+    modes_of(nd, dims, &mh, &mw);
+    return nd->n_weight / (dims[0] >= dims[1] ? dims[0] : dims[1]);
+}
+
+/* Node nd's rank: the exact one, the one given with its name (rank > 0), --rank, or the ratio's
+ * (at least 1, at most the exact rank). 0 if a given rank is above the exact rank. */
+static int layer_rank(const model_node *nd, const factorize_config *c, int rank)
+{
+    const int64_t full = full_rank_of(nd);
+    if (c->method == FACTORIZE_FULL) return (int)full;
+    if (rank > 0 || c->rank > 0) {
+        const int r = rank > 0 ? rank : c->rank;
+        return r > full ? 0 : r;
+    }
+    int dims[CPD_MAX_MODES], mh, mw;
+    const int n = modes_of(nd, dims, &mh, &mw);
+    int64_t sum = 0;
+    for (int k = 0; k < n; k++) sum += dims[k];
+    const int64_t r = (int64_t)c->ratio_pm * nd->n_weight / (1000 * sum);
+    return r < 1 ? 1 : r > full ? (int)full : (int)r;
+}
+
+static void fit_layer(const model_node *nd, const factorize_config *c, int R, cpd_factors *f, cpd_factors *grid,
+                      factorize_layer *L)
 {
     int dims[CPD_MAX_MODES], mh, mw;
     const int n = modes_of(nd, dims, &mh, &mw);
     int64_t sum = 0;
     for (int k = 0; k < n; k++) sum += dims[k];
-    int R;
     const int dense = dims[0] >= dims[1] ? 0 : 1;
-    if (c->method == FACTORIZE_FULL)
-        R = (int)(nd->n_weight / dims[dense]);
-    else if (rank > 0)
-        R = rank;
-    else if (c->rank > 0)
-        R = c->rank;
-    else {
-        const int64_t r = (int64_t)c->ratio_pm * nd->n_weight / (1000 * sum);
-        R = r < 1 ? 1 : r > 1 << 20 ? 1 << 20 : (int)r;
-    }
     double *t = ccq_malloc(sizeof(double) * (size_t)nd->n_weight);
     for (int64_t e = 0; e < nd->n_weight; e++) t[e] = nd->weight[e];
     cpd_factors_init(f, n, dims, R);
@@ -326,7 +341,16 @@ ccq_status factorize_model(const model *src, const factorize_config *c, model *d
         return st;
     }
     int n_pick = 0;
-    for (int i = 0; i < src->n_nodes; i++) n_pick += pick[i] != 0;
+    for (int i = 0; i < src->n_nodes; i++) {
+        n_pick += pick[i] != 0;
+        if (pick[i] && !layer_rank(&src->nodes[i], c, pick[i])) {
+            st = ccq_fail(err, CCQ_ERR_USAGE, "%s: layer '%s': rank %d is above its exact decomposition's rank %lld "
+                          "(--rank full)", src->path, src->nodes[i].name, pick[i] > 0 ? pick[i] : c->rank,
+                          (long long)full_rank_of(&src->nodes[i]));
+            ccq_free(pick);
+            return st;
+        }
+    }
     plan->layers = ccq_calloc((size_t)n_pick, sizeof(factorize_layer));
     model cp;
     model_copy(&cp, src);
@@ -347,7 +371,7 @@ ccq_status factorize_model(const model *src, const factorize_config *c, model *d
         } else {
             factorize_layer *L = &plan->layers[plan->n_layers++];
             cpd_factors f, g = {0};
-            fit_layer(&src->nodes[i], c, pick[i], &f, &g, L);
+            fit_layer(&src->nodes[i], c, layer_rank(&src->nodes[i], c, pick[i]), &f, &g, L);
             emit_chain(src, &src->nodes[i], nd.in[0], &f, c->method == FACTORIZE_ADMM ? &f : &g, dst->nodes,
                        &dst->n_nodes, L);
             cpd_factors_free(&f);

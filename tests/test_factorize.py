@@ -14,7 +14,8 @@
   - a search of the factorized model is bit-identical on 1 and 2 ranks and accepts changes;
   - --layers NAME=R gives that layer its own rank, the others the ratio's;
   - refusals (exit 2 unless said, one line, nothing written): --rank 0, --rank with --ratio, a ratio
-    out of range, an unknown layer, a layer's rank of 0 or not a number, the logits layer, a non-weighted node, a grouped conv, a quantized
+    out of range, an unknown layer, a layer's rank of 0 or not a number, a rank above the exact
+    decomposition's (conv2: 400), the logits layer, a non-weighted node, a grouped conv, a quantized
     model, --method with --rank full, an unknown method, --wbits 9, a bad --ridge, no --data, no -o,
     -o equal to the model, a missing model (exit 3), a truncated model (exit 4), layer names over 110
     characters that meet once cut to fit (exit 6)."""
@@ -216,6 +217,7 @@ with tempfile.TemporaryDirectory() as root:
         ("ratio out of range", base + ["--ratio", "0"], 2, "--ratio"),
         ("unknown layer", base + ["--layers", "/conv2/Conv,/nope"], 2, "'/nope'"),
         ("a layer's rank 0", base + ["--layers", "/conv2/Conv=0"], 2, "'/conv2/Conv=0'"),
+        ("a rank above the exact one", base + ["--rank", "401"], 2, "exact decomposition's rank 400"),
         ("a layer's rank not a number", base + ["--layers", "/conv2/Conv=x"], 2, "rank after '='"),
         ("the logits layer", base + ["--layers", "/fc2/Gemm"], 2, "logits"),
         ("a node without weights", base + ["--layers", "/MaxPool"], 2, "not a conv2d or linear"),
