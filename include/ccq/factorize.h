@@ -55,9 +55,8 @@ typedef struct {
     int admm_sweeps;   /* ADMM sweeps (default 60) */
     int admm_inner;    /* ADMM iterations per mode and sweep (default 10) */
     uint64_t seed;     /* CP-ALS's random start */
-    double ridge;      /* CP-ALS's Tikhonov term (cpd_als; default 0.01: on ResNet-20 at ratio 0.5, w4,
-                        * 2,000 test images, CP-ALS + RTN 58.9 / 87.2 / 86.3% at 0.001 / 0.01 / 0.03,
-                        * ADMM 91.4 / 92.3 / 91.1%; 0 gives CP's degenerate terms, 13% after RTN) */
+    double ridge;      /* CP-ALS's Tikhonov term (cpd_als; default 0.01, measured best of 0, 0.001, 0.01
+                        * and 0.03 for both methods: results/factorize.md) */
 } factorize_config;
 
 void factorize_config_default(factorize_config *c);
