@@ -14,10 +14,6 @@
 
 #include "ccq/rng.h"
 
-/* OpenBLAS's thread count (not in cblas.h on every system). */
-extern int openblas_get_num_threads(void);
-extern void openblas_set_num_threads(int);
-
 /* rng_init_keyed purpose of the ALS start (one stream per mode). */
 enum { CPD_KEY_ALS_START = 11 };
 
