@@ -71,6 +71,7 @@ void cclog_generation(cclog *l, const cclog_rec *r, int ranks, double forward_s,
     fprintf(l->log, "{\"gen\": %lld, \"size\": %d, \"context\": %.6f, \"best\": %.6f, \"mean\": %.6f, \"accepted\": %d",
             (long long)r->gen, r->size, r->context, r->best, r->mean, r->accepted);
     fprintf(l->log, ", \"context_acc\": %.6f", r->context_acc);
+    if (r->has_race) fprintf(l->log, ", \"raced_out\": %d", r->raced_out);
     if (r->has_confirm)
         fprintf(l->log, ", \"confirm_context\": %.6f, \"confirm_best\": %.6f", r->confirm_context, r->confirm_best);
     if (r->has_combined) fprintf(l->log, ", \"combined\": %.6f, \"combined_won\": %d", r->combined, r->combined_won);

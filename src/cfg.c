@@ -67,6 +67,8 @@ static const cfg_entry k_table[] = {
     {"search", "combine", T_BOOL, 0, 1, "false", F(combine), NULL},
     {"search", "confirm_batch", T_INT, 0, 1e6, "0", F(confirm_batch), NULL},
     {"search", "accept_z", T_DOUBLE, 0, 10, "0", F(accept_z), NULL},
+    {"search", "race_z", T_DOUBLE, 0, 10, "0", F(race_z), NULL},
+    {"search", "race_stages", T_INT, 2, 64, "4", F(race_stages), NULL},
     {"search", "val_images", T_INT, 0, 1e6, "5000", F(val_images), NULL},
     {"run", "output", T_PATH, 0, 0, "build/search/model.h5", F(output), NULL},
     {"run", "log", T_PATH, 0, 0, "build/search/log.jsonl", F(log), NULL},

@@ -115,12 +115,13 @@ int64_t feval_context(feval *e, int off, int n, int64_t *correct, int64_t *sumsq
 }
 
 void feval_items(feval *e, const int *items, int n_items, const int64_t *sub, int m, feval_sample_fn sample,
-                 void *arg, int paired, int rank, int size, int64_t *out)
+                 void *arg, int paired, int off, int n, int rank, int size, int64_t *out)
 {
     const int classes = e->fit->classes;
+    CCQ_ASSERT(off >= 0 && n >= 0 && off + n <= e->n);
     memset(out, 0, sizeof(int64_t) * (3 * (size_t)n_items + 1));
     /* this rank's images, every item on them: the prefix is computed once over all ranks */
-    const int ia = (int)((int64_t)e->n * rank / size), ib = (int)((int64_t)e->n * (rank + 1) / size);
+    const int ia = off + (int)((int64_t)n * rank / size), ib = off + (int)((int64_t)n * (rank + 1) / size);
     const int start = genome_first_node(e->g, sub, m);
     genome_get(e->g, sub, m, e->saved);
     for (int c0 = ia; c0 < ib; c0 += e->cap) {

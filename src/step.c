@@ -41,7 +41,10 @@ void step_init(step_state *s, const cfg_search *cfg, const dist_ctx *d, genome *
     s->elite = ccq_malloc((size_t)(G > 0 ? G : 1) * (size_t)cfg->mu);
     s->items = ccq_malloc(sizeof(int) * ((size_t)lambda + 1));
     s->out = ccq_malloc(sizeof(int64_t) * (3 * ((size_t)lambda + 1) + 1));
-    s->order = ccq_malloc(sizeof(int64_t) * 2 * (size_t)lambda);
+    s->order = ccq_malloc(sizeof(int64_t) * 3 * (size_t)lambda);
+    s->fit = ccq_malloc(sizeof(int64_t) * 4 * (size_t)lambda);
+    s->psd = s->fit + lambda, s->psd2 = s->fit + 2 * lambda, s->pn = s->fit + 3 * lambda;
+    s->stage = ccq_malloc(sizeof(int) * (size_t)lambda);
     s->all = ccq_malloc((size_t)(G > 0 ? G : 1) * (size_t)lambda);
     s->combo = ccq_malloc((size_t)(G > 0 ? G : 1));
     /* sparse layers: their budgets are the start's counts (the genome holds the start here: a
@@ -114,6 +117,7 @@ static void sample_repair(const step_state *s, int m, int8_t *out)
 void step_free(step_state *s)
 {
     ccq_free(s->sub), ccq_free(s->ind), ccq_free(s->elite), ccq_free(s->items), ccq_free(s->out), ccq_free(s->order);
+    ccq_free(s->fit), ccq_free(s->stage);
     ccq_free(s->all), ccq_free(s->combo);
     ccq_free(s->nz_budget), ccq_free(s->nz_ctx), ccq_free(s->mag), ccq_free(s->scratch), ccq_free(s->ctx_sub);
     memset(s, 0, sizeof *s);
@@ -172,13 +176,6 @@ static double z_report(int64_t sd, int64_t sd2, int64_t n)
     return var_n > 0 ? -(double)sd / n / sqrt(var_n / n) : 0.0;
 }
 
-static int cmp_fit(const void *a, const void *b)
-{
-    const int64_t *x = a, *y = b; /* (fitness, individual) */
-    if (x[0] != y[0]) return x[0] < y[0] ? -1 : 1;
-    return x[1] < y[1] ? -1 : x[1] > y[1];
-}
-
 int step_combine(const int8_t *all, const int64_t *fit, int lambda, int m, int64_t ctx, int8_t *combo)
 {
     int moved = 0;
@@ -205,13 +202,13 @@ int step_combine(const int8_t *all, const int64_t *fit, int lambda, int m, int64
     return moved;
 }
 
-/* search.combine: s->combo from this generation's individuals (fit[k + 1] is individual k's). */
+/* search.combine: s->combo from this generation's individuals (fit[k] is individual k's). */
 static int combine(step_state *s, int m, int64_t ctx, const int64_t *fit)
 {
     const int lambda = (int)s->cfg->lambda;
     for (int k = 0; k < lambda; k++) sample(s, k, m, s->all + (size_t)k * m);
     genome_get(s->g, s->sub, m, s->combo);
-    return step_combine(s->all, fit + 1, lambda, m, ctx, s->combo);
+    return step_combine(s->all, fit, lambda, m, ctx, s->combo);
 }
 
 static double report(const cfg_search *c, int64_t f, int64_t n)
@@ -220,11 +217,67 @@ static double report(const cfg_search *c, int64_t f, int64_t n)
     return c->fitness == CFG_FIT_ACCURACY ? (double)f / n : (double)f / FIT_ONE / n;
 }
 
-/* Evaluates items[0..n) on the gathered batch over all ranks: s->out as feval_items, summed. */
-static void evaluate(step_state *s, int n, int m, int paired)
+/* Evaluates items[0..n) on gathered images [off, off + len) over all ranks: s->out as feval_items,
+ * summed. */
+static void evaluate(step_state *s, int n, int m, int paired, int off, int len)
 {
-    feval_items(s->ev, s->items, n, s->sub, m, sample, s, paired, s->d->rank, s->d->size, s->out);
+    feval_items(s->ev, s->items, n, s->sub, m, sample, s, paired, off, len, s->d->rank, s->d->size, s->out);
     dist_allreduce_sum(s->d, s->out, 3 * n + 1);
+}
+
+int step_raced_out(int64_t sd, int64_t sd2, int64_t n, int64_t z2_q16) { return step_paired_gain(-sd, sd2, n, z2_q16); }
+
+static int cmp_rank(const void *a, const void *b)
+{
+    const int64_t *x = a, *y = b; /* (class, value, individual) */
+    for (int i = 0; i < 3; i++)
+        if (x[i] != y[i]) return x[i] < y[i] ? -1 : 1;
+    return 0;
+}
+
+/* The lambda individuals on the generation's batch, in K stages (K = 1: the whole batch at once).
+ * After every stage but the last, an individual whose paired loss against the context over the
+ * images so far exceeds race_z standard errors is dropped (step_raced_out): it is not evaluated
+ * on the later stages. Fills s->fit (the whole batch's fitness; for a dropped individual the
+ * context's plus its paired sum scaled to the batch, integer), s->psd / s->psd2 / s->pn (paired
+ * sums and their image count), s->order (survivors by fitness, then the dropped, the later
+ * dropped first, each group by paired sum; ties by individual), *ctx and *ctx_correct. Returns the
+ * image passes spent (the context's included). */
+static int64_t run_individuals(step_state *s, int m, int K, int64_t z2r, int64_t *ctx, int64_t *ctx_correct,
+                               int *dropped)
+{
+    const int lambda = (int)s->cfg->lambda, B = (int)s->cfg->batch;
+    int64_t passes = 0;
+    *ctx = 0, *ctx_correct = 0, *dropped = 0;
+    for (int k = 0; k < lambda; k++) s->fit[k] = 0, s->psd[k] = 0, s->psd2[k] = 0, s->pn[k] = 0, s->stage[k] = -1;
+    for (int st = 0; st < K; st++) {
+        const int off = (int)((int64_t)B * st / K), len = (int)((int64_t)B * (st + 1) / K) - off;
+        int n = 0;
+        s->items[n++] = -1;
+        for (int k = 0; k < lambda; k++)
+            if (s->stage[k] < 0) s->items[n++] = k;
+        evaluate(s, n, m, 1, off, len);
+        passes += (int64_t)n * len;
+        *ctx += s->out[0], *ctx_correct += s->out[n];
+        for (int it = 1; it < n; it++) {
+            const int k = s->items[it];
+            s->fit[k] += s->out[it], s->psd[k] += s->out[n + 1 + it], s->psd2[k] += s->out[2 * n + 1 + it];
+            s->pn[k] += len;
+            if (st + 1 < K && step_raced_out(s->psd[k], s->psd2[k], s->pn[k], z2r)) s->stage[k] = st, (*dropped)++;
+        }
+    }
+    for (int k = 0; k < lambda; k++) {
+        int64_t *o = s->order + 3 * (size_t)k;
+        if (s->stage[k] < 0) {
+            o[0] = 0, o[1] = s->fit[k];
+        } else {
+            o[0] = K - s->stage[k], o[1] = s->psd[k];
+            s->fit[k] = *ctx + s->psd[k] * B / s->pn[k];
+        }
+        o[2] = k;
+    }
+    qsort(s->order, (size_t)lambda, 3 * sizeof(int64_t), cmp_rank);
+    return passes;
 }
 
 int step_run(step_state *s, cclog_rec *rec)
@@ -232,31 +285,31 @@ int step_run(step_state *s, cclog_rec *rec)
     const cfg_search *c = s->cfg;
     const int lambda = (int)c->lambda, mu = (int)(c->mu < c->lambda ? c->mu : c->lambda), B = (int)c->batch;
     const int64_t z2 = llround(c->accept_z * c->accept_z * 65536.0);
+    const int64_t z2r = llround(c->race_z * c->race_z * 65536.0);
+    const int K = z2r > 0 ? (int)(c->race_stages < B ? c->race_stages : B) : 1;
     const int paired = z2 > 0;
     memset(rec, 0, sizeof *rec);
     const int m = choose(s);
     if (m == 0) return 0;
     if (s->any_sparse) sparse_context(s, m);
     feval_gather(s->ev, s->pool, s->pool_n, s->gen * (int64_t)B, B);
-    s->items[0] = -1;
-    for (int k = 0; k < lambda; k++) s->items[k + 1] = k;
-    /* with a confirmation batch the paired test is made there, not on the selection batch */
-    evaluate(s, lambda + 1, m, paired && c->confirm_batch == 0);
-    s->evals += lambda + 1;
-    const int64_t *fit = s->out, ctx = fit[0], ctx_correct = fit[lambda + 1];
+    int64_t ctx, ctx_correct;
+    int dropped;
+    const int64_t passes = run_individuals(s, m, K, z2r, &ctx, &ctx_correct, &dropped);
+    /* evaluations: whole-batch passes, a race's partial ones rounded up */
+    s->evals += (passes + B - 1) / B;
+    const int64_t *fit = s->fit;
     int64_t sum = 0;
-    for (int k = 0; k < lambda; k++) {
-        s->order[2 * k] = fit[k + 1], s->order[2 * k + 1] = k;
-        sum += fit[k + 1];
-    }
-    qsort(s->order, (size_t)lambda, 2 * sizeof(int64_t), cmp_fit);
-    int best = (int)s->order[1];
-    int64_t best_fit = s->order[0];
-    int64_t sd = s->out[lambda + 2 + best + 1], sd2 = s->out[2 * (lambda + 1) + 1 + best + 1];
+    for (int k = 0; k < lambda; k++) sum += fit[k];
+    int best = (int)s->order[2];
+    const int best_survived = s->stage[best] < 0;
+    int64_t best_fit = fit[best];
+    /* the paired test without a confirmation batch is made on the selection batch */
+    int64_t sd = s->psd[best], sd2 = s->psd2[best];
     if (c->combine && combine(s, m, ctx, fit) > 0) {
         /* the combination on the same batch, beside the context (the paired sums need it) */
         s->items[0] = -1, s->items[1] = lambda;
-        evaluate(s, 2, m, paired && c->confirm_batch == 0);
+        evaluate(s, 2, m, 1, 0, B);
         s->evals += 2;
         rec->has_combined = 1, rec->combined = report(c, s->out[1], B);
         if (s->out[1] < best_fit) {
@@ -264,16 +317,18 @@ int step_run(step_state *s, cclog_rec *rec)
             sd = s->out[3 + 1], sd2 = s->out[2 * 2 + 1 + 1];
         }
     }
-    for (int e = 0; e < mu; e++) sample(s, (int)s->order[2 * e + 1], m, s->elite + (size_t)e * m);
+    if (K > 1) rec->has_race = 1, rec->raced_out = dropped;
+    for (int e = 0; e < mu; e++) sample(s, (int)s->order[3 * e + 2], m, s->elite + (size_t)e * m);
     eda_update(s->eda, s->sub, m, s->elite, mu, (uint32_t)llround(c->alpha * EDA_ONE));
 
-    int accept = best_fit < ctx;
+    /* a dropped individual never beat the context (the combination always ran the whole batch) */
+    int accept = best_fit < ctx && (best == lambda || best_survived);
     int64_t n_test = B;
     if (accept && c->confirm_batch > 0) {
         const int C = (int)c->confirm_batch;
         feval_gather(s->ev, s->pool, s->pool_n, s->pool_n / 2 + s->gen * (int64_t)C, C);
         s->items[0] = -1, s->items[1] = best;
-        evaluate(s, 2, m, paired);
+        evaluate(s, 2, m, paired, 0, C);
         s->evals += 2;
         rec->has_confirm = 1;
         rec->confirm_context = report(c, s->out[0], C), rec->confirm_best = report(c, s->out[1], C);

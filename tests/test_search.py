@@ -13,7 +13,7 @@ model, log and checkpoint for every grouping mode on 1 to 4 ranks (with a
 cache small enough to split batches into chunks), with the paired
 acceptance test on the confirmation batch and on the selection batch, on
 both reference models and with the scalar kernels (and with the float prior,
-which must change the search, subcomponents sized by layer, and the combination candidate); a checkpoint from another configuration, a
+which must change the search, subcomponents sized by layer, the combination candidate, and racing, whose stages are cut into rank shares again); a checkpoint from another configuration, a
 damaged checkpoint and a bad configuration are refused with one clear line
 and their exit codes, leaving the existing files untouched. Also: the search
 improves the batch fitness it optimises over its round-to-nearest start."""
@@ -148,12 +148,16 @@ with tempfile.TemporaryDirectory() as root:
     modes = [("confidence", ["--set", "search.combine=true"]), ("layer", ["--set", "search.accept_z=1.5"]),
              ("random", ["--set", "search.accept_z=1", "--set", "search.confirm_batch=0"]),
              ("layer_confidence", ["--set", "search.accept_z=0.5", "--set", "search.prior=float",
-                                  "--set", "search.group_fraction=0.05"])]
+                                  "--set", "search.group_fraction=0.05"]),
+             # racing: uneven stages (128 images in 3) cut again into 1-4 rank shares
+             ("confidence", ["--set", "search.race_z=0.5", "--set", "search.race_stages=3",
+                             "--set", "search.combine=true", "--set", "search.accept_z=1"])]
     for g, extra in modes:
+        label = g + ("_race" if "search.race_z=0.5" in extra else "")
         extra = ["--set", f"search.group={g}"] + extra
         runs = {}
         for inc, np_, cache in (("true", 1, 256), ("false", 1, 256), ("true", 2, 1), ("false", 3, 1), ("true", 4, 256)):
-            d = os.path.join(root, f"inc_{g}_{inc}_{np_}")
+            d = os.path.join(root, f"inc_{label}_{inc}_{np_}")
             rc, so, se = search(setup(d, budget=240), np_, extra + ["--set", f"run.incremental={inc}",
                                                                     "--set", f"run.cache_mb={cache}"])
             t.check(f"{g}: incremental={inc} on {np_} ranks runs", rc == 0, se[-2000:])
@@ -166,9 +170,23 @@ with tempfile.TemporaryDirectory() as root:
         if "search.combine=true" in extra:
             t.check(f"{g}: the combination is evaluated, and chosen at least once",
                     any("combined" in r for r in recs_g) and any(r.get("combined_won") for r in recs_g))
+        if label.endswith("_race"):
+            # 8 individuals and the context: 9 whole-batch passes a generation without racing
+            per_gen = [b["evaluations"] - a["evaluations"] - 2 * ("confirm_context" in b) - 2 * ("combined" in b)
+                       for a, b in zip(recs_g, recs_g[1:])]
+            t.check(f"{label}: individuals are dropped, and the generations that drop some cost fewer evaluations",
+                    any(r.get("raced_out", 0) > 0 for r in recs_g)
+                    and all(c < 9 for c, r in zip(per_gen, recs_g[1:]) if r["raced_out"] >= 3)
+                    and all(c == 9 for c, r in zip(per_gen, recs_g[1:]) if r["raced_out"] == 0),
+                    str([(r["raced_out"], c) for c, r in zip(per_gen, recs_g[1:])][:20]))
+            d = os.path.join(root, "inc_norace")
+            rc, so, se = search(setup(d, budget=240), 1, [a if a != "search.race_z=0.5" else "search.race_z=0"
+                                                          for a in extra])
+            t.check(f"{label}: racing changes the search (the log differs from race_z 0's)",
+                    rc == 0 and files(d)["log.jsonl"] != ref_run["log.jsonl"], se[-500:])
         for key, got in runs.items():
             for n in ref_run:
-                t.check(f"{g}: incremental={key[0]} on {key[1]} ranks: {n} bit-identical", got[n] == ref_run[n])
+                t.check(f"{label}: incremental={key[0]} on {key[1]} ranks: {n} bit-identical", got[n] == ref_run[n])
         if "search.prior=float" in extra:
             d = os.path.join(root, f"inc_{g}_flat")
             flat = [a if a != "search.prior=float" else "search.prior=flat" for a in extra]

@@ -5,7 +5,9 @@
  * accepted for z^2 just below 75, refused at exactly 75 (strictly greater)
  * and above; never a loss or no change; exact at the largest sums the
  * search can produce (int128 arithmetic). The combination of a generation's
- * individuals (step_combine) on hand-checked cases.
+ * individuals (step_combine) on hand-checked cases. The race's drop rule
+ * (step_raced_out) is the same test for a loss: {3, 3, 2, 2} is sqrt(75)
+ * standard errors worse.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -36,6 +38,18 @@ static void test_paired(void **state)
     /* mean -d/2, variance ~ d^2/4 (n / (n-1)): z = sqrt(n - 1) = 999.9995; z^2 = n - 1 exactly */
     assert_true(step_paired_gain(sd, sd2, n, (n - 1) * q - 1));
     assert_false(step_paired_gain(sd, sd2, n, (n - 1) * q));
+}
+
+static void test_raced_out(void **state)
+{
+    (void)state;
+    const int64_t q = 65536;
+    assert_true(step_raced_out(10, 26, 4, 75 * q - 1));
+    assert_false(step_raced_out(10, 26, 4, 75 * q));
+    assert_false(step_raced_out(-10, 26, 4, 0));  /* a gain is never dropped */
+    assert_false(step_raced_out(0, 26, 4, 0));    /* nor no change */
+    assert_true(step_raced_out(10, 26, 4, 0));    /* z = 0: any loss */
+    assert_false(step_raced_out(10, 100, 1, 0));  /* one image: no variance */
 }
 
 static void test_combine(void **state)
@@ -74,6 +88,7 @@ static void test_combine(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_paired), cmocka_unit_test(test_combine)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_paired),
+        cmocka_unit_test(test_raced_out), cmocka_unit_test(test_combine)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,6 +27,8 @@ typedef struct {
     int64_t gen, evaluations, accepted_total, budget;
     int size, accepted;
     double context, best, mean, context_acc;
+    int has_race;
+    int raced_out; /* search.race_z: individuals dropped before the batch's end */
     int has_confirm;
     double confirm_context, confirm_best;
     int has_combined;

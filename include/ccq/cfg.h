@@ -42,6 +42,8 @@ typedef struct {
     int64_t radius, lambda, mu, group, layer_turns, prior, combine, group_size, fitness, batch, confirm_batch, val_images;
     int64_t codebook; /* learned levels: the codebook entries are search variables too */
     double alpha, p_center, p_min, freeze, accept_z, group_fraction;
+    double race_z;       /* racing: drop an individual clearly worse than the context (0: off) */
+    int64_t race_stages; /* racing: the fitness batch in this many equal stages */
     /* [run] */
     char output[CFG_PATH_MAX], log[CFG_PATH_MAX], checkpoint[CFG_PATH_MAX];
     int64_t budget, checkpoint_every, micro_batch; /* budget: evaluations; it says where a run stops, not what it does */

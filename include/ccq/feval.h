@@ -79,16 +79,18 @@ int64_t feval_context(feval *e, int off, int n, int64_t *correct, int64_t *sumsq
 /* Writes individual `item` (>= 0) of the current generation: m levels for the subcomponent. */
 typedef void (*feval_sample_fn)(void *arg, int item, int m, int8_t *out);
 
-/* Evaluates items[0..n_items) on the gathered batch: items[k] < 0 is the
- * context, otherwise an individual drawn by sample(). sub[0..m) is the
- * subcomponent. This rank's share of the passes, as partial sums:
+/* Evaluates items[0..n_items) on gathered images [off, off + n) (the whole
+ * batch, or one stage of a race): items[k] < 0 is the context, otherwise an
+ * individual drawn by sample(). sub[0..m) is the subcomponent. The images
+ * are cut into `size` contiguous shares; this rank's share of the passes, as
+ * partial sums:
  *   out[k]                       fitness of item k (lower is better)
  *   out[n_items]                 correct predictions of the context items
  *   out[n_items + 1 + k]         sum over images of (fitness of k - fitness of the context)   (paired only)
  *   out[2 n_items + 1 + k]       sum of the squares of those differences                      (paired only)
  * out needs 3 n_items + 1 entries (all written). The context stays as it was. */
 void feval_items(feval *e, const int *items, int n_items, const int64_t *sub, int m, feval_sample_fn sample,
-                 void *arg, int paired, int rank, int size, int64_t *out);
+                 void *arg, int paired, int off, int n, int rank, int size, int64_t *out);
 
 /* Bytes the cache holds. */
 size_t feval_cache_bytes(const feval *e);

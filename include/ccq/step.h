@@ -12,6 +12,12 @@
  *      newly non-zero weights of that layer, smallest float magnitude first,
  *      set back to zero (their context value) until it fits, so the search
  *      may move zeros within the layer but not lose them;
+ *      with search.race_z > 0 the batch is run in search.race_stages equal
+ *      stages, and after each stage but the last an individual whose paired
+ *      loss against the context so far exceeds race_z standard errors is
+ *      dropped (not run on the rest): the same integer sums over ranks, so
+ *      the decision does not depend on the rank count; the dropped rank
+ *      below every survivor;
  *   4. move the distributions toward the mu best (ties by individual);
  *   5. accept the best into the context if it passes the acceptance rule:
  *      its fitness below the context's on the batch, then, with a
@@ -50,6 +56,8 @@ typedef struct {
     int8_t *all, *combo; /* search.combine: every individual's levels [lambda][G], the combination [G] */
     int *items;
     int64_t *out, *order;
+    int64_t *fit, *psd, *psd2, *pn; /* [lambda] per individual: fitness, paired sums, images seen */
+    int *stage;                     /* [lambda] the race stage an individual was dropped after, -1: none */
     /* sparse layers (model.h sparse, prune.h): at most nz_budget[l] non-zero levels (the start's
      * count; -1: unconstrained), kept by repairing every sample (sample_repair) */
     int64_t *nz_budget, *nz_ctx; /* [n_layers]; nz_ctx: the context's count, this generation */
@@ -83,5 +91,10 @@ int step_run(step_state *s, cclog_rec *rec);
  * lower is better) with summed squares sd2 over n images show a gain larger
  * than z standard errors? z2_q16 = round(z^2 * 2^16). Exact integers. */
 int step_paired_gain(int64_t sd, int64_t sd2, int64_t n, int64_t z2_q16);
+
+/* search.race_z: 1 if an individual whose per-image fitness differences to the context sum to sd
+ * (squares sd2) over n images is worse by more than z standard errors (z2_q16 = z^2 * 2^16):
+ * step_paired_gain with the sign turned. */
+int step_raced_out(int64_t sd, int64_t sd2, int64_t n, int64_t z2_q16);
 
 #endif
