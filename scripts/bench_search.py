@@ -12,7 +12,12 @@ and off, written to results/search_speed.md:
    timing side file, incremental on and off in the same run of this
    script, and the cache's memory;
 3. the off/on pair must give bit-identical logs (checked here too, not
-   only in the tests).
+   only in the tests);
+4. racing (search.race_z, a different search, not a speed-only switch):
+   the same search with incremental evaluation on and racing at
+   race_z = RACE_Z, reported as generations/s and individuals decided per
+   second (lambda a generation, raced out or not) beside the whole-batch
+   passes per second.
 
 One evaluation = one forward pass of a fitness batch (the unit of
 run.budget). Run it alone on the machine: it measures wall-clock."""
@@ -29,24 +34,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CCQ = os.path.join(ROOT, "build", "ccq")
 DATA = os.path.join(ROOT, "build", "data", "fashion-mnist.h5")
 RUNS = [("resnet20", "configs/resnet20_w2a8.ini", 2400), ("lenet", "configs/lenet_w2a8.ini", 6000)]
+RACE_Z = "0.5"
 
 
 def rel(c):
     return os.path.relpath(c, ROOT) if c.startswith(ROOT) else c
 
 
-def search(cfg, np_, budget, d, inc):
+def search(cfg, np_, budget, d, inc, race="0"):
     cmd = ["mpirun", "--oversubscribe", "-np", str(np_), CCQ] if np_ > 1 else [CCQ]
     # the float model: the [quant] keys give the round-to-nearest start (same cost per evaluation as GPTQ's)
     name = os.path.basename(cfg).split("_")[0]
     cmd += ["search", os.path.join(ROOT, cfg), "--set", f"model.model=results/models/{name}.h5",
-            "--set", f"run.budget={budget}", "--set", f"run.incremental={inc}", "--set", f"run.output={d}/m.h5",
+            "--set", f"run.budget={budget}", "--set", f"run.incremental={inc}", "--set", f"search.race_z={race}", "--set", f"run.output={d}/m.h5",
             "--set", f"run.log={d}/log.jsonl", "--set", f"run.checkpoint={d}/ckpt.h5"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if r.returncode:
         sys.exit(f"bench_search: {' '.join(cmd)} failed: {r.stderr.strip()[-500:]}")
     last = [json.loads(l) for l in open(f"{d}/log.jsonl.time")][-1]
-    return last, open(f"{d}/log.jsonl").read(), " ".join(rel(c) for c in cmd)
+    log = open(f"{d}/log.jsonl").read()
+    last["generations_per_s"] = last["gen"] / last["elapsed"]
+    last["lambda"] = int(next(l.split("=")[1] for l in r.stdout.splitlines() if l.replace(" ", "").startswith("lambda=")))
+    return last, log, " ".join(rel(c) for c in cmd)
 
 
 def main():
@@ -68,7 +77,8 @@ def main():
     # what a layer-at-a-time search spends: layers visited in proportion to their weights
     t_mix = sum(c["weights"] / n_w * c["seconds"] for c in cuts["cuts"])
     t_full = cuts["cuts"][0]["seconds_full"]
-    rows = []
+    t_eq = sum(c["seconds"] for c in cuts["cuts"]) / len(cuts["cuts"])
+    rows, race_rows = [], []
     for np_ in (2,):
         for name, cfg, budget in RUNS:
             if quick:
@@ -80,6 +90,9 @@ def main():
                 res[inc] = (t, log)
                 cmds.append(cmd)
                 print(f"bench_search: {name} incremental={inc}: {t['evaluations_per_s']:.1f} evaluations/s", flush=True)
+            with tempfile.TemporaryDirectory() as d:
+                race, _, cmd = search(cfg, np_, budget, d, "true", RACE_Z)
+            cmds.append(cmd)
             same = res["true"][1] == res["false"][1]
             if not same:
                 sys.exit(f"bench_search: {name}: the logs with incremental on and off differ")
@@ -89,6 +102,13 @@ def main():
                         f"{on['cache_bytes'] / 2**20:.1f} MiB | {off['elapsed']:.1f} s / {on['elapsed']:.1f} s | "
                         f"{'identical' if same else 'DIFFERENT'} |")
             print(rows[-1], flush=True)
+            lam = off["lambda"]
+            race_rows.append(
+                f"| {name} w2a8 | {np_} | {budget} | {off['generations_per_s']:.2f} / {on['generations_per_s']:.2f} / "
+                f"**{race['generations_per_s']:.2f}** | {off['generations_per_s'] * lam:.0f} / "
+                f"{on['generations_per_s'] * lam:.0f} / **{race['generations_per_s'] * lam:.0f}** | "
+                f"**{race['generations_per_s'] / off['generations_per_s']:.2f}x** | {race['evaluations_per_s']:.1f} |")
+            print(race_rows[-1], flush=True)
     out = os.path.join(ROOT, "results", "search_speed.md")
     with open(out + ".tmp", "w") as f:
         f.write("# Search speed: incremental evaluation\n\n")
@@ -101,6 +121,14 @@ def main():
         f.write("| search | ranks | evaluations | evaluations/s, incremental off | on | speed-up | cache memory per "
                 "rank | wall-clock off / on | logs |\n|---|---|---|---|---|---|---|---|---|\n")
         f.write("\n".join(rows) + "\n\n")
+        f.write(f"## Racing (`search.race_z = {RACE_Z}`, 4 stages), same run of this script\n\n"
+                "A different search (individuals clearly worse than the context after a stage are not run on the "
+                "rest of the batch), so its log is not the others'; what a generation costs: generations/s and "
+                "individuals decided per second (lambda a generation) with incremental evaluation off / on / on "
+                "with racing, and the racing run's whole-batch passes per second (its `evaluations`).\n\n"
+                "| search | ranks | evaluations | generations/s off / on / racing | individuals/s off / on / racing | "
+                "racing against off | whole-batch passes/s, racing |\n|---|---|---|---|---|---|---|\n")
+        f.write("\n".join(race_rows) + "\n\n")
         f.write(f"## Per layer position, ResNet-20 at 2 bits, one rank, batch {cuts['images']}\n\n")
         f.write(f"A generation of {cuts['individuals']} individuals and the context ({cuts['individuals'] + 1} "
                 f"evaluations) whose subcomponent lies in the layer: the prefix up to the layer once, then "
@@ -112,7 +140,9 @@ def main():
             f.write(f"| {c['node']} | `{c['name']}` | {c['weights']} | {c['seconds']:.3f} | "
                     f"{(cuts['individuals'] + 1) / c['seconds']:.1f} | {c['speedup']:.2f}x | {c['cache_bytes_per_image']} |\n")
         f.write(f"\nWeighted by each layer's share of the weights (how often `layer_confidence` visits it): "
-                f"{t_mix:.3f} s per generation, **{t_full / t_mix:.2f}x** the whole-network cost. The cache "
+                f"{t_mix:.3f} s per generation, **{t_full / t_mix:.2f}x** the whole-network cost; every layer the "
+                f"same share (`layer_turns = equal`, the shipped ResNet-20 config): {t_eq:.3f} s, "
+                f"**{t_full / t_eq:.2f}x**. The cache "
                 f"for the worst cut of {cuts['images']} images: {cuts['cache_bytes'] / 2**20:.1f} MiB "
                 "(`run.cache_mb` bounds it; a smaller bound splits the batch into chunks, same results).\n\n")
         f.write("Commands:\n\n```\n" + "\n".join(cmds) + "\n```\n")

@@ -18,6 +18,7 @@
 #include "ccq/eda.h"
 #include "ccq/h5io.h"
 #include "ccq/model.h"
+#include "ccq/step.h"
 
 ccq_status ckpt_file_hash(const char *path, uint64_t *hash, ccq_err *err)
 {
@@ -155,12 +156,13 @@ static ccq_status check_counters(const ckpt_data *c, const cfg_search *cfg, cons
     if (c->evals > CKPT_MAX_EVALS)
         return ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (evaluations %lld: more than any budget allows)",
                         path, (long long)c->evals);
-    if (c->gen > c->evals || c->gen * (cfg->lambda + 1) > c->evals)
+    const int64_t per_gen = step_min_evals(cfg);
+    if (c->gen > c->evals || c->gen * per_gen > c->evals)
         return ccq_fail(err, CCQ_ERR_FORMAT,
-                        "%s: malformed checkpoint (generation %lld needs at least %lld evaluations, lambda + 1 each; "
+                        "%s: malformed checkpoint (generation %lld needs at least %lld evaluations, %lld each; "
                         "it has %lld)",
-                        path, (long long)c->gen, (long long)(c->gen > c->evals ? c->gen : c->gen * (cfg->lambda + 1)),
-                        (long long)c->evals);
+                        path, (long long)c->gen, (long long)(c->gen > c->evals ? c->gen : c->gen * per_gen),
+                        (long long)per_gen, (long long)c->evals);
     if (c->accepted > c->gen)
         return ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (accepted %lld in %lld generations: at most one each)",
                         path, (long long)c->accepted, (long long)c->gen);

@@ -225,6 +225,21 @@ static void evaluate(step_state *s, int n, int m, int paired, int off, int len)
     dist_allreduce_sum(s->d, s->out, 3 * n + 1);
 }
 
+static int64_t race_z2(const cfg_search *c) { return llround(c->race_z * c->race_z * 65536.0); }
+
+/* Stages of a generation's batch: 1 without racing. */
+static int race_stages(const cfg_search *c)
+{
+    return race_z2(c) > 0 ? (int)(c->race_stages < c->batch ? c->race_stages : c->batch) : 1;
+}
+
+int64_t step_min_evals(const cfg_search *c)
+{
+    const int64_t B = c->batch, K = race_stages(c);
+    /* the context on the whole batch, every individual dropped after the first stage */
+    return (B + c->lambda * (B / K) + B - 1) / B;
+}
+
 int step_raced_out(int64_t sd, int64_t sd2, int64_t n, int64_t z2_q16) { return step_paired_gain(-sd, sd2, n, z2_q16); }
 
 static int cmp_rank(const void *a, const void *b)
@@ -285,8 +300,8 @@ int step_run(step_state *s, cclog_rec *rec)
     const cfg_search *c = s->cfg;
     const int lambda = (int)c->lambda, mu = (int)(c->mu < c->lambda ? c->mu : c->lambda), B = (int)c->batch;
     const int64_t z2 = llround(c->accept_z * c->accept_z * 65536.0);
-    const int64_t z2r = llround(c->race_z * c->race_z * 65536.0);
-    const int K = z2r > 0 ? (int)(c->race_stages < B ? c->race_stages : B) : 1;
+    const int64_t z2r = race_z2(c);
+    const int K = race_stages(c);
     const int paired = z2 > 0;
     memset(rec, 0, sizeof *rec);
     const int m = choose(s);

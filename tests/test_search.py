@@ -179,6 +179,14 @@ with tempfile.TemporaryDirectory() as root:
                     and all(c < 9 for c, r in zip(per_gen, recs_g[1:]) if r["raced_out"] >= 3)
                     and all(c == 9 for c, r in zip(per_gen, recs_g[1:]) if r["raced_out"] == 0),
                     str([(r["raced_out"], c) for c, r in zip(per_gen, recs_g[1:])][:20]))
+            # stopped at half the budget on 2 ranks and continued on 3 from its checkpoint: identical
+            d = os.path.join(root, "race_resume")
+            rc, so, se = search(setup(d, budget=120), 2, extra)
+            rc2, so, se2 = search(setup(d, budget=240), 3, extra + ["--resume", os.path.join(d, "ckpt.h5")])
+            t.check(f"{label}: stopped at 120 evaluations and resumed on 3 ranks: runs", rc == 0 and rc2 == 0,
+                    se[-500:] + se2[-500:])
+            for n, v in files(d).items():
+                t.check(f"{label}: stopped and resumed: {n} identical", v == ref_run[n])
             d = os.path.join(root, "inc_norace")
             rc, so, se = search(setup(d, budget=240), 1, [a if a != "search.race_z=0.5" else "search.race_z=0"
                                                           for a in extra])

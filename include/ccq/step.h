@@ -79,6 +79,11 @@ void step_free(step_state *s);
  * (sum_a n_b < sum_b n_a). Returns how many weights moved. */
 int step_combine(const int8_t *all, const int64_t *fit, int lambda, int m, int64_t ctx, int8_t *combo);
 
+/* The fewest evaluations a generation can count: lambda + 1 without racing; with it, the context's
+ * whole batch and every individual dropped after the first stage (what a checkpoint's counters
+ * are checked against). */
+int64_t step_min_evals(const cfg_search *c);
+
 /* The largest subcomponent a generation can choose (search.group_size, and with layer_confidence
  * the largest layer's share by search.group_fraction): what the scratch buffers hold. */
 int step_max_sub(const cfg_search *cfg, const genome *g);
