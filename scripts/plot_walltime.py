@@ -3,7 +3,8 @@
 scripts/search_record.sh writes them) against wall-clock. Left: the context's validation
 cross-entropy at each validation (log.jsonl) at the loop's elapsed time for that generation
 (log.jsonl.time). Right: test accuracy of every snapshot the record's `result` lists (the model
-the search would ship at that generation), at the same clock. Also prints, per record, the
+the search would ship at that generation), at the same clock; the axis starts just below the first
+snapshot after the start. Also prints, per record, the
 best validation reached by a quarter, half, three quarters and all of the shortest record's
 wall-clock (the same times for every record), for the tables in results/."""
 import json
@@ -58,6 +59,10 @@ def main():
             acc = [a for t, a in snap_t if t is not None and t <= T]
             line.append(f"by {T:.0f} s: val {min(seen):.4f}, kept {acc[-1]:.2f}%" if seen and acc else f"by {T:.0f} s: -")
         print("  " + "; ".join(line))
+    # the start (gen 0) far below would flatten the curves: shown as a step from below the axis
+    later = [a for r in records for t, a in r[4] if t]
+    if later:
+        aa.set_ylim(bottom=min(later) - 0.3)
     av.set_xlabel("search wall-clock (s)")
     av.set_ylabel("validation cross-entropy (nats/image)")
     aa.set_xlabel("search wall-clock (s)")
