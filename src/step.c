@@ -317,7 +317,6 @@ int step_run(step_state *s, cclog_rec *rec)
     int64_t sum = 0;
     for (int k = 0; k < lambda; k++) sum += fit[k];
     int best = (int)s->order[2];
-    const int best_survived = s->stage[best] < 0;
     int64_t best_fit = fit[best];
     /* the paired test without a confirmation batch is made on the selection batch */
     int64_t sd = s->psd[best], sd2 = s->psd2[best];
@@ -336,8 +335,8 @@ int step_run(step_state *s, cclog_rec *rec)
     for (int e = 0; e < mu; e++) sample(s, (int)s->order[3 * e + 2], m, s->elite + (size_t)e * m);
     eda_update(s->eda, s->sub, m, s->elite, mu, (uint32_t)llround(c->alpha * EDA_ONE));
 
-    /* a dropped individual never beat the context (the combination always ran the whole batch) */
-    int accept = best_fit < ctx && (best == lambda || best_survived);
+    /* a dropped individual's fitness (scaled from a positive paired sum) is above the context's */
+    int accept = best_fit < ctx;
     int64_t n_test = B;
     if (accept && c->confirm_batch > 0) {
         const int C = (int)c->confirm_batch;
