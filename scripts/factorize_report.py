@@ -8,8 +8,10 @@
 For every model: FP32 (`ccq eval --float`), the original at w4 and w8 (`ccq quantize --init rtn`,
 round-to-nearest as the layers factorize leaves unfactorized), and at every ratio: the float
 factorization (`ccq factorize --method als --float`, then `ccq eval --float`), CP-ALS + RTN
-(`--method als`), ADMM on the grid (the default) and ADMM + `ccq search` (scripts/search_record.sh,
-2 ranks, the model's config with run.budget set; its record in results/search_runs/). Test accuracy
+(`--method als --refit 0`), ADMM on the grid (`--refit 0`), each of the two with the data-aware
+refit of the last factors (`--refit 256`, the default), and ADMM + refit + `ccq search`
+(scripts/search_record.sh, 2 ranks, the model's config with run.budget set; its record in
+results/search_runs/). Test accuracy
 on the whole test split, parameters and MACs from `ccq inspect`, forward speed from `ccq bench`
 (one thread) of the original w4 and of each ADMM model, measured last and one at a time. Writes a
 markdown table and two plots per model: test accuracy against parameters and against MACs."""
@@ -32,6 +34,8 @@ ap.add_argument("--ratios", default="0.25,0.5,0.75")
 ap.add_argument("--wbits", type=int, default=4)
 ap.add_argument("--budget", default="", help="NAME=EVALS,...: the search's evaluations per model")
 ap.add_argument("--no-search", action="store_true")
+ap.add_argument("--refit", default="256", help="the refit's images (ccq factorize --refit)")
+ap.add_argument("--rec-suffix", default="", help="appended to the search records' names")
 ap.add_argument("--replot", action="store_true", help="only redraw the plots from the table in --out-md")
 ap.add_argument("--work", required=True)
 ap.add_argument("--out-md", required=True)
@@ -85,25 +89,25 @@ for spec in [] if a.replot else a.model:
         p, macs = size(fl)
         rows.append(dict(model=name, point="factorized, float", ratio=r, params=p, macs=macs, acc=acc(fl, True),
                          cmd=f"ccq factorize {path} --ratio {r} --method als --float"))
-        for method in ("als", "admm"):
-            q = os.path.join(a.work, f"{tag}_{method}.h5")
+        for method, refit in (("als", "0"), ("admm", "0"), ("als", a.refit), ("admm", a.refit)):
+            q = os.path.join(a.work, f"{tag}_{method}" + ("_refit" if refit != "0" else "") + ".h5")
             out = sh([a.ccq, "factorize", path, "--data", a.data, "--ratio", r, "--wbits", str(a.wbits),
-                      "--method", method, "-o", q])
+                      "--method", method, "--refit", refit, "-o", q])
             with open(q + ".txt", "w") as f:
                 f.write(out)
             p, macs = size(q)
-            label = "CP-ALS + RTN" if method == "als" else "ADMM on the grid"
+            label = ("CP-ALS + RTN" if method == "als" else "ADMM on the grid") + (" + refit" if refit != "0" else "")
             rows.append(dict(model=name, point=label, ratio=r, params=p, macs=macs, acc=acc(q),
-                             cmd=f"ccq factorize {path} --ratio {r} --wbits {a.wbits} --method {method}"))
-            if method == "admm":
-                bench.append((name, f"ADMM, ratio {r}", q))
+                             cmd=f"ccq factorize {path} --ratio {r} --wbits {a.wbits} --method {method} --refit {refit}"))
+            if method == "admm" and refit != "0":
+                bench.append((name, f"ADMM + refit, ratio {r}", q))
         if not a.no_search:
-            rec = f"factorize_{tag}_w{a.wbits}"
+            rec = f"factorize_{tag}_w{a.wbits}{a.rec_suffix}"
             sh([os.path.join(here, "search_record.sh"), rec, cfg, q, "--set", f"run.budget={budgets.get(name, 4000)}"])
             m = os.path.join("build", "exp", rec, "model.h5")
             p, macs = size(m)
-            rows.append(dict(model=name, point="ADMM + ccq search", ratio=r, params=p, macs=macs, acc=acc(m),
-                             cmd=f"scripts/search_record.sh {rec} {cfg} (ADMM file) --set run.budget="
+            rows.append(dict(model=name, point="ADMM + refit + ccq search", ratio=r, params=p, macs=macs, acc=acc(m),
+                             cmd=f"scripts/search_record.sh {rec} {cfg} (ADMM + refit file) --set run.budget="
                                  f"{budgets.get(name, 4000)} (results/search_runs/{rec})"))
         print(f"{tag}: done", flush=True)
 
@@ -137,7 +141,8 @@ for spec in a.model:
     for ax, key, xl in ((axes[0], "params", "parameters"), (axes[1], "macs", "MACs per image")):
         mine = [x for x in rows if x["model"] == name]
         for point, style in (("factorized, float", "k:o"), ("CP-ALS + RTN", "C3-s"), ("ADMM on the grid", "C0-^"),
-                             ("ADMM + ccq search", "C2-D")):
+                             ("ADMM + ccq search", "C2:D"), ("CP-ALS + RTN + refit", "C1--s"),
+                             ("ADMM on the grid + refit", "C4--^"), ("ADMM + refit + ccq search", "C2-D")):
             pts = sorted((x[key], x["acc"]) for x in mine if x["point"] == point)
             if pts:
                 ax.plot(*zip(*pts), style, label=point)

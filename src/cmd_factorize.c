@@ -1,7 +1,7 @@
 /*
  * cmd_factorize.c: `ccq factorize MODEL.h5 --data DATA.h5 -o OUT.h5
  * [--rank R|full | --ratio F] [--layers A,B] [--wbits B] [--method admm|als]
- * [--float] [--first-last-8] [--calib N] [--seed S] [--sweeps N] [--ridge X]`: CP-factorized layers
+ * [--float] [--first-last-8] [--calib N] [--seed S] [--sweeps N] [--ridge X] [--refit N]`: CP-factorized layers
  * (factorize.h) in a quantized model (or, with --float, the rewritten float
  * model). Paths are checked before any compute; nothing is written unless
  * every layer was fitted and the model quantized.
@@ -13,6 +13,7 @@
 #include "ccq/cmd.h"
 #include "ccq/data.h"
 #include "ccq/factorize.h"
+#include "ccq/frefit.h"
 #include "ccq/model.h"
 #include "ccq/outpath.h"
 #include "ccq/quant.h"
@@ -41,7 +42,10 @@ static void usage(void)
            "  --seed S       CP-ALS's random start (default 1)\n"
            "  --sweeps N     ADMM sweeps over the modes (default 60)\n"
            "  --ridge X      CP-ALS's Tikhonov term, relative to the Gram matrices' mean diagonal (default\n"
-           "                 0.01; 0 to 1): without it CP's rank-1 terms grow and cancel, which no grid follows\n");
+           "                 0.01; 0 to 1): without it CP's rank-1 terms grow and cancel, which no grid follows\n"
+           "  --refit N      refit each layer's last factor and bias on its grid to the original layer's\n"
+           "                 outputs on the first N calibration images (least squares, then GPTQ; a channel\n"
+           "                 keeps its levels where they do better); 0: off (default 256)\n");
 }
 
 ccq_status cmd_factorize(int argc, char **argv, ccq_err *err)
@@ -51,7 +55,9 @@ ccq_status cmd_factorize(int argc, char **argv, ccq_err *err)
     factorize_config_default(&c);
     quant_config qc;
     quant_config_default(&qc);
-    int as_float = 0, rank_given = 0, ratio_given = 0;
+    int as_float = 0, rank_given = 0, ratio_given = 0, refit_given = 0;
+    frefit_config rc;
+    frefit_config_default(&rc);
     factorize_method method = FACTORIZE_ADMM;
     const char *method_arg = NULL;
     ccq_status st;
@@ -76,7 +82,7 @@ ccq_status cmd_factorize(int argc, char **argv, ccq_err *err)
         }
         if (strcmp(s, "--data") && strcmp(s, "-o") && strcmp(s, "--rank") && strcmp(s, "--ratio") &&
             strcmp(s, "--layers") && strcmp(s, "--wbits") && strcmp(s, "--method") && strcmp(s, "--calib") &&
-            strcmp(s, "--seed") && strcmp(s, "--sweeps") && strcmp(s, "--ridge"))
+            strcmp(s, "--seed") && strcmp(s, "--sweeps") && strcmp(s, "--ridge") && strcmp(s, "--refit"))
             return ccq_fail(err, CCQ_ERR_USAGE, "factorize: unknown option '%s' (see ccq factorize --help)", s);
         if (i + 1 >= argc) return ccq_fail(err, CCQ_ERR_USAGE, "factorize: %s needs a value", s);
         const char *v = argv[++i];
@@ -120,6 +126,10 @@ ccq_status cmd_factorize(int argc, char **argv, ccq_err *err)
         } else if (!strcmp(s, "--calib")) {
             if ((st = cmd_parse_int("factorize", "--calib", v, 1, 1 << 24, &n, err))) return st;
             qc.calib_images = (int)n;
+        } else if (!strcmp(s, "--refit")) {
+            if ((st = cmd_parse_int("factorize", "--refit", v, 0, 1 << 24, &n, err))) return st;
+            rc.images = (int)n;
+            refit_given = 1;
         } else if (!strcmp(s, "--seed")) {
             if ((st = cmd_parse_int("factorize", "--seed", v, 0, INT64_MAX, &n, err))) return st;
             c.seed = (uint64_t)n;
@@ -135,7 +145,12 @@ ccq_status cmd_factorize(int argc, char **argv, ccq_err *err)
     if (c.method == FACTORIZE_FULL && method_arg)
         return ccq_fail(err, CCQ_ERR_USAGE, "factorize: --rank full is the exact decomposition: no --method");
     if (c.method != FACTORIZE_FULL) c.method = method;
+    if (refit_given && rc.images > 0 && (as_float || c.method == FACTORIZE_FULL))
+        return ccq_fail(err, CCQ_ERR_USAGE, "factorize: --refit fits the last factors on their grids: not with %s",
+                        as_float ? "--float" : "--rank full (exact)");
+    if (as_float || c.method == FACTORIZE_FULL) rc.images = 0;
     qc.wbits = c.wbits;
+    rc.wbits = c.wbits;
 
     const outpath_item in[2] = {{"MODEL.h5", mpath}, {"--data", data}}, o[1] = {{"-o", out}};
     if ((st = outpath_check(in, data ? 2 : 1, o, 1, 0, err))) return st;
@@ -174,6 +189,20 @@ ccq_status cmd_factorize(int argc, char **argv, ccq_err *err)
     printf("factorize: %d layers, their weights %lld -> %lld; the model's %lld -> %lld (%.3f)\n", plan.n_layers,
            (long long)before, (long long)after, (long long)total_before, (long long)total_after,
            (double)total_after / (double)total_before);
+    if (rc.images > 0) {
+        frefit_layer *rr = ccq_calloc((size_t)plan.n_layers, sizeof(frefit_layer));
+        if ((st = frefit_run(&folded, &fz, &plan, &calib, &rc, rr, err))) {
+            ccq_free(rr);
+            goto done_fz;
+        }
+        printf("refit: the last factors on %d images (output error relative to the original layer's)\n",
+               rc.images < calib.n ? rc.images : calib.n);
+        printf("%-40s %10s %10s %10s\n", "layer", "before", "after", "refitted");
+        for (int l = 0; l < plan.n_layers; l++)
+            printf("%-40s %10.6f %10.6f %6d/%-4d\n", plan.layers[l].name, rr[l].err_before, rr[l].err_after,
+                   rr[l].refitted, rr[l].channels);
+        ccq_free(rr);
+    }
     if (as_float) {
         st = model_save(&fz, out, err);
         if (!st) printf("factorize: wrote %s (float, %d nodes)\n", out, fz.n_nodes);
@@ -184,6 +213,7 @@ ccq_status cmd_factorize(int argc, char **argv, ccq_err *err)
         }
         model_free(&qm);
     }
+done_fz:
     model_free(&fz);
     factorize_plan_free(&plan);
 done_folded:

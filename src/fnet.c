@@ -218,10 +218,16 @@ void fnet_free(fnet *net)
 
 const float *fnet_forward(fnet *net, const uint8_t *image)
 {
+    fnet_forward_until(net, image, net->m->n_nodes);
+    return net->out[net->m->output];
+}
+
+void fnet_forward_until(fnet *net, const uint8_t *image, int end)
+{
     const model *m = net->m;
     const float *x[MODEL_MAX_IN];
     fnet_normalise(m, image, net->input);
-    for (int i = 0; i < m->n_nodes; i++) {
+    for (int i = 0; i < end; i++) {
         const model_node *nd = &m->nodes[i];
         for (int j = 0; j < nd->n_in; j++) x[j] = nd->in[j] < 0 ? net->input : net->out[nd->in[j]];
         float *y = net->out[i];
@@ -229,7 +235,6 @@ const float *fnet_forward(fnet *net, const uint8_t *image)
         if (nd->relu) fnet_relu(y, y, model_numel(nd->shape));
         if (nd->has_clip && nd->op != MODEL_OP_CLIP) op_clip_float(y, model_numel(nd->shape), nd->clip[0], nd->clip[1]);
     }
-    return net->out[m->output];
 }
 
 int fnet_argmax(const float *logits, int n)

@@ -139,7 +139,7 @@ with tempfile.TemporaryDirectory() as root:
     runs = {}
     for method in ("admm", "als"):
         rc, so, se = run([ccq, "factorize", lenet, "--data", data, "--ratio", "0.25", "--wbits", "4", "--calib", "256",
-                          "--method", method, "-o", P(f"l_{method}.h5")])
+                          "--method", method, "--refit", "0", "-o", P(f"l_{method}.h5")])
         t.check(f"lenet {method}: runs", rc == 0, se)
         runs[method] = table(so)
     t.check("lenet: two layers reported", sorted(runs["admm"]) == ["/conv2/Conv", "/fc1/Gemm"], str(runs))
@@ -157,7 +157,7 @@ with tempfile.TemporaryDirectory() as root:
         dev = np.abs(w.reshape(per.shape).astype(np.float64) - per * s[:, None].astype(np.float64))
         t.check(f"{n}: weights are levels x scale", np.all(dev <= 1e-6 * s[:, None] * 7), f"{dev.max()}")
     rc, so, se = run([ccq, "factorize", lenet, "--data", data, "--ratio", "0.25", "--wbits", "4", "--calib", "256",
-                      "-o", P("l_admm2.h5")])
+                      "--refit", "0", "-o", P("l_admm2.h5")])
     t.check("the same file twice", rc == 0 and open(P("l_admm.h5"), "rb").read() == open(P("l_admm2.h5"), "rb").read())
     acc = {}
     for method in ("admm", "als"):
@@ -165,6 +165,43 @@ with tempfile.TemporaryDirectory() as root:
         acc[method] = float(re.search(r"accuracy\s+([0-9.]+)%", so).group(1)) if rc == 0 else 0.0
     t.check(f"lenet ratio 0.25 w4: ADMM {acc['admm']}% above 85% and above CP-ALS + RTN {acc['als']}%",
             acc["admm"] > 85.0 and acc["admm"] > acc["als"])
+
+    # ---- the data-aware refit of the last factors (the default, on 256 of the calibration images)
+    def refit_table(out):
+        return {m.group(1): (float(m.group(2)), float(m.group(3)), int(m.group(4)), int(m.group(5))) for m in
+                re.finditer(r"^(\S+)\s+([0-9.]+)\s+([0-9.]+)\s+(\d+)/(\d+)\s*$", out, re.M)}
+
+    rfit = {}
+    for method in ("admm", "als"):
+        rc, so, se = run([ccq, "factorize", lenet, "--data", data, "--ratio", "0.25", "--wbits", "4", "--calib", "256",
+                          "--method", method, "-o", P(f"l_{method}_refit.h5")])
+        t.check(f"lenet {method} + refit: runs", rc == 0, se)
+        rt = refit_table(so)
+        t.check(f"{method} + refit: both layers reported", sorted(rt) == ["/conv2/Conv", "/fc1/Gemm"], so)
+        for n, (eb, ea, nref, nch) in rt.items():
+            t.check(f"{method} {n}: the refit's output error {ea} at or below the fit's {eb}", ea <= eb)
+            t.check(f"{method} {n}: refitted channels counted ({nref}/{nch})", 0 <= nref <= nch and nch > 0)
+        t.check(f"{method}: the refit lowers the output error of some layer by a tenth",
+                any(ea < 0.9 * eb for eb, ea, _, _ in rt.values()), str(rt))
+        rc, so, se = run([ccq, "eval", P(f"l_{method}_refit.h5"), "--data", data])
+        rfit[method] = float(re.search(r"accuracy\s+([0-9.]+)%", so).group(1)) if rc == 0 else 0.0
+        t.check(f"lenet ratio 0.25 w4, {method}: the refit ({rfit[method]}%) is more accurate than the fit alone "
+                f"({acc[method]}%)", rfit[method] > acc[method])
+    lv0 = {n: ds["levels"] for n, (at, ds) in node_attrs(P("l_admm.h5")).items() if "/cp_" in n}
+    fac = {n: v for n, v in node_attrs(P("l_admm_refit.h5")).items() if "/cp_" in n}
+    for n, (at, ds) in fac.items():
+        lv, w, s = ds["levels"].astype(np.int64), ds["weight"], ds["wscale"]
+        per = lv.reshape(lv.shape[0], -1)
+        last = n.endswith("/cp_out")
+        t.check(f"refit {n}: 4-bit levels within +-7", at["bits"] == 4 and np.abs(lv).max() <= 7)
+        dev = np.abs(w.reshape(per.shape).astype(np.float64) - per * s[:, None].astype(np.float64))
+        t.check(f"refit {n}: weights are levels x scale", np.all(dev <= 1e-6 * s[:, None] * 7), f"{dev.max()}")
+        t.check(f"refit {n}: " + ("the last factor refitted" if last else "an earlier factor kept"),
+                (not np.array_equal(ds["levels"], lv0[n])) if last else np.array_equal(ds["levels"], lv0[n]))
+    rc, so, se = run([ccq, "factorize", lenet, "--data", data, "--ratio", "0.25", "--wbits", "4", "--calib", "256",
+                      "-o", P("l_admm_refit2.h5")])
+    t.check("refit: the same file twice", rc == 0 and open(P("l_admm_refit.h5"), "rb").read()
+            == open(P("l_admm_refit2.h5"), "rb").read())
 
     # ---- a rank per layer (NAME=R) beside the ratio's
     rc, so, se = run([ccq, "factorize", lenet, "--data", data, "--ratio", "0.25", "--calib", "64", "--layers",
@@ -174,8 +211,8 @@ with tempfile.TemporaryDirectory() as root:
             rc == 0 and ranks == {"/conv2/Conv": 7, "/fc1/Gemm": 23}, f"{ranks} {se}")
 
     # ---- what ships is what was searched: the C export of the factorized model, bit for bit
-    rc, so, se = run([ccq, "eval", P("l_admm.h5"), "--data", data, "--limit", "300", "--save-logits", P("ql.h5")])
-    rc2, so2, se2 = run([ccq, "export", P("l_admm.h5"), "--format", "c", P("cexp"), "--name", "net"])
+    rc, so, se = run([ccq, "eval", P("l_admm_refit.h5"), "--data", data, "--limit", "300", "--save-logits", P("ql.h5")])
+    rc2, so2, se2 = run([ccq, "export", P("l_admm_refit.h5"), "--format", "c", P("cexp"), "--name", "net"])
     exe = P("cexp/driver")
     rc3, so3, se3 = run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O2", "-I", P("cexp"),
                          os.path.join(os.path.dirname(os.path.abspath(__file__)), "cexport_driver.c"),
@@ -196,7 +233,7 @@ with tempfile.TemporaryDirectory() as root:
     outs = {}
     for np_ in (1, 2):
         d = P(f"s{np_}")
-        cfg = search_ini(d, P("l_admm.h5"), data, run={"budget": 300}, search={"group": "layer_confidence"})
+        cfg = search_ini(d, P("l_admm_refit.h5"), data, run={"budget": 300}, search={"group": "layer_confidence"})
         rc, so, se = run(([ccq] if np_ == 1 else MPI2 + [ccq]) + ["search", cfg])
         t.check(f"search of the factorized model on {np_} ranks runs", rc == 0, se[-1500:])
         outs[np_] = {n: open(os.path.join(d, n), "rb").read() for n in ("out.h5", "log.jsonl")}
@@ -227,6 +264,10 @@ with tempfile.TemporaryDirectory() as root:
         ("unknown method", base + ["--method", "svd"], 2, "--method"),
         ("--wbits 9", base + ["--wbits", "9"], 2, "--wbits"),
         ("bad --ridge", base + ["--ridge", "2"], 2, "--ridge"),
+        ("bad --refit", base + ["--refit", "-1"], 2, "--refit"),
+        ("--refit not a number", base + ["--refit", "x"], 2, "--refit"),
+        ("--refit with --float", [lenet, "--float", "--refit", "16"], 2, "--float"),
+        ("--refit with --rank full", base + ["--rank", "full", "--refit", "16"], 2, "--rank full"),
         ("no --data", [lenet], 2, "--data"),
         ("no -o", base, 2, "-o"),
         ("missing model", [P("none.h5"), "--data", data], 3, "none.h5"),

@@ -33,6 +33,10 @@ void fnet_free(fnet *net);
  * owned by net, valid until the next call). */
 const float *fnet_forward(fnet *net, const uint8_t *image);
 
+/* Runs nodes 0 .. end-1 only (node order is topological): their outputs are
+ * then in net->out. end = 0 only normalises the image into net->input. */
+void fnet_forward_until(fnet *net, const uint8_t *image, int end);
+
 /* Index of the largest logit; ties go to the lowest index (as torch.argmax). */
 int fnet_argmax(const float *logits, int n);
 
