@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """gptq.py QUANT.h5 DATA.h5 OUT.h5 [--calib N] [--no-act-order] [--damp D]
-[--float-inputs] [--scale-search]: GPTQ initial levels for a quantized ccq
+[--float-inputs] [--scale-search] [--asym]: GPTQ initial levels for a quantized ccq
 model file (Frantar et al. 2022).
 
 Layer by layer, per output channel, column by column: each weight column is
@@ -21,6 +21,15 @@ new levels, which `ccq eval` runs and `ccq search` can start from
 (model.model = OUT.h5). Rounding is half away from zero, as in ccq.
 A grouped convolution is one GPTQ problem per group: the group's output
 channels against the Hessian of its own input channels.
+
+--asym (ccq quantize --init gptq_asym's oracle): asymmetric targets. Each
+layer's target is the ORIGINAL model's pre-activation output, its float
+weights and bias on its own float inputs Y, reconstructed from the inputs X
+the quantized layers before produce: with the bias free, the least-squares
+weights are W' = W Cc^T (Hc + lam I)^-1 (Hc, Cc the centred X^T X and X^T Y;
+lam = 1e-4 x the mean of X^T X's diagonal); GPTQ then quantizes W' with Hc
+as its Hessian, and the bias is solved again for the levels, mean(W y + b) -
+(q s) . mean(x). The file's float biases become the new ones.
 """
 import argparse
 import os
@@ -143,6 +152,9 @@ def main():
                          "weights of smallest |w| (ties to the lower index) get level 0 (ccq quantize --sparsity F "
                          "--prune before)")
     ap.add_argument("--prune-bits", type=int, default=0)
+    ap.add_argument("--asym", action="store_true",
+                    help="asymmetric targets: the original model's outputs from the quantized layers' inputs, the "
+                         "bias solved again (ccq quantize --init gptq_asym)")
     a = ap.parse_args()
     for role, p in (("QMODEL", a.qmodel), ("DATA", a.data)):
         if not os.path.isfile(p):
@@ -162,9 +174,41 @@ def main():
         return 1
 
 
+ASYM_RIDGE = 1e-4  # gptq.h's GPTQ_ASYM_RIDGE
+
+
+def asym_sums(net, orig, i, x):
+    """Layer i (one group): H = X^T X, Cx = X^T Y, the row sums of X and Y and the column count, X the
+    rows of the quantized model's inputs (net, its earlier layers on their levels), Y the original's."""
+    nd = net["nodes"][i]
+    H = Cx = sa = sb = 0
+    cols = 0
+    for j in range(0, len(x), 128):
+        cap = {}
+        float_forward(net, x[j:j + 128], lambda k, inp: cap.__setitem__("q", inp) if k == i else None)
+        float_forward(orig, x[j:j + 128], lambda k, inp: cap.__setitem__("f", inp) if k == i else None)
+        X, Y = rows(nd, cap["q"]).double(), rows(nd, cap["f"]).double()
+        H, Cx = H + X.T @ X, Cx + X.T @ Y
+        sa, sb = sa + X.sum(0), sb + Y.sum(0)
+        cols += X.shape[0]
+    return H, Cx, sa, sb, cols
+
+
+def asym_target(W, H, Cx, sa, sb, cols):
+    """The least-squares weights W' of the targets and the centred H (asym_target in gptq.c)."""
+    lam = ASYM_RIDGE * torch.diag(H).mean()
+    Hc = H - torch.outer(sa, sa) / cols
+    Cc = Cx - torch.outer(sa, sb) / cols
+    Wt = torch.linalg.solve(Hc + lam * torch.eye(H.shape[0], dtype=H.dtype), Cc @ W.T).T
+    return Wt, Hc
+
+
 def run(a, tmp):
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if a.asym and (a.float_inputs or a.sparsity > 0):
+        raise ValueError("--asym takes neither --float-inputs nor --sparsity")
     net = load(a.qmodel)
+    orig = load(a.qmodel) if a.asym else None
     with h5py.File(a.data, "r") as f:
         x = f["train/images"][: a.calib]
     layers = [i for i, nd in enumerate(net["nodes"]) if nd["op"] in ("conv2d", "linear")]
@@ -190,12 +234,20 @@ def run(a, tmp):
     with h5py.File(tmp, "r+") as f:
         for i in layers:
             nd = net["nodes"][i]
-            Hi = H if a.float_inputs else hessians(i)
             W = nd["weight"].reshape(nd["weight"].shape[0], -1)
             qmax = (1 << (int(nd["bits"]) - 1)) - 1
             G = groups_of(nd)
             r = W.shape[0] // G  # output channels per group
-            part = [(W[g * r:(g + 1) * r], Hi[(i, g)], nd["wscale"].view(-1)[g * r:(g + 1) * r]) for g in range(G)]
+            if a.asym:
+                if G != 1:
+                    raise ValueError(f"node {i}: --asym takes groups-1 layers only")
+                Hx, Cx, sa, sb, cols = asym_sums(net, orig, i, x)
+                Wf = orig["nodes"][i]["weight"].reshape(W.shape).double()
+                Wt, Hc = asym_target(Wf, Hx, Cx, sa, sb, cols)
+                part = [(Wt, Hc, nd["wscale"].view(-1))]
+            else:
+                Hi = H if a.float_inputs else hessians(i)
+                part = [(W[g * r:(g + 1) * r], Hi[(i, g)], nd["wscale"].view(-1)[g * r:(g + 1) * r]) for g in range(G)]
             if a.scale_search:
                 res = [gptq_scales(w, h, s, qmax, not a.no_act_order, a.damp, SCALE_FACTORS) for w, h, s in part]
                 lev, sc = torch.cat([q for q, _ in res]), torch.cat([s for _, s in res])
@@ -218,6 +270,14 @@ def run(a, tmp):
                 lev = torch.cat([gptq(w, h, s, qmax, not a.no_act_order, a.damp,
                                       mask=None if mask is None else mask[g * r:(g + 1) * r])
                                  for g, (w, h, s) in enumerate(part)])
+            if a.asym:
+                bf = orig["nodes"][i].get("bias")
+                bf = torch.zeros(W.shape[0], dtype=torch.float64) if bf is None else bf.double()
+                b = Wf @ (sb / cols) + bf - (lev.double() * nd["wscale"].view(-1, 1).double()) @ (sa / cols)
+                if f"nodes/{nd['key']}/bias" not in f:
+                    raise ValueError(f"node {i}: --asym needs a bias dataset in the file")
+                f[f"nodes/{nd['key']}/bias"][...] = b.numpy().astype(np.float32)
+                nd["bias"] = b.float()
             old = f[f"nodes/{nd['key']}/levels"][...]
             new = lev.reshape(old.shape).numpy().astype(np.int8)
             changed += int((new != old).sum())

@@ -48,8 +48,11 @@ static const char k_quant_help[] =
     "                        values per output channel, after LQ-Nets; --wbits 2..4, not for the\n"
     "                        8-bit layers of --first-last-8)\n"
     "  --init I              levels: rtn (round-to-nearest, default), gptq (GPTQ at those scales),\n"
-    "                        gptq_scale (GPTQ choosing each channel's scale among 0.25..1.00 of it), or\n"
-    "                        auto (the one of the three with the best train-split accuracy)\n";
+    "                        gptq_scale (GPTQ choosing each channel's scale among 0.25..1.00 of it),\n"
+    "                        auto (the one of the three with the best train-split accuracy), or\n"
+    "                        gptq_asym (gptq_scale with asymmetric targets: each layer reconstructs the\n"
+    "                        float model's own output from the quantized layers' inputs, its bias solved\n"
+    "                        again; the file's float biases become those)\n";
 
 static void eval_usage(FILE *out)
 {
@@ -130,7 +133,7 @@ static int parse_quant_flag(const char *cmd, int argc, char **argv, int *i, eval
         a->init = gptq_start_parse(val);
         a->init_given = 1;
         if (a->init == GPTQ_START_COUNT)
-            *st = ccq_fail(err, CCQ_ERR_USAGE, "%s: --init must be rtn, gptq, gptq_scale or auto, got '%s'", cmd, val);
+            *st = ccq_fail(err, CCQ_ERR_USAGE, "%s: --init must be rtn, gptq, gptq_scale, gptq_asym or auto, got '%s'", cmd, val);
     }
     return 1;
 }
@@ -310,7 +313,10 @@ static ccq_status quantize_from(const model *fm, const eval_args *a, model *qm, 
     if (info.chosen != GPTQ_START_RTN)
         printf("quantize: %s: %lld of %lld levels differ from round-to-nearest%s (%.2f s)\n",
                gptq_start_name(info.chosen), (long long)info.report.changed, (long long)info.report.weights,
-               info.chosen == GPTQ_START_GPTQ_SCALE ? ", scales searched" : "", info.report.seconds);
+               info.chosen == GPTQ_START_GPTQ_SCALE  ? ", scales searched"
+               : info.chosen == GPTQ_START_GPTQ_ASYM ? ", scales searched, asymmetric targets, biases solved again"
+                                                     : "",
+               info.report.seconds);
     return CCQ_OK;
 }
 

@@ -481,41 +481,46 @@ typedef struct {
     const fwd_state *f;        /* on: advance its frontier from f->cut to L */
     const cut_set *next;       /* the tensors crossing the cut before L */
     const float *ref;          /* node L's input on image 0 by fnet_forward (frontier passes' check) */
+    /* asymmetric targets (gptq_config.asym): the original model's own inputs to node L, a second
+     * stream beside the first (NULL: none) */
+    const model *m2, *cut2;
+    const fwd_state *f2;
+    const cut_set *next2;
 } hess_job;
 
 typedef struct {
     const hess_job *job;
     int chunk;                 /* the chunk to compute in this round, -1 for none */
-    fnet net;
+    fnet net, net2;
     double **A, **part;        /* [groups]: rows [K][lda], partial sum [K][K] (upper triangle) */
+    double **B, **cross, **sa, **sb; /* asym [groups]: the second stream's rows, A B^T [K][K], row sums of A, B */
     pthread_t tid;
     int started;               /* tid is a running thread to join */
 } hess_worker;
 
-/* Node L's input for image i in w->net: from the frontier (loading it, running
- * the nodes since, storing the new one) or by a prefix pass. */
-static const float *layer_input(hess_worker *w, int i)
+/* Node L's input for image i in net (a net of m, or of the model cut before L without a frontier):
+ * from the frontier f (loading it, running the nodes since, storing the new one) or by a prefix
+ * pass. */
+static const float *stream_input(const hess_job *j, const model *m, const fwd_state *f, const cut_set *next, fnet *net,
+                                 int i)
 {
-    const hess_job *j = w->job;
     const int64_t per = (int64_t)j->calib->c * j->calib->h * j->calib->w;
-    if (!j->f->on) {
-        fnet_forward(&w->net, j->calib->images + per * i);
-        return tensor_of(&w->net, j->nd->in[0]);
+    if (!f->on) {
+        fnet_forward(net, j->calib->images + per * i);
+        return tensor_of(net, j->nd->in[0]);
     }
-    const fwd_state *f = j->f;
     if (f->cut == 0) {
-        fnet_normalise(j->m, j->calib->images + per * i, w->net.input);
+        fnet_normalise(m, j->calib->images + per * i, net->input);
     } else {
         const float *rec = f->slab[0] + f->cap * i;
         for (int k = 0; k < f->cs.n; k++)
-            memcpy(tensor_of(&w->net, f->cs.t[k]), rec + f->cs.off[k], sizeof(float) * (size_t)(f->cs.off[k + 1] - f->cs.off[k]));
+            memcpy(tensor_of(net, f->cs.t[k]), rec + f->cs.off[k], sizeof(float) * (size_t)(f->cs.off[k + 1] - f->cs.off[k]));
     }
-    for (int k = f->cut; k < j->L; k++) node_forward(j->m, &w->net, k);
+    for (int k = f->cut; k < j->L; k++) node_forward(m, net, k);
     float *rec = f->slab[1] + f->cap * i;
-    for (int k = 0; k < j->next->n; k++)
-        memcpy(rec + j->next->off[k], tensor_of(&w->net, j->next->t[k]),
-               sizeof(float) * (size_t)(j->next->off[k + 1] - j->next->off[k]));
-    return tensor_of(&w->net, j->nd->in[0]);
+    for (int k = 0; k < next->n; k++)
+        memcpy(rec + next->off[k], tensor_of(net, next->t[k]), sizeof(float) * (size_t)(next->off[k + 1] - next->off[k]));
+    return tensor_of(net, j->nd->in[0]);
 }
 
 static void *hess_chunk(void *arg)
@@ -525,22 +530,48 @@ static void *hess_chunk(void *arg)
     if (w->chunk < 0) return NULL;
     const int i0 = w->chunk * j->per_chunk, nb = j->n - i0 < j->per_chunk ? j->n - i0 : j->per_chunk;
     for (int b = 0; b < nb; b++) {
-        const float *x = layer_input(w, i0 + b);
+        const float *x = stream_input(j, j->m, j->f, j->next, &w->net, i0 + b);
         if (i0 + b == 0 && j->ref)
             CCQ_ASSERT(memcmp(x, j->ref, sizeof(float) * (size_t)model_numel(j->in)) == 0); /* node_forward = fnet's */
         for (int g = 0; g < j->groups; g++) image_rows(j->nd, j->in, g * j->cig, j->cig, x, w->A[g], j->lda, b * j->P);
+        if (j->m2) {
+            const float *x2 = stream_input(j, j->m2, j->f2, j->next2, &w->net2, i0 + b);
+            for (int g = 0; g < j->groups; g++)
+                image_rows(j->nd, j->in, g * j->cig, j->cig, x2, w->B[g], j->lda, b * j->P);
+        }
     }
-    for (int g = 0; g < j->groups; g++)
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, j->K, (int)(j->P * nb), 1.0, w->A[g], (int)j->lda, 0.0,
-                    w->part[g], j->K);
+    const int cols = (int)(j->P * nb);
+    for (int g = 0; g < j->groups; g++) {
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, j->K, cols, 1.0, w->A[g], (int)j->lda, 0.0, w->part[g],
+                    j->K);
+        if (!j->m2) continue;
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->K, j->K, cols, 1.0, w->A[g], (int)j->lda, w->B[g],
+                    (int)j->lda, 0.0, w->cross[g], j->K);
+        for (int k = 0; k < j->K; k++) {
+            double a = 0, b = 0;
+            const double *ra = w->A[g] + (int64_t)k * j->lda, *rb = w->B[g] + (int64_t)k * j->lda;
+            for (int c = 0; c < cols; c++) a += ra[c], b += rb[c];
+            w->sa[g][k] = a, w->sb[g][k] = b;
+        }
+    }
     return NULL;
 }
 
+/* The second stream's sums (asymmetric targets): with Y_g the original model's rows (its own
+ * inputs to node L), Cx[g] = X_g^T Y_g [K][K] (X's index first), Sa[g] and Sb[g] [K] the sums of
+ * X_g's and Y_g's rows over every column. */
+typedef struct {
+    const model *m2;
+    fwd_state *f2;
+    double **Cx, **Sa, **Sb;
+} hess_asym;
+
 /* H[g] = X_g^T X_g [K][K] for each group g of layer node L of wm, over images
  * [0, n) of calib, X from the float forward pass of wm as it is (its nodes
- * before L), on `threads` threads; the frontier f (if on) moves to L. */
+ * before L), on `threads` threads; the frontier f (if on) moves to L; with
+ * as (not NULL) also its sums, from as->m2's frontier (which moves too). */
 static void layer_hessians(const model *wm, int L, const data_split *calib, int n, int groups, int threads,
-                           fwd_state *f, double **H)
+                           fwd_state *f, double **H, const hess_asym *as)
 {
     hess_job j;
     memset(&j, 0, sizeof j);
@@ -564,7 +595,20 @@ static void layer_hessians(const model *wm, int L, const data_split *calib, int 
     cut.n_nodes = L > 0 ? L : 1;
     cut.output = cut.n_nodes - 1;
     j.cut = &cut;
-    cut_set next;
+    model cut2;
+    cut_set next, next2;
+    if (as) {
+        cut2 = *as->m2;
+        cut2.n_nodes = cut.n_nodes;
+        cut2.output = cut.output;
+        j.m2 = as->m2;
+        j.cut2 = &cut2;
+        j.f2 = as->f2;
+        if (as->f2->on) {
+            cut_set_init(&next2, as->m2, L);
+            j.next2 = &next2;
+        }
+    }
     float *ref = NULL;
     if (f->on) {
         cut_set_init(&next, wm, L);
@@ -589,8 +633,27 @@ static void layer_hessians(const model *wm, int L, const data_split *calib, int 
             w[t].A[g] = ccq_malloc(sizeof(double) * (size_t)K * (size_t)j.lda);
             w[t].part[g] = ccq_malloc(sizeof(double) * (size_t)K * (size_t)K);
         }
+        if (as) {
+            fnet_init(&w[t].net2, as->f2->on ? as->m2 : &cut2);
+            w[t].B = ccq_malloc(sizeof(double *) * (size_t)groups);
+            w[t].cross = ccq_malloc(sizeof(double *) * (size_t)groups);
+            w[t].sa = ccq_malloc(sizeof(double *) * (size_t)groups);
+            w[t].sb = ccq_malloc(sizeof(double *) * (size_t)groups);
+            for (int g = 0; g < groups; g++) {
+                w[t].B[g] = ccq_malloc(sizeof(double) * (size_t)K * (size_t)j.lda);
+                w[t].cross[g] = ccq_malloc(sizeof(double) * (size_t)K * (size_t)K);
+                w[t].sa[g] = ccq_malloc(sizeof(double) * (size_t)K);
+                w[t].sb[g] = ccq_malloc(sizeof(double) * (size_t)K);
+            }
+        }
     }
     for (int g = 0; g < groups; g++) memset(H[g], 0, sizeof(double) * (size_t)K * (size_t)K);
+    if (as)
+        for (int g = 0; g < groups; g++) {
+            memset(as->Cx[g], 0, sizeof(double) * (size_t)K * (size_t)K);
+            memset(as->Sa[g], 0, sizeof(double) * (size_t)K);
+            memset(as->Sb[g], 0, sizeof(double) * (size_t)K);
+        }
     for (int c0 = 0; c0 < j.n_chunks; c0 += T) {
         for (int t = 0; t < T; t++) w[t].chunk = c0 + t < j.n_chunks ? c0 + t : -1;
         /* worker 0 runs on this thread; a thread that cannot start leaves its chunk to this one */
@@ -602,14 +665,22 @@ static void layer_hessians(const model *wm, int L, const data_split *calib, int 
         for (int t = 1; t < T; t++)
             if (w[t].started) pthread_join(w[t].tid, NULL), w[t].started = 0;
         for (int t = 0; t < T && w[t].chunk >= 0; t++)
-            for (int g = 0; g < groups; g++)
+            for (int g = 0; g < groups; g++) {
                 for (int r = 0; r < K; r++)
                     for (int c = r; c < K; c++) H[g][(size_t)r * K + c] += w[t].part[g][(size_t)r * K + c];
+                if (!as) continue;
+                for (int e = 0; e < K * K; e++) as->Cx[g][e] += w[t].cross[g][e];
+                for (int k = 0; k < K; k++) as->Sa[g][k] += w[t].sa[g][k], as->Sb[g][k] += w[t].sb[g][k];
+            }
     }
     for (int t = 0; t < T; t++) {
         fnet_free(&w[t].net);
         for (int g = 0; g < groups; g++) ccq_free(w[t].A[g]), ccq_free(w[t].part[g]);
         ccq_free(w[t].A), ccq_free(w[t].part);
+        if (!as) continue;
+        fnet_free(&w[t].net2);
+        for (int g = 0; g < groups; g++) ccq_free(w[t].B[g]), ccq_free(w[t].cross[g]), ccq_free(w[t].sa[g]), ccq_free(w[t].sb[g]);
+        ccq_free(w[t].B), ccq_free(w[t].cross), ccq_free(w[t].sa), ccq_free(w[t].sb);
     }
     ccq_free(w);
     ccq_free(ref);
@@ -620,12 +691,58 @@ static void layer_hessians(const model *wm, int L, const data_split *calib, int 
         f->cs = next;
         f->cut = L;
     }
+    if (as && as->f2->on) {
+        fwd_state *f2 = as->f2;
+        float *tmp = f2->slab[0];
+        f2->slab[0] = f2->slab[1], f2->slab[1] = tmp;
+        cut_set_free(&f2->cs);
+        f2->cs = next2;
+        f2->cut = L;
+    }
     for (int g = 0; g < groups; g++)
         for (int r = 0; r < K; r++)
             for (int c = 0; c < r; c++) H[g][(size_t)r * K + c] = H[g][(size_t)c * K + r];
 }
 
 /* ---- the whole model ---------------------------------------------------------------- */
+
+/* Asymmetric targets (gptq_config.asym), one group: from the sums of the
+ * quantized model's input rows X (H = X^T X, Sa) and of the original model's
+ * Y (Cx = X^T Y, Sb) over `cols` columns, W [rows][K] (the float weights)
+ * becomes the least-squares weights of the targets W y + b given the inputs
+ * x, the bias free: W' = W Cc^T (Hc + lam I)^-1 with Hc and Cc the centred H
+ * and Cx, lam = GPTQ_ASYM_RIDGE x the mean of H's diagonal; H becomes Hc (the
+ * Hessian of that problem once the bias is solved last). CCQ_ERR_LIMIT if
+ * Hc + lam I is not positive definite. */
+static ccq_status asym_target(double *W, double *H, const double *Cx, const double *Sa, const double *Sb, double cols,
+                              int rows, int K, ccq_err *err)
+{
+    double tr = 0;
+    for (int k = 0; k < K; k++) tr += H[(size_t)k * K + k];
+    const double lam = GPTQ_ASYM_RIDGE * (tr > 0 ? tr / K : 1.0);
+    double *A = ccq_malloc(sizeof(double) * (size_t)K * (size_t)K);
+    double *X = ccq_malloc(sizeof(double) * (size_t)K * (size_t)rows);
+    for (int j = 0; j < K; j++)
+        for (int k = 0; k < K; k++) {
+            H[(size_t)j * K + k] -= Sa[j] * Sa[k] / cols;
+            A[(size_t)j * K + k] = H[(size_t)j * K + k] + (j == k ? lam : 0.0);
+        }
+    /* X = Cc W^T [K][rows], Cc[j][k] = Cx[j][k] - Sa[j] Sb[k] / cols */
+    for (int j = 0; j < K; j++)
+        for (int r = 0; r < rows; r++) {
+            double acc = 0;
+            for (int k = 0; k < K; k++) acc += (Cx[(size_t)j * K + k] - Sa[j] * Sb[k] / cols) * W[(size_t)r * K + k];
+            X[(size_t)j * rows + r] = acc;
+        }
+    ccq_status st = CCQ_OK;
+    if (LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', K, rows, A, K, X, rows) != 0)
+        st = ccq_fail(err, CCQ_ERR_LIMIT, "the asymmetric targets' system is not positive definite");
+    else
+        for (int r = 0; r < rows; r++)
+            for (int k = 0; k < K; k++) W[(size_t)r * K + k] = X[(size_t)k * rows + r];
+    ccq_free(A), ccq_free(X);
+    return st;
+}
 
 ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gptq_report *rep, ccq_err *err)
 {
@@ -634,6 +751,9 @@ ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gpt
     memset(&r, 0, sizeof r);
     const double t0 = ccq_seconds();
     if (!m->quantized) return ccq_fail(err, CCQ_ERR_USAGE, "%s: GPTQ needs a quantized model", m->path);
+    if (c->asym && c->float_inputs)
+        return ccq_fail(err, CCQ_ERR_USAGE, "%s: asymmetric targets need the quantized layers' inputs, not the float "
+                        "model's", m->path);
     if ((st = data_check_fits(calib, m, err))) return st;
     const int n = c->calib_images < calib->n ? c->calib_images : calib->n;
     if (n < 1) return ccq_fail(err, CCQ_ERR_MISMATCH, "%s: no calibration images for GPTQ", calib->path);
@@ -644,8 +764,10 @@ ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gpt
     model_copy(&work, m);
     const int blas_threads = blas_single_enter();
     const int threads = gptq_threads(c);
-    fwd_state fwd;
+    fwd_state fwd, fwd2;
     fwd_init(&fwd, &work, n);
+    /* asymmetric targets: m itself is the original model (its float weights and biases stay until the end) */
+    if (c->asym) fwd_init(&fwd2, m, n);
     for (int L = 0; L < work.n_nodes && !st; L++) {
         model_node *nd = &work.nodes[L];
         if (!is_layer(nd->op)) continue;
@@ -653,7 +775,20 @@ ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gpt
         const int K = (int)(nd->n_weight / nd->shape.c), wmax = model_node_wmax(nd);
         double **H = ccq_malloc(sizeof(double *) * (size_t)groups);
         for (int g = 0; g < groups; g++) H[g] = ccq_malloc(sizeof(double) * (size_t)K * (size_t)K);
-        layer_hessians(&work, L, calib, n, groups, threads, &fwd, H);
+        hess_asym as = {m, &fwd2, NULL, NULL, NULL};
+        if (c->asym) {
+            as.Cx = ccq_malloc(sizeof(double *) * (size_t)groups);
+            as.Sa = ccq_malloc(sizeof(double *) * (size_t)groups);
+            as.Sb = ccq_malloc(sizeof(double *) * (size_t)groups);
+            for (int g = 0; g < groups; g++) {
+                as.Cx[g] = ccq_malloc(sizeof(double) * (size_t)K * (size_t)K);
+                as.Sa[g] = ccq_malloc(sizeof(double) * (size_t)K);
+                as.Sb[g] = ccq_malloc(sizeof(double) * (size_t)K);
+            }
+        }
+        layer_hessians(&work, L, calib, n, groups, threads, &fwd, H, c->asym ? &as : NULL);
+        const double cols = (double)n * (nd->op == MODEL_OP_CONV2D ? (double)nd->shape.h * nd->shape.w : 1.0);
+        double *bnew = c->asym ? ccq_malloc(sizeof(double) * (size_t)nd->shape.c) : NULL;
         double *W = ccq_malloc(sizeof(double) * (size_t)rows * (size_t)K);
         double *s0 = ccq_malloc(sizeof(double) * (size_t)rows), *s = ccq_malloc(sizeof(double) * (size_t)rows);
         double *bias_lv = ccq_malloc(sizeof(double) * (size_t)rows);
@@ -674,8 +809,12 @@ ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gpt
                 s0[o] = nd->wscale[o0 + o];
                 bias_lv[o] = nd->bias ? fabs(nd->bias[o0 + o]) / (s_in * s0[o]) : 0.0;
             }
-            prep p;
             ccq_err why;
+            if (c->asym && (st = asym_target(W, H[g], as.Cx[g], as.Sa[g], as.Sb[g], cols, rows, K, &why))) {
+                st = ccq_fail(err, st, "%s: node %d (%s): %s", m->path, L, nd->name, why.msg);
+                break;
+            }
+            prep p;
             if ((st = prep_init(&p, H[g], K, c, &why))) {
                 st = ccq_fail(err, st, "%s: node %d (%s): %s", m->path, L, nd->name, why.msg);
                 break;
@@ -685,13 +824,29 @@ ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gpt
             const level_set ls = {nd->codebook ? nd->codebook + (size_t)o0 * model_ncodes(nd) : NULL,
                                   nd->codebook ? model_ncodes(nd) : 0, wmax, mask ? mask + (size_t)o0 * K : NULL};
             if (c->scale_search) {
-                solve_scales(&p, W, H[g], rows, s0, &ls, c->block, bias_lv, &b, q, s);
+                solve_scales(&p, W, H[g], rows, s0, &ls, c->block, c->asym ? NULL : bias_lv, &b, q, s);
             } else {
                 memcpy(s, s0, sizeof(double) * (size_t)rows);
                 solve(&p, W, rows, s, &ls, c->block, &b, q);
             }
             solve_buf_free(&b);
             prep_free(&p);
+            if (c->asym) {
+                /* the bias that matches the targets' mean for these levels: mean(y) - (q s) . mean(x) */
+                for (int o = 0; o < rows && !st; o++) {
+                    const int oc = o0 + o;
+                    double y = nd->bias ? nd->bias[oc] : 0.0, x = 0;
+                    for (int k = 0; k < K; k++) {
+                        y += (double)m->nodes[L].weight[(int64_t)oc * K + k] * as.Sb[g][k] / cols;
+                        x += (double)q[(size_t)o * K + k] * s[o] * as.Sa[g][k] / cols;
+                    }
+                    bnew[oc] = y - x;
+                    if (!quant_acc_fits(fabs(bnew[oc]) / (s_in * s[o]), K, wmax))
+                        st = ccq_fail(err, CCQ_ERR_LIMIT, "%s: node %d (%s): output channel %d: the refitted bias could "
+                                      "overflow int32 accumulators", m->path, L, nd->name, oc);
+                }
+                if (st) break;
+            }
             for (int o = 0; o < rows; o++) {
                 const int oc = o0 + o;
                 if ((float)s[o] != nd->wscale[oc]) r.rescaled++;
@@ -706,6 +861,16 @@ ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gpt
                 }
             }
         }
+        if (!st && c->asym) {
+            /* later layers' inputs see the new bias */
+            if (!nd->bias) nd->bias = ccq_calloc((size_t)nd->shape.c, sizeof(float));
+            for (int o = 0; o < nd->shape.c; o++) nd->bias[o] = (float)bnew[o];
+        }
+        ccq_free(bnew);
+        if (c->asym) {
+            for (int g = 0; g < groups; g++) ccq_free(as.Cx[g]), ccq_free(as.Sa[g]), ccq_free(as.Sb[g]);
+            ccq_free(as.Cx), ccq_free(as.Sa), ccq_free(as.Sb);
+        }
         if (!st && c->scale_search && L == work.output) {
             /* the logits' scale: the largest input x weight scale, as quant_model sets it */
             nd->act_scale = (float)(s_in * s_max);
@@ -716,6 +881,7 @@ ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gpt
         ccq_free(H), ccq_free(W), ccq_free(s0), ccq_free(s), ccq_free(bias_lv), ccq_free(q), ccq_free(mask);
     }
     fwd_free(&fwd);
+    if (c->asym) fwd_free(&fwd2);
     blas_single_leave(blas_threads);
     if (!st) {
         for (int i = 0; i < m->n_nodes; i++) {
@@ -723,6 +889,10 @@ ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gpt
             if (!is_layer(dst->op)) continue;
             memcpy(dst->levels, work.nodes[i].levels, (size_t)dst->n_weight);
             memcpy(dst->wscale, work.nodes[i].wscale, sizeof(float) * (size_t)dst->shape.c);
+            if (c->asym) {
+                if (!dst->bias) dst->bias = ccq_calloc((size_t)dst->shape.c, sizeof(float));
+                memcpy(dst->bias, work.nodes[i].bias, sizeof(float) * (size_t)dst->shape.c);
+            }
         }
         m->nodes[m->output].act_scale = work.nodes[work.output].act_scale;
         r.seconds = ccq_seconds() - t0;
@@ -734,7 +904,7 @@ ccq_status gptq_run(model *m, const data_split *calib, const gptq_config *c, gpt
 
 /* ---- the search's start ------------------------------------------------------------ */
 
-static const char *const k_start_names[GPTQ_START_COUNT] = {"rtn", "gptq", "gptq_scale", "auto"};
+static const char *const k_start_names[GPTQ_START_COUNT] = {"rtn", "gptq", "gptq_scale", "auto", "gptq_asym"};
 
 const char *gptq_start_name(gptq_start_kind k)
 {
@@ -796,10 +966,13 @@ ccq_status gptq_start(const model *fm, const data_split *train, const quant_conf
             ccq_free(mask);
         }
     }
+    /* gptq_asym: the gptq_scale candidate's slot, with asymmetric targets */
+    const int asym = kind == GPTQ_START_GPTQ_ASYM;
     for (int k = GPTQ_START_GPTQ; k <= GPTQ_START_GPTQ_SCALE && !st; k++) {
-        if ((int)kind != k && kind != GPTQ_START_AUTO) continue;
+        if ((int)kind != k && kind != GPTQ_START_AUTO && !(asym && k == GPTQ_START_GPTQ_SCALE)) continue;
         model_copy(&cand[k], &cand[0]);
         gc.scale_search = k == GPTQ_START_GPTQ_SCALE;
+        gc.asym = asym;
         st = gptq_run(&cand[k], train, &gc, &reps[k], err);
     }
     for (int k = 0; k < 3 && !st && prune; k++)
@@ -809,7 +982,7 @@ ccq_status gptq_start(const model *fm, const data_split *train, const quant_conf
             if (qc->prune_after) prune_levels(nd, qc->sparsity_pm);
             nd->sparse = 1; /* deployed sparse where that is smaller */
         }
-    int chosen = kind == GPTQ_START_AUTO ? GPTQ_START_RTN : (int)kind;
+    int chosen = kind == GPTQ_START_AUTO ? GPTQ_START_RTN : asym ? GPTQ_START_GPTQ_SCALE : (int)kind;
     if (!st && kind == GPTQ_START_AUTO) {
         in.n_train = train->n;
         for (int k = 0; k < 3 && !st; k++) st = count_correct(&cand[k], train, &in.correct[k], err);
@@ -823,7 +996,7 @@ ccq_status gptq_start(const model *fm, const data_split *train, const quant_conf
             model_free(&cand[k]);
     }
     if (st) return st;
-    in.chosen = (gptq_start_kind)chosen;
+    in.chosen = asym ? GPTQ_START_GPTQ_ASYM : (gptq_start_kind)chosen;
     in.report = reps[chosen];
     in.seconds = ccq_seconds() - t0;
     if (info) *info = in;

@@ -40,6 +40,10 @@ ap.add_argument("data")
 ap.add_argument("model")
 ap.add_argument("--bits", default="2,3,4")
 ap.add_argument("--scale-bits", default="2")
+ap.add_argument("--asym-bits", default="",
+                help="widths at which --init gptq_asym is compared with gptq.py --scale-search --asym: levels and "
+                     "scales as for gptq_scale, the biases solved again to 1e-5 of their largest magnitude, and "
+                     "different from the round-to-nearest file's")
 ap.add_argument("--calib", type=int, default=1024)
 ap.add_argument("--bar", type=float, default=0.999)
 ap.add_argument("--threads", action="store_true")
@@ -61,7 +65,8 @@ def layers(path):
         for k in sorted(f["nodes"].keys()):
             g = f["nodes"][k]
             if "levels" in g and (not a.grouped or int(g.attrs.get("groups", 1)) > 1):
-                out[k] = (g["levels"][...], g["wscale"][...], float(g.attrs["act_scale"]))
+                out[k] = (g["levels"][...], g["wscale"][...], float(g.attrs["act_scale"]),
+                          g["bias"][...] if "bias" in g else None)
         return out, int(f.attrs["output"])
 
 
@@ -71,7 +76,7 @@ def accuracy(path):
     return json.loads(so)["accuracy"] if rc == 0 else float("nan")
 
 
-def compare(label, c_path, py_path, scales_searched):
+def compare(label, c_path, py_path, scales_searched, rtn_path=None):
     c, out = layers(c_path)
     p, _ = layers(py_path)
     same = total = same_s = total_s = 0
@@ -91,6 +96,11 @@ def compare(label, c_path, py_path, scales_searched):
         t.check(f"{label}: the logits' scale follows the scales", rel < 1e-6, f"{c[key][2]} vs {p[key][2]}")
     else:
         t.check(f"{label}: the file's scales are kept", same_s == total_s, f"{same_s}/{total_s}")
+    if rtn_path:
+        r, _ = layers(rtn_path)
+        dev = max(float(np.abs(c[k][3] - p[k][3]).max() / np.abs(p[k][3]).max()) for k in p)
+        t.check(f"{label}: the solved biases agree to 1e-5 of their largest", dev <= 1e-5, f"{dev:.3g}")
+        t.check(f"{label}: every layer's bias solved again", all(not np.array_equal(c[k][3], r[k][3]) for k in p))
     if a.grouped:
         return
     acc_c, acc_p = accuracy(c_path), accuracy(py_path)
@@ -101,12 +111,14 @@ def compare(label, c_path, py_path, scales_searched):
 with tempfile.TemporaryDirectory() as d:
     widths = [int(b) for b in a.bits.split(",") if b]
     scale_widths = [int(b) for b in a.scale_bits.split(",") if b]
-    for b in sorted(set(widths) | set(scale_widths)):
+    asym_widths = [int(b) for b in a.asym_bits.split(",") if b]
+    for b in sorted(set(widths) | set(scale_widths) | set(asym_widths)):
         rtn = os.path.join(d, f"rtn{b}.h5")
         rc, so, se = run([ccq, "quantize", a.model, "--data", a.data, "--wbits", str(b), "--calib", str(a.calib),
                           "-o", rtn])
         t.check(f"w{b}: quantize", rc == 0, se)
-        modes = ([("gptq", [])] if b in widths else []) + ([("gptq_scale", ["--scale-search"])] if b in scale_widths else [])
+        modes = ([("gptq", [])] if b in widths else []) + ([("gptq_scale", ["--scale-search"])] if b in scale_widths else []) \
+            + ([("gptq_asym", ["--scale-search", "--asym"])] if b in asym_widths else [])
         for init, flags in modes:
             label = f"w{b} {init}"
             c_path, py_path = os.path.join(d, f"c_{init}{b}.h5"), os.path.join(d, f"py_{init}{b}.h5")
@@ -134,8 +146,8 @@ with tempfile.TemporaryDirectory() as d:
                               *prune_py])
             t.check(f"{label}: gptq.py", rc == 0, se)
             if os.path.exists(c_path) and os.path.exists(py_path):
-                compare(label, c_path, py_path, init == "gptq_scale")
-            if a.threads and init == modes[0][0]:
+                compare(label, c_path, py_path, init in ("gptq_scale", "gptq_asym"), rtn if init == "gptq_asym" else None)
+            if a.threads and (init == modes[0][0] or init == "gptq_asym"):
                 one = os.path.join(d, f"c1_{init}{b}.h5")
                 env1 = dict(os.environ, CCQ_GPTQ_THREADS="1", CCQ_GPTQ_CACHE_MB="0")
                 rc, so, se = run([ccq, "quantize", a.model, "--data", a.data, "--wbits", str(b), "--calib",

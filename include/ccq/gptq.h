@@ -62,7 +62,12 @@ typedef struct {
     int prune_bits;
     int threads;       /* threads of the forward passes feeding the Hessians; 0 (default): the environment's
                         * CCQ_GPTQ_THREADS, else the online CPUs. Speed only: the results do not depend on it */
+    int asym;          /* asymmetric targets (default 0): each layer's levels reconstruct the ORIGINAL model's
+                        * pre-activation output (its float weights on its own float inputs) from the inputs the
+                        * quantized layers before produce, and its bias is solved again (see gptq_run) */
 } gptq_config;
+
+#define GPTQ_ASYM_RIDGE 1e-4 /* asym: the least-squares ridge, times the mean of the input Gram's diagonal */
 
 void gptq_config_default(gptq_config *c);
 
@@ -113,10 +118,12 @@ typedef enum {
     GPTQ_START_GPTQ,       /* GPTQ at the model's scales */
     GPTQ_START_GPTQ_SCALE, /* GPTQ with the scale search */
     GPTQ_START_AUTO,       /* the one of the three with the best train-split accuracy */
+    GPTQ_START_GPTQ_ASYM,  /* GPTQ with the scale search and asymmetric targets, the biases solved again
+                            * (gptq_config.asym; ccq quantize only: a search takes it as a quantized file) */
     GPTQ_START_COUNT
 } gptq_start_kind;
 
-/* "rtn", "gptq", "gptq_scale", "auto"; gptq_start_parse returns the kind
+/* "rtn", "gptq", "gptq_scale", "auto", "gptq_asym"; gptq_start_parse returns the kind
  * or GPTQ_START_COUNT for anything else. */
 const char *gptq_start_name(gptq_start_kind k);
 gptq_start_kind gptq_start_parse(const char *s);
