@@ -40,7 +40,7 @@ def expect(label, args, needles, out=None):
 with tempfile.TemporaryDirectory() as d:
     out = os.path.join(d, "out.h5")
     q = ["quantize", model, "--data", data, "--wbits", "2", "--calib", "128", "-o", out]
-    expect("unknown --init", q + ["--init", "gptq2"], ["--init", "rtn, gptq, gptq_scale or auto", "'gptq2'"], out)
+    expect("unknown --init", q + ["--init", "gptq2"], ["--init", "rtn, gptq, gptq_scale, gptq_asym or auto", "'gptq2'"], out)
     expect("empty --init", q + ["--init", ""], ["--init"], out)
     expect("--init without value", q + ["--init"], ["--init needs a value"], out)
     t.check("no output file was written", not os.path.exists(out))
@@ -53,6 +53,9 @@ with tempfile.TemporaryDirectory() as d:
     open(ini, "w").write(f"[model]\nmodel = {model}\ndata = {data}\n[quant]\ninit = optimal\n")
     expect("quant.init in a file", ["search", ini], [f"{ini}:5: quant.init: 'optimal' is not one of rtn, gptq, "
                                                      "gptq_scale, auto"])
+    open(ini, "w").write(f"[model]\nmodel = {model}\ndata = {data}\n[quant]\ninit = gptq_asym\n")
+    expect("quant.init = gptq_asym (ccq quantize only)", ["search", ini],
+           [f"{ini}:5: quant.init: 'gptq_asym' is not one of rtn, gptq, gptq_scale, auto"])
     open(ini, "w").write(f"[model]\nmodel = {model}\ndata = {data}\n")
     expect("quant.init by --set", ["search", ini, "--set", "quant.init=best"], ["quant.init", "'best'"])
 
