@@ -143,6 +143,23 @@ static void start_scales(const model *m, int64_t *n_w, float **w, int64_t *n_a, 
     }
 }
 
+/* Every conv/linear node's float bias in node order, 0 where a node has none (ckpt_data.start_bias). */
+static float *start_biases(const model *m)
+{
+    int64_t n = 0;
+    for (int i = 0; i < m->n_nodes; i++)
+        if (m->nodes[i].wscale) n += m->nodes[i].shape.c;
+    float *b = ccq_calloc((size_t)n + 1, sizeof(float));
+    n = 0;
+    for (int i = 0; i < m->n_nodes; i++) {
+        const model_node *nd = &m->nodes[i];
+        if (!nd->wscale) continue;
+        if (nd->bias) memcpy(b + n, nd->bias, sizeof(float) * (size_t)nd->shape.c);
+        n += nd->shape.c;
+    }
+    return b;
+}
+
 /* Every learned node's codebook in node order (a fresh array; NULL and 0 when there is none):
  * taken from the start, before the search may move codebook entries. */
 static void start_codebooks(const model *m, int64_t *n, int8_t **cb)
@@ -183,6 +200,7 @@ static ccq_status write_checkpoint(cc_state *s, int complete, ccq_err *err)
         snprintf(c.start, sizeof c.start, "%s", s->start);
         start_scales(&s->m, &c.n_wscale, &c.start_wscale, &c.n_act, &c.start_act_scale);
         c.n_codebook = s->n_start_cb, c.start_codebook = s->start_cb;
+        c.start_bias = start_biases(&s->m);
         if (strcmp(s->start, "budget") == 0) { /* widths are not searched: the context's are the start's */
             c.start_bits = ccq_malloc((size_t)s->m.n_nodes);
             for (int i = 0; i < s->m.n_nodes; i++) c.start_bits[i] = (int8_t)(s->m.nodes[i].levels ? s->m.nodes[i].bits : 0);
@@ -198,6 +216,7 @@ static ccq_status write_checkpoint(cc_state *s, int complete, ccq_err *err)
         ccq_free(c.levels);
         ccq_free(c.start_wscale);
         ccq_free(c.start_act_scale);
+        ccq_free(c.start_bias);
         ccq_free(c.start_bits);
     }
     /* every rank learns whether it worked (and the message is rank 0's) */
@@ -284,6 +303,12 @@ static ccq_status apply_start(model *m, const ckpt_data *c, int codebooks, const
         nd->act_scale = c->start_act_scale[i];
         if (!nd->levels) continue;
         memcpy(nd->wscale, c->start_wscale + w, sizeof(float) * (size_t)nd->shape.c);
+        if (c->start_bias) { /* a node without a bias gets one only where the start's is not zero */
+            int any = nd->bias != NULL;
+            for (int o = 0; o < nd->shape.c && !any; o++) any = c->start_bias[w + o] != 0.0f;
+            if (any && !nd->bias) nd->bias = ccq_calloc((size_t)nd->shape.c, sizeof(float));
+            if (any) memcpy(nd->bias, c->start_bias + w, sizeof(float) * (size_t)nd->shape.c);
+        }
         if (nd->codebook) {
             const int n = model_ncodes(nd);
             const int64_t per = nd->n_weight / nd->shape.c;
@@ -314,6 +339,11 @@ static void bcast_start(const dist_ctx *d, model *m)
         if (!nd->levels) continue;
         dist_bcast_bytes(d, nd->levels, (size_t)nd->n_weight);
         dist_bcast_bytes(d, nd->wscale, sizeof(float) * (size_t)nd->shape.c);
+        /* the biases (gptq_asym solves them again; it may give a node without one a bias) */
+        int has = nd->bias != NULL;
+        dist_bcast_bytes(d, &has, sizeof has);
+        if (has && !nd->bias) nd->bias = ccq_calloc((size_t)nd->shape.c, sizeof(float));
+        if (has) dist_bcast_bytes(d, nd->bias, sizeof(float) * (size_t)nd->shape.c);
         if (nd->codebook) dist_bcast_bytes(d, nd->codebook, (size_t)nd->shape.c * (size_t)model_ncodes(nd));
     }
 }

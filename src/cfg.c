@@ -31,7 +31,7 @@ static const char *const k_prior[] = {"flat", "float", NULL};
 static const char *const k_fitness[] = {"xent", "accuracy", "distill", NULL};
 static const char *const k_act[] = {"percentile", "minmax", NULL};
 static const char *const k_wscale[] = {"maxabs", "mse", NULL};
-static const char *const k_init[] = {"rtn", "gptq", "gptq_scale", "auto", NULL};
+static const char *const k_init[] = {"rtn", "gptq", "gptq_scale", "auto", "gptq_asym", NULL}; /* gptq_start_kind */
 static const char *const k_levels[] = {"uniform", "learned", NULL};
 
 #define F(field) offsetof(cfg_search, field)

@@ -68,7 +68,9 @@ ccq_status ckpt_write(const ckpt_data *c, const char *path, ccq_err *err)
         (c->n_codebook > 0 && (st = h5io_write_dset(&f, "/", "start_codebook", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, nc,
                                                     c->start_codebook, err))) ||
         (c->start_bits &&
-         (st = h5io_write_dset(&f, "/", "start_bits", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, na, c->start_bits, err)))) {
+         (st = h5io_write_dset(&f, "/", "start_bits", H5T_STD_I8LE, H5T_NATIVE_INT8, 1, na, c->start_bits, err))) ||
+        (c->start_bias &&
+         (st = h5io_write_dset(&f, "/", "start_bias", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, nw, c->start_bias, err)))) {
         h5io_atomic_abort(&f);
         return st;
     }
@@ -81,7 +83,7 @@ static ccq_status read_i64(const h5io_file *f, const char *name, int64_t *v, ccq
 }
 
 /* The start's kinds a checkpoint may name (cc.c's s->start). */
-static const char *const k_starts[] = {"rtn", "gptq", "gptq_scale", "budget", "file"};
+static const char *const k_starts[] = {"rtn", "gptq", "gptq_scale", "gptq_asym", "budget", "file"};
 
 /* The widest range any variable's value may have under the configuration
  * snapshot: the levels of the configured width, or of 8 bits when the first
@@ -269,7 +271,7 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
     for (size_t k = 0; k < CCQ_ARRAY_LEN(k_starts); k++) known |= strcmp(c->start, k_starts[k]) == 0;
     if (!known) {
         st = ccq_fail(err, CCQ_ERR_FORMAT,
-                      "%s: malformed checkpoint (start '%s': expected rtn, gptq, gptq_scale, budget or file)", path,
+                      "%s: malformed checkpoint (start '%s': expected rtn, gptq, gptq_scale, gptq_asym, budget or file)", path,
                       c->start);
         goto fail;
     }
@@ -314,6 +316,23 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
         if ((st = h5io_dset_read(&f, "/", "start_codebook", H5T_NATIVE_INT8, 1, cs, -1, c->start_codebook, err)))
             goto fail;
     }
+    if (version >= 6 && h5io_exists(&f, "/", "start_bias")) {
+        hsize_t bs[H5IO_MAX_RANK];
+        int br = 0;
+        if ((st = h5io_dset_dims(&f, "/", "start_bias", &br, bs, err))) goto fail;
+        if (br != 1 || bs[0] != (hsize_t)c->n_wscale) {
+            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start_bias: not one per output channel)", path);
+            goto fail;
+        }
+        c->start_bias = ccq_malloc(sizeof(float) * (size_t)(c->n_wscale + 1));
+        if ((st = h5io_dset_read(&f, "/", "start_bias", H5T_NATIVE_FLOAT, 1, bs, -1, c->start_bias, err))) goto fail;
+        for (int64_t k = 0; k < c->n_wscale; k++)
+            if (!isfinite(c->start_bias[k])) {
+                st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start bias %lld not finite)", path,
+                              (long long)k);
+                goto fail;
+            }
+    }
     if (version >= 5 && h5io_exists(&f, "/", "start_bits")) {
         hsize_t bs[H5IO_MAX_RANK];
         int br = 0;
@@ -354,5 +373,6 @@ void ckpt_free(ckpt_data *c)
     ccq_free(c->start_act_scale);
     ccq_free(c->start_codebook);
     ccq_free(c->start_bits);
+    ccq_free(c->start_bias);
     memset(c, 0, sizeof *c);
 }

@@ -52,10 +52,7 @@ with tempfile.TemporaryDirectory() as d:
     ini = os.path.join(d, "s.ini")
     open(ini, "w").write(f"[model]\nmodel = {model}\ndata = {data}\n[quant]\ninit = optimal\n")
     expect("quant.init in a file", ["search", ini], [f"{ini}:5: quant.init: 'optimal' is not one of rtn, gptq, "
-                                                     "gptq_scale, auto"])
-    open(ini, "w").write(f"[model]\nmodel = {model}\ndata = {data}\n[quant]\ninit = gptq_asym\n")
-    expect("quant.init = gptq_asym (ccq quantize only)", ["search", ini],
-           [f"{ini}:5: quant.init: 'gptq_asym' is not one of rtn, gptq, gptq_scale, auto"])
+                                                     "gptq_scale, auto, gptq_asym"])
     open(ini, "w").write(f"[model]\nmodel = {model}\ndata = {data}\n")
     expect("quant.init by --set", ["search", ini, "--set", "quant.init=best"], ["quant.init", "'best'"])
 

@@ -9,7 +9,11 @@ a run stopped at half the budget and resumed on 2 ranks prints that the
 start comes from the checkpoint, computes nothing, and ends bit-identical to
 the uninterrupted run. With quant.init = gptq_scale the checkpoint holds the
 searched scales and the logits' scale that follows them (again equal to
-ccq quantize's), and the output model carries them. A checkpoint of format
+ccq quantize's), and the output model carries them. With quant.init =
+gptq_asym (the biases solved again) the checkpoint's start biases, levels
+and scales are ccq quantize --init gptq_asym's, the output carries those
+biases, and a run stopped at half the budget on 1 rank and resumed on 2
+ends bit-identical to the uninterrupted run. A checkpoint of format
 version 1 is refused (exit 4, one line). At the end rank 0 prints the test
 accuracy of the start and of the result (the data file has a test split),
 equal to `ccq eval`'s and the same on 1 and 2 ranks."""
@@ -157,6 +161,42 @@ with tempfile.TemporaryDirectory() as root:
         _, ws_o, act_o = quantized(os.path.join(d, "out.h5"))
         t.check("gptq_scale: the output carries the start's scales", np.array_equal(ws_o, ws_q)
                 and np.array_equal(act_o, act_q))
+    # gptq_asym: the solved biases in the checkpoint and the output; stop on 1 rank, resume on 2
+    def biases(path):
+        with h5py.File(path, "r") as f:
+            return np.concatenate([f["nodes"][k]["bias"][...] for k in sorted(f["nodes"].keys())
+                                   if "levels" in f["nodes"][k]])
+
+    d = os.path.join(root, "asym")
+    rc, so, se = search(setup(d, init="gptq_asym", budget=40), 1)
+    t.check("gptq_asym search runs", rc == 0, se[-2000:])
+    full = files(d) if rc == 0 else {}
+    ref = os.path.join(root, "q_asym.h5")
+    rc2, so2, se2 = run([ccq, "quantize", model, "--data", data, "--wbits", "2", "--calib", "256", "--init",
+                         "gptq_asym", "-o", ref])
+    t.check("quantize --init gptq_asym runs", rc2 == 0, se2)
+    if rc == 0 and rc2 == 0:
+        kind, base, ws, act = start_of(os.path.join(d, "ckpt.h5"))
+        lv_q, ws_q, act_q = quantized(ref)
+        with h5py.File(os.path.join(d, "ckpt.h5"), "r") as f:
+            sb = f["start_bias"][...]
+        t.check("gptq_asym: start kind", kind == "gptq_asym", kind)
+        t.check("gptq_asym: start levels and scales are quantize's", np.array_equal(base, lv_q)
+                and np.array_equal(ws, ws_q) and np.array_equal(act, act_q))
+        t.check("gptq_asym: start biases are quantize's", np.array_equal(sb, biases(ref)))
+        t.check("gptq_asym: the biases were solved again", not np.array_equal(sb, biases(os.path.join(root, "q_gptqs.h5"))))
+        t.check("gptq_asym: the output carries them", np.array_equal(biases(os.path.join(d, "out.h5")), sb))
+    d2 = os.path.join(root, "asym_resume")
+    cfg = setup(d2, init="gptq_asym", budget=20)
+    rc, so, se = search(cfg, 1)
+    t.check("gptq_asym half-budget run", rc == 0, se[-2000:])
+    rc, so, se = search(cfg, 2, ["--resume", os.path.join(d2, "ckpt.h5"), "--set", "run.budget=40"])
+    t.check("gptq_asym resume on 2 ranks runs", rc == 0, se[-2000:])
+    t.check("gptq_asym resume: the start comes from the checkpoint", "search: start: gptq_asym, from the checkpoint"
+            in so, so[-600:])
+    res = files(d2) if rc == 0 else {}
+    for n in full:
+        t.check(f"gptq_asym resume: {n} bit-identical to the uninterrupted run", res.get(n) == full[n])
     # a checkpoint of the previous format is refused loudly
     old = os.path.join(root, "v1.h5")
     with open(os.path.join(root, "np1", "ckpt.h5"), "rb") as src, open(old, "wb") as dst:
@@ -166,5 +206,5 @@ with tempfile.TemporaryDirectory() as root:
     rc, so, se = search(os.path.join(root, "np1", "search.ini"), 1, ["--resume", old])
     t.check("version-1 checkpoint: exit 4", rc == 4, f"rc {rc}: {se}")
     t.check("version-1 checkpoint: one line naming both versions",
-            len(se.splitlines()) == 1 and "checkpoint version 1, this ccq reads 2 to 5" in se, se)
+            len(se.splitlines()) == 1 and "checkpoint version 1, this ccq reads 2 to 6" in se, se)
 t.finish()

@@ -17,9 +17,10 @@
 #include "ccq/common.h"
 
 #define CKPT_FORMAT "ccq-checkpoint"
-#define CKPT_VERSION 5 /* 2: the start's kind and scales (start, start_wscale, start_act_scale); 3: complete;
-                          * 4: start_codebook; 5: start_bits. Versions 2 to 4 are read (complete = 0 for 2;
-                          * no codebooks before 4; no widths before 5). */
+#define CKPT_VERSION 6 /* 2: the start's kind and scales (start, start_wscale, start_act_scale); 3: complete;
+                          * 4: start_codebook; 5: start_bits; 6: start_bias. Versions 2 to 5 are read
+                          * (complete = 0 for 2; no codebooks before 4; no widths before 5; no biases
+                          * before 6: the start's are the float model's). */
 
 typedef struct {
     char *config;         /* the search-defining part of the configuration, INI text */
@@ -42,6 +43,8 @@ typedef struct {
     int64_t n_codebook;   /* entries of every learned node's codebook, in node order; 0: none */
     int8_t *start_codebook; /* [n_codebook] the start's codebooks */
     int8_t *start_bits;   /* [n_act] each node's weight width (0: no weights), or NULL: written with a budget start */
+    float *start_bias;    /* [n_wscale] the start's float biases (0 where a node has none; gptq_asym solves them
+                           * again), or NULL (before version 6) */
 } ckpt_data;
 
 ccq_status ckpt_write(const ckpt_data *c, const char *path, ccq_err *err);
