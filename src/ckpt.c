@@ -77,6 +77,21 @@ ccq_status ckpt_write(const ckpt_data *c, const char *path, ccq_err *err)
     return h5io_atomic_commit(&f, path, err);
 }
 
+/* The 1-D dataset `name` of exactly n entries of esize bytes (memory type mtype) into a new *out;
+ * a different shape is CCQ_ERR_FORMAT naming `what` (the checkpoint's path in the message). */
+static ccq_status read_vector(const h5io_file *f, const char *name, hid_t mtype, size_t esize, int64_t n,
+                              const char *what, const char *path, void **out, ccq_err *err)
+{
+    hsize_t dims[H5IO_MAX_RANK];
+    int rank = 0;
+    ccq_status st = h5io_dset_dims(f, "/", name, &rank, dims, err);
+    if (st) return st;
+    if (rank != 1 || dims[0] != (hsize_t)n)
+        return ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (%s: %s)", path, name, what);
+    *out = ccq_malloc(esize * (size_t)(n + 1));
+    return h5io_dset_read(f, "/", name, mtype, 1, dims, -1, *out, err);
+}
+
 static ccq_status read_i64(const h5io_file *f, const char *name, int64_t *v, ccq_err *err)
 {
     return h5io_attr_ints_n(f, "/", name, v, 1, err);
@@ -317,15 +332,9 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
             goto fail;
     }
     if (version >= 6 && h5io_exists(&f, "/", "start_bias")) {
-        hsize_t bs[H5IO_MAX_RANK];
-        int br = 0;
-        if ((st = h5io_dset_dims(&f, "/", "start_bias", &br, bs, err))) goto fail;
-        if (br != 1 || bs[0] != (hsize_t)c->n_wscale) {
-            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start_bias: not one per output channel)", path);
+        if ((st = read_vector(&f, "start_bias", H5T_NATIVE_FLOAT, sizeof(float), c->n_wscale,
+                              "not one per output channel", path, (void **)&c->start_bias, err)))
             goto fail;
-        }
-        c->start_bias = ccq_malloc(sizeof(float) * (size_t)(c->n_wscale + 1));
-        if ((st = h5io_dset_read(&f, "/", "start_bias", H5T_NATIVE_FLOAT, 1, bs, -1, c->start_bias, err))) goto fail;
         for (int64_t k = 0; k < c->n_wscale; k++)
             if (!isfinite(c->start_bias[k])) {
                 st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start bias %lld not finite)", path,
@@ -334,15 +343,9 @@ ccq_status ckpt_read(ckpt_data *c, const char *path, ccq_err *err)
             }
     }
     if (version >= 5 && h5io_exists(&f, "/", "start_bits")) {
-        hsize_t bs[H5IO_MAX_RANK];
-        int br = 0;
-        if ((st = h5io_dset_dims(&f, "/", "start_bits", &br, bs, err))) goto fail;
-        if (br != 1 || bs[0] != (hsize_t)c->n_act) {
-            st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start_bits: not one width per node)", path);
+        if ((st = read_vector(&f, "start_bits", H5T_NATIVE_INT8, 1, c->n_act, "not one width per node", path,
+                              (void **)&c->start_bits, err)))
             goto fail;
-        }
-        c->start_bits = ccq_malloc((size_t)c->n_act);
-        if ((st = h5io_dset_read(&f, "/", "start_bits", H5T_NATIVE_INT8, 1, bs, -1, c->start_bits, err))) goto fail;
         for (int64_t k = 0; k < c->n_act; k++)
             if (c->start_bits[k] != 0 && (c->start_bits[k] < 2 || c->start_bits[k] > 8)) {
                 st = ccq_fail(err, CCQ_ERR_FORMAT, "%s: malformed checkpoint (start width %d of node %lld)", path,

@@ -197,6 +197,23 @@ with tempfile.TemporaryDirectory() as root:
     res = files(d2) if rc == 0 else {}
     for n in full:
         t.check(f"gptq_asym resume: {n} bit-identical to the uninterrupted run", res.get(n) == full[n])
+    # a damaged start_bias is refused with one line, not used
+    for label, damage, needle in (("start_bias of the wrong length", "short", "start_bias: not one per output channel"),
+                                  ("a start bias not finite", "nan", "start bias 3 not finite")):
+        bad = os.path.join(root, "bad_bias.h5")
+        with open(os.path.join(d2, "ckpt.h5"), "rb") as src, open(bad, "wb") as dst:
+            dst.write(src.read())
+        with h5py.File(bad, "r+") as f:
+            b = f["start_bias"][...]
+            del f["start_bias"]
+            if damage == "short":
+                f["start_bias"] = b[:-1]
+            else:
+                b[3] = np.nan
+                f["start_bias"] = b
+        rc, so, se = search(os.path.join(d2, "search.ini"), 1, ["--resume", bad])
+        t.check(f"{label}: exit 4, one line naming it", rc == 4 and len(se.splitlines()) == 1 and needle in se,
+                f"rc {rc}: {se}")
     # a checkpoint of the previous format is refused loudly
     old = os.path.join(root, "v1.h5")
     with open(os.path.join(root, "np1", "ckpt.h5"), "rb") as src, open(old, "wb") as dst:
